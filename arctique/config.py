@@ -1,0 +1,392 @@
+"""Typed configuration schema, registered in Hydra's ConfigStore, and its validation.
+
+Every length is in micrometres (suffix ``_um``). A two-element list ``[lo, hi]`` is a range that is
+sampled uniformly per sample (give ``[x, x]`` to fix it). Which node a key lives in says what it
+changes:
+
+* ``seed``, ``tissue``, ``cells``: the scene model (geometry, cell population, labels);
+* ``nuclei``, ``stain``, ``optics``: appearance only (a sweep over them re-renders identical geometry);
+* ``noise``: label-noise variants written beside the clean labels;
+* ``output``: where and what is written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Dict, List
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+SCENE_NODES = ("tissue", "cells")
+APPEARANCE_NODES = ("nuclei", "stain", "optics")
+
+
+class ConfigError(ValueError):
+    """A configuration value outside its allowed range; the message names key, value and range."""
+
+
+# --------------------------------------------------------------------------------------------- tissue
+
+
+@dataclass
+class CryptConf:
+    spacing_um: float = 105.0  # centre distance of neighbouring crypts (hexagonal lattice)
+    spacing_jitter: float = 0.12  # random displacement of crypt centres, fraction of spacing [0, 0.4]
+    radius_um: float = 30.0  # outer (basal) radius of a crypt
+    radius_jitter: float = 0.1  # per-crypt relative radius variation [0, 0.5]
+    lumen_radius_um: float = 6.0  # radius of the open lumen
+    depth_um: float = 420.0  # length of the tube below the luminal surface (its end is rounded)
+    warp_um: float = 5.0  # amplitude of the meander of the crypt axis
+    warp_wavelength_um: float = 160.0  # wavelength of that meander
+    wall_roughness: float = 0.06  # relative amplitude of the angular modulation of the wall [0, 0.3]
+
+
+@dataclass
+class SectionConf:
+    thickness_um: List[float] = field(default_factory=lambda: [3.0, 5.0])  # slab thickness range
+    depth_um: List[float] = field(default_factory=lambda: [40.0, 340.0])  # slab centre below the surface
+    tilt_deg: List[float] = field(default_factory=lambda: [0.0, 90.0])  # crypt axis vs. slab normal
+
+
+@dataclass
+class EpitheliumConf:
+    spacing_um: float = 5.6  # centre distance of neighbouring epithelial nuclei along the wall
+    basal_gap_um: float = 1.0  # gap between the basement boundary and the nucleus
+    goblet_fraction: float = 0.3  # fraction of epithelial cells that are goblet cells [0, 1]
+    goblet_length_um: List[float] = field(default_factory=lambda: [11.0, 15.0])  # radial extent of mucin
+    goblet_width_um: List[float] = field(default_factory=lambda: [8.0, 10.0])  # tangential extent of mucin
+
+
+@dataclass
+class RipsConf:
+    strength: float = 0.25  # fraction of the stroma torn open (white tears) [0, 1]
+    scale_um: float = 30.0  # size of the tear pattern
+    elongation: float = 3.0  # tears are stretched along one direction by this factor [1, 10]
+
+
+@dataclass
+class BloodConf:
+    strength: float = 0.3  # red blood cells per 1000 um^2 of stroma in the section [0, 20]
+    diameter_um: float = 7.5  # red blood cell diameter
+
+
+@dataclass
+class TissueConf:
+    crypt: CryptConf = field(default_factory=CryptConf)
+    section: SectionConf = field(default_factory=SectionConf)
+    epithelium: EpitheliumConf = field(default_factory=EpitheliumConf)
+    rips: RipsConf = field(default_factory=RipsConf)
+    blood: BloodConf = field(default_factory=BloodConf)
+    margin_um: float = 8.0  # scene extends this far beyond the field of view (cells cut by the border)
+
+
+# ---------------------------------------------------------------------------------------------- cells
+
+
+@dataclass
+class CellTypeConf:
+    length_um: List[float] = field(default_factory=lambda: [6.0, 7.0])  # longest nucleus extent
+    elongation: List[float] = field(default_factory=lambda: [1.0, 1.2])  # longest / shortest extent
+    lobes: List[int] = field(default_factory=lambda: [1, 1])  # number of nuclear lobes (range)
+    bend_deg: float = 0.0  # maximal bend of the nucleus along its long axis
+    shape_noise: float = 0.06  # relative amplitude of the per-instance surface variation [0, 0.3]
+    cytoplasm_scale: float = 0.0  # cell body size / nucleus size; 0 = no cytoplasm drawn
+    eccentricity: float = 0.0  # offset of the nucleus in its cell, fraction of the free space [0, 1]
+
+
+def _type(**kwargs: Any) -> Any:
+    return field(default_factory=lambda: CellTypeConf(**kwargs))
+
+
+@dataclass
+class CellTypesConf:
+    EPI: CellTypeConf = _type(length_um=[8.0, 12.0], elongation=[1.6, 2.4], shape_noise=0.05)
+    PLA: CellTypeConf = _type(
+        length_um=[6.0, 8.0], elongation=[1.05, 1.3], cytoplasm_scale=1.75, eccentricity=0.7
+    )
+    LYM: CellTypeConf = _type(length_um=[5.8, 7.0], elongation=[1.0, 1.15], cytoplasm_scale=1.2)
+    EOS: CellTypeConf = _type(
+        length_um=[7.0, 9.0], elongation=[1.5, 1.9], lobes=[2, 2], cytoplasm_scale=1.5
+    )
+    FIB: CellTypeConf = _type(length_um=[12.0, 20.0], elongation=[3.5, 5.5], bend_deg=45.0)
+    NEU: CellTypeConf = _type(
+        length_um=[9.0, 12.0], elongation=[1.3, 1.7], lobes=[3, 5], cytoplasm_scale=1.3
+    )
+
+
+@dataclass
+class CellsConf:
+    stroma_density: float = 1.3  # stroma cells per 1000 um^3 of lamina propria (all types)
+    ratios: Dict[str, float] = field(
+        default_factory=lambda: {"PLA": 0.3, "LYM": 0.45, "EOS": 0.08, "FIB": 0.17, "NEU": 0.0}
+    )  # relative abundance of the stroma types; normalised
+    nucleus_scale: Dict[str, float] = field(
+        default_factory=lambda: {"EPI": 1.0, "PLA": 1.0, "LYM": 1.0, "EOS": 1.0, "FIB": 1.0, "NEU": 1.0}
+    )  # slider: multiplies every size of that type's nuclei [0.5, 1.5]
+    min_gap_um: float = 0.3  # minimal distance between the collision shells of two stroma cells
+    mesh_subdivisions: int = 3  # icosphere level of nucleus meshes (3: 642 vertices) [1, 5]
+    types: CellTypesConf = field(default_factory=CellTypesConf)
+
+
+# ----------------------------------------------------------------------------------------- appearance
+
+
+@dataclass
+class NucleiConf:
+    intensity: float = 0.6  # slider: hematoxylin uptake of all nuclei [0, 1]
+    chromatin_contrast: float = 0.55  # strength of the chromatin texture [0, 1]
+    chromatin_scale_um: float = 0.9  # grain size of the chromatin texture
+    lym_to_pla: float = 0.0  # slider: lymphocytes take on plasma-cell appearance [0, 1]
+
+
+@dataclass
+class StainConf:
+    hematoxylin_od: List[float] = field(default_factory=lambda: [0.65, 0.70, 0.29])  # RGB OD direction
+    eosin_od: List[float] = field(default_factory=lambda: [0.07, 0.99, 0.11])  # RGB OD direction
+    blood_od: List[float] = field(default_factory=lambda: [0.10, 0.80, 0.59])  # RGB OD direction
+    nucleus_hematoxylin: float = 0.30  # OD per um of a nucleus at nuclei.intensity = 1
+    class_hematoxylin: Dict[str, float] = field(
+        default_factory=lambda: {"EPI": 0.9, "PLA": 1.0, "LYM": 1.35, "EOS": 1.05, "FIB": 1.15, "NEU": 1.1}
+    )  # relative nuclear hematoxylin per class
+    eosin_intensity: float = 1.0  # slider: multiplies every eosin concentration [0, 3]
+    stroma_eosin: float = 0.05  # OD per um of stroma fibres
+    stroma_hematoxylin: float = 0.008  # OD per um of stroma background
+    epithelium_eosin: float = 0.055  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = 0.012
+    cytoplasm_eosin: Dict[str, float] = field(
+        default_factory=lambda: {"PLA": 0.045, "LYM": 0.03, "EOS": 0.30, "NEU": 0.04}
+    )  # OD per um of each type's cytoplasm
+    cytoplasm_hematoxylin: Dict[str, float] = field(
+        default_factory=lambda: {"PLA": 0.035, "LYM": 0.02, "EOS": 0.01, "NEU": 0.01}
+    )
+    blood_density: float = 0.35  # OD per um of red blood cells
+    goblet_clarity: float = 0.85  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm [0, 1]
+    overstaining: float = 0.0  # slider: extra eosin filling the space between fibres [0, 1]
+    fibre_contrast: float = 0.7  # contrast of the stroma fibre texture [0, 1]
+    colour_shift: float = 0.0  # slider: rotates both stain OD vectors (-1 bluer, +1 redder) [-1, 1]
+
+
+@dataclass
+class OpticsConf:
+    image_size: int = 512  # pixels per side (square images)
+    mpp: float = 0.25  # micrometres per pixel (0.25: 40x scan, 0.5: 20x scan)
+    samples: int = 24  # Cycles samples per pixel of the H&E image [1, 4096]
+    focus_offset_um: float = 0.0  # focal plane relative to the slab centre (+ = towards the camera)
+    aperture: float = 0.45  # blur-disc radius per um of defocus (tan of the cone half-angle) [0, 2]
+    volume_step_um: float = 0.2  # ray-marching step inside stained volumes
+    white_level: float = 0.96  # transmittance of empty glass (white point)
+    layers: int = 4  # depth layers of the tissue texture through the slab [1, 16]
+    device: str = "cpu"  # cpu | gpu (CUDA or OptiX; an error when no GPU exists)
+    threads: int = 0  # CPU render threads; 0 = all cores
+
+
+# ------------------------------------------------------------------------------------ noise and output
+
+
+@dataclass
+class NoiseConf:
+    levels: List[float] = field(default_factory=list)  # noise levels in percent; empty = none
+
+
+@dataclass
+class OutputConf:
+    root: str = "rendered"  # dataset folder, relative to the working directory
+    overwrite: bool = False  # redo samples that are already complete
+    z_slices: int = 10  # slices of the 3D instance stack through the slab [1, 100]
+    preview: bool = True  # write previews/<i>.png (image beside an instance overlay)
+    save_blend: bool = False  # also save the Blender scene (scenes/<i>.blend); large
+
+
+@dataclass
+class ArctiqueConf:
+    defaults: List[Any] = field(
+        default_factory=lambda: [
+            {"tissue": "colon"},
+            {"cells": "lamina_propria"},
+            {"stain": "he"},
+            {"optics": "40x"},
+            {"noise": "none"},
+            {"output": "default"},
+            "_self_",
+        ]
+    )
+    seed: int = 0  # root seed of the first sample
+    n_samples: int = 1  # samples seed, seed+1, ... rendered by this job
+    tissue: TissueConf = MISSING
+    cells: CellsConf = MISSING
+    nuclei: NucleiConf = field(default_factory=NucleiConf)
+    stain: StainConf = MISSING
+    optics: OpticsConf = MISSING
+    noise: NoiseConf = MISSING
+    output: OutputConf = MISSING
+
+
+def register_configs() -> None:
+    """Register the schema: ``conf/config.yaml`` and every group file extend these nodes."""
+    cs = ConfigStore.instance()
+    cs.store(name="arctique_schema", node=ArctiqueConf)
+    for group, node in [
+        ("tissue", TissueConf),
+        ("cells", CellsConf),
+        ("stain", StainConf),
+        ("optics", OpticsConf),
+        ("noise", NoiseConf),
+        ("output", OutputConf),
+    ]:
+        cs.store(group=group, name=f"base_{group}", node=node)
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+STROMA_TYPES = ("PLA", "LYM", "EOS", "FIB", "NEU")
+ALL_TYPES = ("EPI",) + STROMA_TYPES
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}={value!r} is out of range: allowed {allowed}")
+
+
+def _positive(key: str, value: float) -> None:
+    _check(isinstance(value, (int, float)) and value > 0 and math.isfinite(value), key, value, "> 0")
+
+
+def _between(key: str, value: float, lo: float, hi: float) -> None:
+    _check(isinstance(value, (int, float)) and lo <= value <= hi, key, value, f"[{lo}, {hi}]")
+
+
+def _range(key: str, value: List[float], lo: float, hi: float) -> None:
+    _check(len(value) == 2, key, list(value), "a list [min, max]")
+    _check(value[0] <= value[1], key, list(value), "min <= max")
+    for v in value:
+        _check(lo <= v <= hi, key, list(value), f"values in [{lo}, {hi}]")
+
+
+def _od_vector(key: str, value: List[float]) -> None:
+    _check(len(value) == 3 and all(v >= 0 for v in value) and sum(value) > 0,
+           key, list(value), "three non-negative optical densities, not all zero")
+
+
+def validate(cfg: ArctiqueConf) -> None:
+    """Check every value against its allowed range before any work starts.
+
+    Raises:
+        ConfigError: naming the first offending key, its value and the allowed range.
+    """
+    _check(cfg.seed >= 0, "seed", cfg.seed, ">= 0")
+    _check(cfg.n_samples >= 1, "n_samples", cfg.n_samples, ">= 1")
+
+    t = cfg.tissue
+    c = t.crypt
+    for name in ("spacing_um", "radius_um", "lumen_radius_um", "depth_um", "warp_wavelength_um"):
+        _positive(f"tissue.crypt.{name}", getattr(c, name))
+    _between("tissue.crypt.spacing_jitter", c.spacing_jitter, 0, 0.4)
+    _between("tissue.crypt.radius_jitter", c.radius_jitter, 0, 0.5)
+    _between("tissue.crypt.wall_roughness", c.wall_roughness, 0, 0.3)
+    _between("tissue.crypt.warp_um", c.warp_um, 0, c.spacing_um / 4)
+    _check(c.lumen_radius_um < 0.6 * c.radius_um, "tissue.crypt.lumen_radius_um", c.lumen_radius_um,
+           f"< 0.6 * tissue.crypt.radius_um = {0.6 * c.radius_um:g}")
+    _check(2 * c.radius_um * (1 + c.radius_jitter) < c.spacing_um * (1 - 2 * c.spacing_jitter),
+           "tissue.crypt.spacing_um", c.spacing_um,
+           "large enough that neighbouring crypts never touch: "
+           "> 2 * radius_um * (1 + radius_jitter) / (1 - 2 * spacing_jitter)")
+    s = t.section
+    _range("tissue.section.thickness_um", s.thickness_um, 0.5, 30)
+    _check(s.thickness_um[0] > 0, "tissue.section.thickness_um", list(s.thickness_um), "> 0")
+    _range("tissue.section.depth_um", s.depth_um, 0, c.depth_um)
+    _range("tissue.section.tilt_deg", s.tilt_deg, 0, 90)
+    e = t.epithelium
+    _positive("tissue.epithelium.spacing_um", e.spacing_um)
+    _between("tissue.epithelium.basal_gap_um", e.basal_gap_um, 0, 10)
+    _between("tissue.epithelium.goblet_fraction", e.goblet_fraction, 0, 1)
+    _range("tissue.epithelium.goblet_length_um", e.goblet_length_um, 1, 40)
+    _range("tissue.epithelium.goblet_width_um", e.goblet_width_um, 1, 40)
+    _between("tissue.rips.strength", t.rips.strength, 0, 1)
+    _positive("tissue.rips.scale_um", t.rips.scale_um)
+    _between("tissue.rips.elongation", t.rips.elongation, 1, 10)
+    _between("tissue.blood.strength", t.blood.strength, 0, 20)
+    _positive("tissue.blood.diameter_um", t.blood.diameter_um)
+    _between("tissue.margin_um", t.margin_um, 0, 100)
+
+    cl = cfg.cells
+    _between("cells.stroma_density", cl.stroma_density, 0, 10)
+    for name, v in cl.ratios.items():
+        _check(name in STROMA_TYPES, f"cells.ratios.{name}", v, f"keys among {list(STROMA_TYPES)}")
+        _check(v >= 0, f"cells.ratios.{name}", v, ">= 0")
+    _check(sum(cl.ratios.values()) > 0, "cells.ratios", dict(cl.ratios), "non-negative, not all zero")
+    for name, v in cl.nucleus_scale.items():
+        _check(name in ALL_TYPES, f"cells.nucleus_scale.{name}", v, f"keys among {list(ALL_TYPES)}")
+        _between(f"cells.nucleus_scale.{name}", v, 0.5, 1.5)
+    _between("cells.min_gap_um", cl.min_gap_um, 0, 5)
+    _between("cells.mesh_subdivisions", cl.mesh_subdivisions, 1, 5)
+    for name in ALL_TYPES:
+        ct: CellTypeConf = getattr(cl.types, name)
+        key = f"cells.types.{name}"
+        _range(f"{key}.length_um", ct.length_um, 1, 60)
+        _range(f"{key}.elongation", ct.elongation, 1, 10)
+        _range(f"{key}.lobes", ct.lobes, 1, 6)
+        _between(f"{key}.bend_deg", ct.bend_deg, 0, 120)
+        _between(f"{key}.shape_noise", ct.shape_noise, 0, 0.3)
+        _check(ct.cytoplasm_scale == 0 or 1.05 <= ct.cytoplasm_scale <= 4,
+               f"{key}.cytoplasm_scale", ct.cytoplasm_scale, "0 (none) or [1.05, 4]")
+        _between(f"{key}.eccentricity", ct.eccentricity, 0, 1)
+
+    n = cfg.nuclei
+    _between("nuclei.intensity", n.intensity, 0, 1)
+    _between("nuclei.chromatin_contrast", n.chromatin_contrast, 0, 1)
+    _positive("nuclei.chromatin_scale_um", n.chromatin_scale_um)
+    _between("nuclei.lym_to_pla", n.lym_to_pla, 0, 1)
+
+    st = cfg.stain
+    for name in ("hematoxylin_od", "eosin_od", "blood_od"):
+        _od_vector(f"stain.{name}", getattr(st, name))
+    for name in ("nucleus_hematoxylin", "stroma_eosin", "stroma_hematoxylin", "epithelium_eosin",
+                 "epithelium_hematoxylin", "blood_density"):
+        _between(f"stain.{name}", getattr(st, name), 0, 5)
+    for table in ("class_hematoxylin", "cytoplasm_eosin", "cytoplasm_hematoxylin"):
+        for name, v in getattr(st, table).items():
+            _check(name in ALL_TYPES, f"stain.{table}.{name}", v, f"keys among {list(ALL_TYPES)}")
+            _between(f"stain.{table}.{name}", v, 0, 5)
+    _between("stain.eosin_intensity", st.eosin_intensity, 0, 3)
+    _between("stain.goblet_clarity", st.goblet_clarity, 0, 1)
+    _between("stain.overstaining", st.overstaining, 0, 1)
+    _between("stain.fibre_contrast", st.fibre_contrast, 0, 1)
+    _between("stain.colour_shift", st.colour_shift, -1, 1)
+
+    o = cfg.optics
+    _between("optics.image_size", o.image_size, 8, 8192)
+    _positive("optics.mpp", o.mpp)
+    _between("optics.samples", o.samples, 1, 4096)
+    _between("optics.focus_offset_um", o.focus_offset_um, -20, 20)
+    _between("optics.aperture", o.aperture, 0, 2)
+    _between("optics.volume_step_um", o.volume_step_um, 0.01, 2)
+    _between("optics.white_level", o.white_level, 0.5, 1)
+    _between("optics.layers", o.layers, 1, 16)
+    _check(o.device in ("cpu", "gpu"), "optics.device", o.device, "'cpu' or 'gpu'")
+    _between("optics.threads", o.threads, 0, 1024)
+
+    for lv in cfg.noise.levels:
+        _between("noise.levels[]", lv, 0, 100)
+
+    out = cfg.output
+    _check(bool(out.root), "output.root", out.root, "a non-empty path")
+    _between("output.z_slices", out.z_slices, 1, 100)
+
+
+def to_dict(node: Any) -> Any:
+    """Plain-Python copy of a config dataclass (for JSON), without Hydra's defaults list."""
+    if is_dataclass(node):
+        return {f.name: to_dict(getattr(node, f.name)) for f in fields(node) if f.name != "defaults"}
+    if isinstance(node, dict):
+        return {k: to_dict(v) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return [to_dict(v) for v in node]
+    return node
+
+
+def scene_part(cfg: ArctiqueConf) -> Dict[str, Any]:
+    """The keys that determine geometry and labels; equal dicts give byte-identical scenes."""
+    return {"tissue": to_dict(cfg.tissue), "cells": to_dict(cfg.cells)}
+

@@ -1,0 +1,147 @@
+"""Dataset folder: sample file layout, atomic sample writes and the manifest.
+
+A sample is complete only when its manifest row exists. Its files are first written into a
+staging folder, then renamed into place, and the manifest row is appended last, under a file
+lock, so that a killed run never leaves a sample that looks complete and concurrent jobs can share
+one dataset folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+MANIFEST = "manifest.csv"
+MANIFEST_FIELDS = ("index", "seed", "n_instances", "seconds", "host", "software")
+
+
+def sample_files(index: int) -> Dict[str, str]:
+    """Relative paths of a sample's files (DESIGN.md section 8)."""
+    i = index
+    return {
+        "image": f"images/image_{i}.png",
+        "instance": f"masks/instance/{i}.tif",
+        "semantic": f"masks/semantic/{i}.tif",
+        "cytoplasm": f"masks/cytoplasm/{i}.tif",
+        "stack": f"masks/instance_3d/{i}/{i}_stack.npy",
+        "metadata": f"metadata/{i}.json",
+        "cells_csv": f"metadata/{i}.csv",
+        "parameters": f"parameters/{i}.json",
+        "scene": f"scenes/{i}.npz",
+        "preview": f"previews/{i}.png",
+    }
+
+
+def slice_file(index: int, k: int) -> str:
+    return f"masks/instance_3d/{index}/{index}_{k}.tif"
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True) + "\n"
+
+
+class Dataset:
+    """One dataset folder (``output.root``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @contextmanager
+    def _locked_manifest(self) -> Iterator[Path]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".manifest.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self.root / MANIFEST
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def manifest(self) -> List[Dict[str, str]]:
+        path = self.root / MANIFEST
+        if not path.exists():
+            return []
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def completed(self) -> set:
+        return {int(row["index"]) for row in self.manifest()}
+
+    def is_complete(self, index: int) -> bool:
+        return index in self.completed()
+
+    def forget(self, index: int) -> None:
+        """Drop a sample's manifest row (before it is rewritten), so it counts as incomplete."""
+        with self._locked_manifest() as path:
+            rows = [r for r in self.manifest() if int(r["index"]) != index]
+            _write_rows_atomically(path, rows)
+
+    def commit(self, index: int, staged: Path, row: Mapping[str, Any]) -> None:
+        """Move the staged files into place, then append the manifest row."""
+        for src in sorted(p for p in staged.rglob("*") if p.is_file()):
+            dst = self.root / src.relative_to(staged)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        shutil.rmtree(staged, ignore_errors=True)
+        with self._locked_manifest() as path:
+            rows = [r for r in self.manifest() if int(r["index"]) != index]
+            rows.append({k: str(row[k]) for k in MANIFEST_FIELDS})
+            rows.sort(key=lambda r: int(r["index"]))
+            _write_rows_atomically(path, rows)
+
+    def staging(self, index: int) -> Path:
+        path = self.root / ".staging" / f"{index}.{os.getpid()}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+
+def _write_rows_atomically(path: Path, rows: List[Mapping[str, str]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------ file writers
+
+
+def write_label_tiff(path: Path, labels: np.ndarray, mpp: float) -> None:
+    """Integer label TIFF with the pixel size in the resolution tags and a JSON description."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    px_per_cm = 1e4 / mpp
+    tifffile.imwrite(path, labels, compression="zlib", resolution=(px_per_cm, px_per_cm),
+                     resolutionunit="CENTIMETER", metadata={"mpp_um": mpp}, software="arctique-gen")
+
+
+def write_png(path: Path, rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path, format="PNG", optimize=False)
+
+
+def write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def write_cells_csv(path: Path, cells: List[Dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    if cells:
+        flat = [{k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in c.items()} for c in cells]
+        writer = csv.DictWriter(buf, fieldnames=list(flat[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(flat)
+    write_text(path, buf.getvalue())

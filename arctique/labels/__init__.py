@@ -1,0 +1,1 @@
+"""Labels in numpy: the exact label contract and label-noise variants."""

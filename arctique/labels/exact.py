@@ -1,0 +1,81 @@
+"""From raw label passes (scene cell ids) to the label contract: contiguous ids, semantic map and
+the per-cell table (DESIGN.md section 6). numpy only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+import numpy as np
+
+from ..scene.model import CLASS_NAMES, SceneModel
+
+
+def slice_depths(z0: float, z1: float, n: int) -> np.ndarray:
+    """Depths of the 3D stack's slices, top (camera side) first, at the centres of n equal parts."""
+    return z1 - (z1 - z0) * (np.arange(n) + 0.5) / n
+
+
+def label_dtype(n: int) -> type:
+    return np.uint16 if n <= np.iinfo(np.uint16).max else np.uint32
+
+
+@dataclass(frozen=True)
+class Labels:
+    instance: np.ndarray  # (H, W) ids 1..N, 0 background
+    semantic: np.ndarray  # (H, W) uint8 class ids
+    cytoplasm: np.ndarray  # (H, W) instance ids of cell bodies
+    stack: np.ndarray  # (Z, H, W) instance ids of the nucleus containing each voxel centre
+    cells: List[Dict[str, Any]]  # one row per instance id, in id order
+
+
+def finalize(scene: SceneModel, raw: Dict[str, np.ndarray], mpp: float, focus_z: float,
+             nucleus_z_range: np.ndarray) -> Labels:
+    """Renumber the scene cell ids that appear in any pass to 1..N (in scene order).
+
+    Args:
+        raw: ``instance``, ``cytoplasm`` (H, W) and ``stack`` (Z, H, W) arrays of scene cell ids.
+        nucleus_z_range: (N_cells, 2) lowest and highest z of each nucleus mesh.
+    """
+    cells = scene.cells
+    present = np.unique(np.concatenate([np.unique(raw[k]) for k in ("instance", "cytoplasm", "stack")]))
+    present = present[present > 0]
+    lut = np.zeros(int(cells.cell_id.max(initial=0)) + 1, np.int64)
+    lut[present] = np.arange(1, len(present) + 1)
+    dtype = label_dtype(len(present))
+    instance = lut[raw["instance"]].astype(dtype)
+    cytoplasm = lut[raw["cytoplasm"]].astype(dtype)
+    stack = lut[raw["stack"]].astype(dtype)
+    class_of = np.zeros(len(present) + 1, np.uint8)
+    rows = present - 1  # scene cell ids are rows + 1
+    class_of[1:] = cells.cls[rows]
+    semantic = class_of[instance]
+
+    n = len(present) + 1
+    area = np.bincount(instance.ravel(), minlength=n)
+    body_area = np.bincount(cytoplasm.ravel(), minlength=n)
+    voxels = np.bincount(stack.ravel(), minlength=n)
+    sec = scene.section
+    dz = sec.thickness / stack.shape[0]
+    size = instance.shape[0]
+    table = []
+    for new_id, row in enumerate(rows, start=1):
+        x, y, z = (float(v) for v in cells.centre[row])
+        lo, hi = nucleus_z_range[row]
+        table.append({
+            "id": new_id,
+            "scene_cell_id": int(cells.cell_id[row]),
+            "class_id": int(cells.cls[row]),
+            "class_name": CLASS_NAMES[int(cells.cls[row])],
+            "goblet": bool(cells.goblet[row]),
+            "centroid_um": [round(x, 4), round(y, 4), round(z, 4)],
+            "centroid_px": [round(x / mpp + size / 2 - 0.5, 3), round(size / 2 - 0.5 - y / mpp, 3)],
+            "visible_area_px": int(area[new_id]),
+            "cytoplasm_area_px": int(body_area[new_id]),
+            "voxels": int(voxels[new_id]),
+            "volume_um3": round(float(voxels[new_id]) * mpp * mpp * dz, 4),
+            "depth_to_focus_um": round(z - focus_z, 4),
+            "cut_top": bool(hi > sec.z1),
+            "cut_bottom": bool(lo < sec.z0),
+        })
+    return Labels(instance=instance, semantic=semantic, cytoplasm=cytoplasm, stack=stack, cells=table)

@@ -1,0 +1,152 @@
+"""One sample from seed to files: scene model -> appearance -> Blender -> labels -> dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+import numpy as np
+
+from . import __version__
+from .appearance import cell_stains, tissue_textures
+from .config import ArctiqueConf
+from .io import dataset as ds
+from .io.preview import preview
+from .labels.exact import Labels, finalize, slice_depths
+from .scene import build_scene, save
+from .scene.cells import nucleus_mesh
+
+logger = logging.getLogger(__name__)
+
+COLOUR_PIPELINE = ("Cycles linear transmittance of a white back-light (optics.white_level), "
+                   "Standard view transform, then the sRGB transfer function (IEC 61966-2-1), uint8")
+
+
+class StageTimer:
+    """Wall-clock seconds per named stage (summed when a stage repeats)."""
+
+    def __init__(self) -> None:
+        self.seconds: Dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def srgb_uint8(linear: np.ndarray) -> np.ndarray:
+    x = np.clip(linear, 0, 1)
+    encoded = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    return np.rint(encoded * 255).astype(np.uint8)
+
+
+def software_versions() -> Dict[str, str]:
+    from .render._bpy import bpy
+
+    return {"arctique": __version__, "bpy": bpy.app.version_string, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _sample_values(cfg: ArctiqueConf, scene, focus_z: float) -> Dict[str, Any]:
+    s = scene.section
+    return {
+        "seed": scene.seed, "mpp_um": cfg.optics.mpp, "image_size_px": cfg.optics.image_size,
+        "field_um": s.field_um, "slab_um": [s.z0, s.z1], "thickness_um": s.thickness,
+        "section_depth_um": s.depth, "section_tilt_deg": s.tilt_deg, "section_azimuth_deg": s.azimuth_deg,
+        "focus_z_um": focus_z, "z_slices_um": [round(float(z), 6) for z in
+                                                slice_depths(s.z0, s.z1, cfg.output.z_slices)],
+        "rip_threshold": scene.rips.threshold, "n_goblets": int(len(scene.mucin.centre)),
+        "n_red_blood_cells": int(len(scene.blood.centre)), "colour_pipeline": COLOUR_PIPELINE,
+        "class_table": {"0": "background", "1": "EPI", "2": "PLA", "3": "LYM", "4": "EOS", "5": "FIB", "6": "NEU"},
+    }
+
+
+def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict[str, Any],
+             timer: Optional[StageTimer] = None) -> Labels:
+    """Render sample ``seed`` and commit it to ``dataset``; ``parameters`` is the resolved config."""
+    from .render import render_scene  # bpy is imported only when something is rendered
+
+    timer = timer or StageTimer()
+    with timer("scene_model"):
+        scene = build_scene(cfg, seed)
+    with timer("appearance"):
+        stains = cell_stains(cfg, scene)
+        textures = tissue_textures(cfg, scene)
+    staged = dataset.staging(seed)
+    files = ds.sample_files(seed)
+    blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
+    if blend is not None:
+        blend.parent.mkdir(parents=True, exist_ok=True)
+    raw = render_scene(cfg, scene, stains, textures, timer, save_blend=blend)
+    with timer("labels"):
+        mesh = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
+        focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
+        labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*mesh, len(scene.cells)))
+        image = srgb_uint8(raw["image"])
+    with timer("write"):
+        mpp = cfg.optics.mpp
+        ds.write_png(staged / files["image"], image)
+        ds.write_label_tiff(staged / files["instance"], labels.instance, mpp)
+        ds.write_label_tiff(staged / files["semantic"], labels.semantic, mpp)
+        ds.write_label_tiff(staged / files["cytoplasm"], labels.cytoplasm, mpp)
+        stack_path = staged / files["stack"]
+        stack_path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(stack_path, labels.stack)
+        for k, plane in enumerate(labels.stack):
+            ds.write_label_tiff(staged / ds.slice_file(seed, k), plane, mpp)
+        (staged / files["scene"]).parent.mkdir(parents=True, exist_ok=True)
+        save(scene, staged / files["scene"])
+        meta = {"sample": _sample_values(cfg, scene, focus_z), "software": software_versions(),
+                "cells": labels.cells}
+        ds.write_text(staged / files["metadata"], ds.to_json(meta))
+        ds.write_cells_csv(staged / files["cells_csv"], labels.cells)
+        ds.write_text(staged / files["parameters"], ds.to_json({**parameters, "seed": seed}))
+        if cfg.output.preview:
+            ds.write_png(staged / files["preview"], preview(image, labels.instance, labels.semantic))
+        dataset.commit(seed, staged, {
+            "index": seed, "seed": seed, "n_instances": len(labels.cells),
+            "seconds": round(sum(timer.seconds.values()), 2), "host": socket.gethostname(),
+            "software": json.dumps(software_versions(), sort_keys=True),
+        })
+    return labels
+
+
+def _z_range(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, n_cells: int) -> np.ndarray:
+    """Lowest and highest z of every nucleus mesh, (N, 2)."""
+    z = verts[faces, 2]
+    out = np.stack([np.full(n_cells, np.inf), np.full(n_cells, -np.inf)], 1)
+    np.minimum.at(out[:, 0], rows, z.min(1))
+    np.maximum.at(out[:, 1], rows, z.max(1))
+    return out
+
+
+def run(cfg: ArctiqueConf, parameters: Dict[str, Any], progress: bool = True) -> Dict[str, int]:
+    """Render seeds ``cfg.seed .. cfg.seed + n_samples - 1`` into ``output.root``, skipping complete ones."""
+    from tqdm import tqdm
+
+    dataset = ds.Dataset(Path(cfg.output.root))
+    done = dataset.completed()
+    counts = {"rendered": 0, "skipped": 0}
+    seeds = range(cfg.seed, cfg.seed + cfg.n_samples)
+    for seed in tqdm(seeds, desc="samples", unit="sample", disable=not progress or len(seeds) == 1):
+        if seed in done and not cfg.output.overwrite:
+            logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)", seed, dataset.root)
+            counts["skipped"] += 1
+            continue
+        if seed in done:
+            dataset.forget(seed)
+        timer = StageTimer()
+        generate(cfg, seed, dataset, parameters, timer)
+        logger.info("sample %d written to %s (%s)", seed, dataset.root,
+                    ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
+        counts["rendered"] += 1
+    return counts

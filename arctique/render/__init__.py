@@ -1,0 +1,5 @@
+"""Renderer: the only package that imports bpy (Blender as a Python module)."""
+
+from .blender import render_scene
+
+__all__ = ["render_scene"]

@@ -1,0 +1,296 @@
+"""Build a scene model in Blender and render the H&E image and the exact label passes.
+
+Units: 1 Blender unit = 1 micrometre. The camera looks down -z, orthographic, over the field;
+labels come from an AOV written by an opaque override material at 1 sample per pixel centre.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List
+
+import numpy as np
+
+from ..appearance import CellStains, od_vectors
+from ..config import ArctiqueConf
+from ..labels.exact import slice_depths
+from ..scene.cells import body_mesh, nucleus_mesh
+from ..scene.model import SceneModel
+from . import materials
+from ._bpy import bpy
+
+logger = logging.getLogger(__name__)
+
+CAMERA_HEIGHT_UM = 50.0  # camera distance above the top of the slab
+_FACES = {"nucleus": nucleus_mesh, "body": body_mesh}
+
+
+def reset() -> None:
+    """Start from an empty file, so nothing carries over from a previous sample."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    for collection in (bpy.data.meshes, bpy.data.materials, bpy.data.images, bpy.data.objects):
+        for block in list(collection):
+            collection.remove(block)
+
+
+def configure_device(device: str, threads: int) -> None:
+    """Select CPU or a GPU backend (OptiX, then CUDA); a clear error when a GPU is asked for and absent."""
+    scene = bpy.context.scene
+    scene.render.threads_mode = "FIXED" if threads else "AUTO"
+    if threads:
+        scene.render.threads = threads
+    if device == "cpu":
+        scene.cycles.device = "CPU"
+        return
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    for backend in ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL"):
+        try:
+            prefs.compute_device_type = backend
+        except TypeError:
+            continue
+        prefs.get_devices()
+        gpus = [d for d in prefs.devices if d.type == backend]
+        if gpus:
+            for d in prefs.devices:
+                d.use = d.type == backend
+            scene.cycles.device = "GPU"
+            logger.info("rendering on %s: %s", backend, ", ".join(d.name for d in gpus))
+            return
+    raise RuntimeError("optics.device=gpu but Cycles finds no GPU (OptiX, CUDA, HIP, oneAPI or Metal); "
+                       "use optics.device=cpu")
+
+
+class SceneRenderer:
+    """Turns one scene model into arrays: the image and the label passes.
+
+    The Blender state is reset on construction, so every sample starts from an empty file.
+    """
+
+    def __init__(self, cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray) -> None:
+        self.cfg, self.model, self.optics = cfg, scene, cfg.optics
+        reset()
+        self.bscene = bpy.context.scene
+        configure_device(self.optics.device, self.optics.threads)
+        self._setup_cycles()
+        self.camera = self._camera()
+        od = od_vectors(cfg.stain)
+        slab = (scene.section.z0, scene.section.z1)
+        step = self.optics.volume_step_um
+        self.nuclei = self._cells("nucleus", materials.nucleus_material(
+            od, slab, cfg.nuclei.chromatin_scale_um, cfg.nuclei.chromatin_contrast, step), stains)
+        self.bodies = self._cells("body", materials.body_material(od, slab, step), stains)
+        self.layers = self._tissue(textures, od, step)
+        self.label_mat, self.label_mode = materials.label_material()
+        aov = self.bscene.view_layers[0].aovs.add()
+        aov.name, aov.type = materials.LABEL_AOV, "VALUE"
+
+    # ------------------------------------------------------------------------------- setup
+
+    def _setup_cycles(self) -> None:
+        s = self.bscene
+        s.render.engine = "CYCLES"
+        s.render.resolution_x = s.render.resolution_y = self.optics.image_size
+        s.render.resolution_percentage = 100
+        s.render.film_transparent = False
+        c = s.cycles
+        c.seed = 0
+        c.use_animated_seed = False
+        c.use_adaptive_sampling = False
+        c.use_denoising = False
+        # Pure absorption: the only light is the back-light seen straight through the volumes.
+        c.max_bounces = c.volume_bounces = c.diffuse_bounces = c.glossy_bounces = 0
+        c.transmission_bounces = c.transparent_max_bounces = 0
+        c.use_light_tree = False
+        c.volume_max_steps = 1024
+        s.view_settings.view_transform = "Standard"
+        s.view_settings.look = "None"
+        s.view_settings.exposure = 0.0
+        s.view_settings.gamma = 1.0
+        world = bpy.data.worlds.new("backlight")
+        world.use_nodes = True
+        bg = world.node_tree.nodes["Background"]
+        w = self.optics.white_level
+        bg.inputs["Color"].default_value = (w, w, w, 1.0)
+        bg.inputs["Strength"].default_value = 1.0
+        world.cycles.sampling_method = "NONE"
+        s.world = world
+
+    def _camera(self) -> "bpy.types.Object":
+        sec = self.model.section
+        cam = bpy.data.cameras.new("camera")
+        cam.type = "ORTHO"
+        cam.ortho_scale = sec.field_um
+        obj = bpy.data.objects.new("camera", cam)
+        obj.location = (0.0, 0.0, sec.z1 + CAMERA_HEIGHT_UM)
+        self.bscene.collection.objects.link(obj)
+        self.bscene.camera = obj
+        return obj
+
+    def _link(self, name: str, verts: np.ndarray, faces: np.ndarray, location=(0.0, 0.0, 0.0)):
+        mesh = bpy.data.meshes.new(name)
+        mesh.vertices.add(len(verts))
+        mesh.vertices.foreach_set("co", np.ascontiguousarray(verts, np.float32).ravel())
+        mesh.loops.add(faces.size)
+        mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, np.int32).ravel())
+        mesh.polygons.add(len(faces))
+        mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
+        mesh.update()
+        obj = bpy.data.objects.new(name, mesh)
+        obj.location = location
+        self.bscene.collection.objects.link(obj)
+        return obj
+
+    def _cells(self, part: str, material, stains: CellStains) -> List["bpy.types.Object"]:
+        """One object per cell (volume shaders see object properties, not face attributes)."""
+        cells = self.model.cells
+        verts, faces, rows = _FACES[part](cells, self.cfg.cells.mesh_subdivisions)
+        objects = []
+        order = np.argsort(rows, kind="stable")
+        faces, rows = faces[order], rows[order]
+        bounds = np.searchsorted(rows, np.arange(len(cells) + 1))
+        for row in range(len(cells)):
+            f = faces[bounds[row]:bounds[row + 1]]
+            if len(f) == 0:
+                continue
+            used, local = np.unique(f, return_inverse=True)
+            centre = cells.centre[row]
+            obj = self._link(f"{part}_{cells.cell_id[row]:06d}", verts[used] - centre,
+                             local.reshape(-1, 3), tuple(centre))
+            obj.data.materials.append(material)
+            obj["instance"] = float(cells.cell_id[row])
+            obj["texture_offset"] = tuple(float(v) for v in stains.texture_offset[row])
+            if part == "nucleus":
+                obj["h_conc"] = float(stains.nucleus_h[row])
+            else:
+                obj["h_conc"] = float(stains.body_h[row])
+                obj["e_conc"] = float(stains.body_e[row])
+                obj["granular"] = float(stains.granular[row])
+            objects.append(obj)
+        return objects
+
+    def _tissue(self, textures: np.ndarray, od, step: float) -> List["bpy.types.Object"]:
+        """One box per depth layer of the slab, stained from its texture."""
+        sec = self.model.section
+        n_layers, h, w, _ = textures.shape
+        half = sec.field_um / 2 + sec.margin_um
+        dz = sec.thickness / n_layers
+        objects = []
+        for k in range(n_layers):
+            image = bpy.data.images.new(f"tissue_{k}", w, h, alpha=True, float_buffer=True)
+            image.colorspace_settings.name = "Non-Color"
+            rgba = np.ones((h, w, 4), np.float32)
+            rgba[..., :3] = textures[k][::-1]  # Blender images start at the bottom row
+            image.pixels.foreach_set(rgba.ravel())
+            image.pack()
+            top = sec.z1 - k * dz
+            box_v = np.array([[x, y, z] for z in (top - dz, top) for y in (-half, half) for x in (-half, half)])
+            box_f = np.array([[0, 2, 3], [0, 3, 1], [4, 5, 7], [4, 7, 6], [0, 1, 5], [0, 5, 4],
+                              [2, 6, 7], [2, 7, 3], [0, 4, 6], [0, 6, 2], [1, 3, 7], [1, 7, 5]])
+            obj = self._link(f"tissue_{k}", box_v, box_f)
+            obj.data.materials.append(materials.tissue_material(f"tissue_{k}", image, od, half, step))
+            objects.append(obj)
+        return objects
+
+    # ------------------------------------------------------------------------------ passes
+
+    def _show(self, visible: Iterable["bpy.types.Object"]) -> None:
+        keep = set(o.name for o in visible)
+        for o in self.nuclei + self.bodies + self.layers:
+            o.hide_render = o.name not in keep
+
+    def _render(self, workdir: Path, name: str, socket: str) -> np.ndarray:
+        """Render and return ``socket`` of the render layer as a float32 (H, W, 4) array, top row first."""
+        s = self.bscene
+        s.use_nodes = True
+        tree = s.node_tree
+        tree.nodes.clear()
+        layer = tree.nodes.new("CompositorNodeRLayers")
+        out = tree.nodes.new("CompositorNodeOutputFile")
+        out.base_path = str(workdir)
+        out.format.file_format = "OPEN_EXR"
+        out.format.color_depth = "32"
+        out.format.color_mode = "RGBA"
+        out.format.exr_codec = "ZIP"
+        out.file_slots[0].path = f"{name}_"
+        tree.links.new(layer.outputs[socket], out.inputs[0])
+        s.render.filepath = str(workdir / "discard_")
+        bpy.ops.render.render(write_still=False)
+        path = workdir / f"{name}_{s.frame_current:04d}.exr"
+        image = bpy.data.images.load(str(path))
+        image.colorspace_settings.name = "Non-Color"
+        w, h = image.size
+        px = np.empty(w * h * 4, np.float32)
+        image.pixels.foreach_get(px)
+        bpy.data.images.remove(image)
+        path.unlink()
+        return px.reshape(h, w, 4)[::-1]
+
+    def render_image(self, workdir: Path) -> np.ndarray:
+        """Linear transmittance image, (H, W, 3) float32 in [0, 1]."""
+        sec, o = self.model.section, self.optics
+        self._show(self.nuclei + self.bodies + self.layers)
+        self.bscene.view_layers[0].material_override = None
+        cam = self.camera.data
+        cam.clip_start, cam.clip_end = 0.1, 10 * (CAMERA_HEIGHT_UM + sec.thickness) + 1000
+        focus_z = (sec.z0 + sec.z1) / 2 + o.focus_offset_um
+        cam.dof.use_dof = o.aperture > 0
+        if o.aperture > 0:
+            distance = self.camera.location.z - focus_z
+            cam.dof.focus_distance = distance
+            # Cycles' orthographic aperture radius is 1 / (2 f-stop) scene units; the blur radius
+            # per unit of defocus is then that radius / focus distance.
+            cam.dof.aperture_fstop = 1.0 / (2.0 * o.aperture * distance)
+        c = self.bscene.cycles
+        c.samples = o.samples
+        self.bscene.cycles.filter_width = 1.5
+        return self._render(workdir, "image", "Image")[..., :3]
+
+    def _label_pass(self, workdir: Path, objects, clip_top: float, clip_bottom: float, inside: bool) -> np.ndarray:
+        self._show(objects)
+        self.bscene.view_layers[0].material_override = self.label_mat
+        self.label_mode.outputs[0].default_value = 1.0 if inside else 0.0
+        cam = self.camera.data
+        cam.dof.use_dof = False
+        cam.clip_start = self.camera.location.z - clip_top
+        cam.clip_end = self.camera.location.z - clip_bottom
+        self.bscene.cycles.samples = 1
+        self.bscene.cycles.filter_width = 0.01
+        values = self._render(workdir, "label", materials.LABEL_AOV)[..., 0]
+        ids = np.rint(values).astype(np.int64)
+        if np.abs(values - ids).max() > 1e-3:
+            raise RuntimeError("label pass returned non-integer ids (pixel filter not disabled?)")
+        return ids
+
+    def render_labels(self, workdir: Path, z_slices: int) -> Dict[str, np.ndarray]:
+        """Scene cell ids: 2D first-hit instance and cytoplasm masks, and the (Z, H, W) stack."""
+        sec = self.model.section
+        out = {
+            "instance": self._label_pass(workdir, self.nuclei, sec.z1, sec.z0, inside=False),
+            "cytoplasm": self._label_pass(workdir, self.bodies, sec.z1, sec.z0, inside=False),
+        }
+        depths = slice_depths(sec.z0, sec.z1, z_slices)
+        out["stack"] = np.stack([self._label_pass(workdir, self.nuclei, z, sec.z0 - 1e3, inside=True)
+                                 for z in depths])
+        return out
+
+    def save_blend(self, path: Path) -> None:
+        bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True, copy=True)
+
+
+def render_scene(cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
+                 timer: Callable[[str], object], save_blend: Path | None = None) -> Dict[str, np.ndarray]:
+    """Image (linear, (H, W, 3) float32) and label passes (scene cell ids) of one scene."""
+    with timer("blender_build"):
+        r = SceneRenderer(cfg, scene, stains, textures)
+    with tempfile.TemporaryDirectory(prefix="arctique_") as tmp:
+        work = Path(tmp)
+        with timer("render_image"):
+            image = r.render_image(work)
+        with timer("render_labels"):
+            labels = r.render_labels(work, cfg.output.z_slices)
+    if save_blend is not None:
+        r.save_blend(save_blend)
+    return {"image": image, **labels}
+

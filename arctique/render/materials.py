@@ -1,0 +1,163 @@
+"""Shader node trees: Beer-Lambert absorption per stain, restricted to the slab, and the label shader."""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+from ..appearance import LN10
+from ._bpy import bpy
+
+LABEL_AOV = "instance"
+
+
+class _Nodes:
+    """Terse node-tree construction: ``n.add(type, **props)`` and ``n.link(out, in)``."""
+
+    def __init__(self, material: "bpy.types.Material") -> None:
+        material.use_nodes = True
+        self.tree = material.node_tree
+        self.tree.nodes.clear()
+
+    def add(self, kind: str, **props):
+        node = self.tree.nodes.new(kind)
+        for key, value in props.items():
+            setattr(node, key, value)
+        return node
+
+    def link(self, out, inp) -> None:
+        self.tree.links.new(out, inp)
+
+    def math(self, op: str, *operands):
+        node = self.add("ShaderNodeMath", operation=op)
+        for socket, value in zip(node.inputs, operands):
+            if value is None:
+                continue
+            if isinstance(value, (int, float)):
+                socket.default_value = value
+            else:
+                self.link(value, socket)
+        return node.outputs[0]
+
+    def obj_attr(self, name: str):
+        return self.add("ShaderNodeAttribute", attribute_type="OBJECT", attribute_name=name)
+
+    def absorption(self, od: np.ndarray, density):
+        """Cycles absorbs ``density * (1 - colour)`` per channel: colour and scale reproduce
+        ``ln(10) * c * od`` for a concentration ``c`` in OD per um."""
+        peak = float(od.max())
+        node = self.add("ShaderNodeVolumeAbsorption")
+        node.inputs["Color"].default_value = (*(1 - od / peak), 1.0)
+        self.link(self.math("MULTIPLY", density, LN10 * peak), node.inputs["Density"])
+        return node.outputs[0]
+
+    def add_shaders(self, shaders):
+        acc = shaders[0]
+        for s in shaders[1:]:
+            node = self.add("ShaderNodeAddShader")
+            self.link(acc, node.inputs[0])
+            self.link(s, node.inputs[1])
+            acc = node.outputs[0]
+        return acc
+
+    def volume_output(self, shader, material: "bpy.types.Material", step_um: float) -> None:
+        out = self.add("ShaderNodeOutputMaterial")
+        self.link(shader, out.inputs["Volume"])
+        material.cycles.volume_step_rate = step_um
+        material.cycles.homogeneous_volume = False
+
+
+def _slab_mask(n: _Nodes, slab: Tuple[float, float]):
+    """1 inside z0 <= z <= z1 (world), else 0: nothing outside the section absorbs."""
+    geo = n.add("ShaderNodeNewGeometry")
+    sep = n.add("ShaderNodeSeparateXYZ")
+    n.link(geo.outputs["Position"], sep.inputs[0])
+    above = n.math("GREATER_THAN", sep.outputs["Z"], slab[0])
+    below = n.math("LESS_THAN", sep.outputs["Z"], slab[1])
+    return n.math("MULTIPLY", above, below)
+
+
+def _chromatin(n: _Nodes, scale_um: float, contrast: float):
+    """Density factor 1 +- contrast from a per-cell shifted noise in object space."""
+    coords = n.add("ShaderNodeTexCoord")
+    offset = n.obj_attr("texture_offset")
+    shifted = n.add("ShaderNodeVectorMath", operation="ADD")
+    n.link(coords.outputs["Object"], shifted.inputs[0])
+    n.link(offset.outputs["Vector"], shifted.inputs[1])
+    noise = n.add("ShaderNodeTexNoise")
+    noise.inputs["Scale"].default_value = 1.0 / scale_um
+    noise.inputs["Detail"].default_value = 3.0
+    noise.inputs["Roughness"].default_value = 0.6
+    n.link(shifted.outputs[0], noise.inputs["Vector"])
+    centred = n.math("SUBTRACT", noise.outputs["Fac"], 0.5)
+    return n.math("MAXIMUM", n.math("MULTIPLY_ADD", centred, 2.6 * contrast, 1.0), 0.05)
+
+
+def nucleus_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], chromatin_scale_um: float,
+                     chromatin_contrast: float, step_um: float) -> "bpy.types.Material":
+    """Hematoxylin (object property ``h_conc``) with chromatin texture; shared by all nuclei."""
+    mat = bpy.data.materials.new("nucleus")
+    n = _Nodes(mat)
+    texture = _chromatin(n, chromatin_scale_um, chromatin_contrast)
+    h = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], texture), _slab_mask(n, slab))
+    n.volume_output(n.absorption(od["hematoxylin"], h), mat, step_um)
+    return mat
+
+
+def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_um: float) -> "bpy.types.Material":
+    """Cytoplasm: eosin and hematoxylin per cell; eosinophils get dense granules (``granular``)."""
+    mat = bpy.data.materials.new("cytoplasm")
+    n = _Nodes(mat)
+    coords = n.add("ShaderNodeTexCoord")
+    vor = n.add("ShaderNodeTexVoronoi", feature="F1")
+    vor.inputs["Scale"].default_value = 1.4  # granules ~0.7 um apart
+    n.link(coords.outputs["Object"], vor.inputs["Vector"])
+    granule = n.math("LESS_THAN", vor.outputs["Distance"], 0.33)
+    g = n.obj_attr("granular").outputs["Fac"]
+    # Granular bodies keep their mean eosin but concentrate it into the granules.
+    factor = n.math("MULTIPLY_ADD", g, n.math("SUBTRACT", n.math("MULTIPLY", granule, 2.2), 1.0), 1.0)
+    mask = _slab_mask(n, slab)
+    e = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("e_conc").outputs["Fac"], factor), mask)
+    h = n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], mask)
+    shader = n.add_shaders([n.absorption(od["eosin"], e), n.absorption(od["hematoxylin"], h)])
+    n.volume_output(shader, mat, step_um)
+    return mat
+
+
+def tissue_material(name: str, image: "bpy.types.Image", od: Dict[str, np.ndarray], half_width: float,
+                    step_um: float) -> "bpy.types.Material":
+    """Matrix of one depth layer: stain concentrations looked up from an (x, y) texture."""
+    mat = bpy.data.materials.new(name)
+    n = _Nodes(mat)
+    geo = n.add("ShaderNodeNewGeometry")
+    to_uv = n.add("ShaderNodeMapping", vector_type="POINT")
+    to_uv.inputs["Location"].default_value = (0.5, 0.5, 0.0)
+    to_uv.inputs["Scale"].default_value = (0.5 / half_width, 0.5 / half_width, 1.0)
+    n.link(geo.outputs["Position"], to_uv.inputs["Vector"])
+    tex = n.add("ShaderNodeTexImage", image=image, interpolation="Linear", extension="EXTEND")
+    n.link(to_uv.outputs[0], tex.inputs["Vector"])
+    sep = n.add("ShaderNodeSeparateColor")
+    n.link(tex.outputs["Color"], sep.inputs[0])
+    shaders = [n.absorption(od[s], sep.outputs[i]) for i, s in enumerate(("hematoxylin", "eosin", "blood"))]
+    n.volume_output(n.add_shaders(shaders), mat, step_um)
+    return mat
+
+
+def label_material() -> Tuple["bpy.types.Material", "bpy.types.Node"]:
+    """Opaque surface writing the object property ``instance`` to the AOV.
+
+    Returns the material and a value node: 0 labels the first surface hit, 1 only back faces,
+    i.e. the object the ray starts inside of (a cross-section at the camera's clip plane).
+    """
+    mat = bpy.data.materials.new("label")
+    n = _Nodes(mat)
+    mode = n.add("ShaderNodeValue")
+    geo = n.add("ShaderNodeNewGeometry")
+    gate = n.math("MAXIMUM", n.math("SUBTRACT", 1.0, mode.outputs[0]), geo.outputs["Backfacing"])
+    value = n.math("MULTIPLY", n.obj_attr("instance").outputs["Fac"], gate)
+    aov = n.add("ShaderNodeOutputAOV", aov_name=LABEL_AOV)
+    n.link(value, aov.inputs["Value"])
+    out = n.add("ShaderNodeOutputMaterial")
+    n.link(n.add("ShaderNodeHoldout").outputs[0], out.inputs["Surface"])
+    return mat, mode

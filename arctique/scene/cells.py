@@ -1,0 +1,179 @@
+"""Parametric cell shapes: drawing them per class, their collision spheres, meshes and inside tests.
+
+A nucleus is 1..MAX_LOBES ellipsoidal lobes in the cell's local frame (long axis = local x), each
+with the cell's own smooth surface variation, optionally bent about local z; the cell body
+(cytoplasm) is an ellipsoid that contains the nucleus.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from ..config import CellTypeConf
+from .geometry import bend, icosphere, surface_noise, unbend
+from .model import MAX_LOBES, NOISE_TERMS, Cells
+
+# A sphere chain covers an ellipsoid when neighbours are at most one minor semi-axis apart and
+# their radius exceeds the minor semi-axis by this factor (sqrt(1 + 1/4) rounded up).
+_CHAIN_RADIUS = 1.12
+
+
+def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generator,
+                squash: Tuple[float, float] = (1.0, 1.0)) -> Dict[str, np.ndarray]:
+    """Draw ``n`` nuclei (and cell bodies) of one class in local coordinates.
+
+    ``squash`` multiplies (length, width), e.g. for the compressed nuclei of goblet cells.
+    Returns the per-cell columns of ``model.Cells`` that describe shape.
+    """
+    length = rng.uniform(*conf.length_um, size=n) * scale * squash[0]
+    elong = rng.uniform(*conf.elongation, size=n)
+    flat = rng.uniform(0.8, 1.0, size=n)
+    lobes = rng.integers(conf.lobes[0], conf.lobes[1] + 1, size=n)
+    noise = _noise_terms(conf.shape_noise, n, rng)
+    bend_angle = np.radians(rng.uniform(-1, 1, size=n) * conf.bend_deg)
+    lobe_centre = np.zeros((n, MAX_LOBES, 3))
+    lobe_axes = np.zeros((n, MAX_LOBES, 3))
+    extent = np.zeros((n, 3))  # overall semi-extent of the nucleus along local x, y, z
+    for i in range(n):
+        a = length[i] / 2
+        if lobes[i] == 1:
+            b = a / elong[i] * squash[1]
+            lobe_axes[i, 0] = (a, b, b * flat[i])
+            extent[i] = lobe_axes[i, 0]
+            continue
+        k = lobes[i]
+        gap = 2.5 * conf.shape_noise + 0.08  # relative to the lobe radius: lobes never touch
+        r = length[i] / (2 * k + (k - 1) * gap)
+        # Lobes sit on a gentle arc in the local xy plane, chord spacing 2r + gap.
+        step = r * (2 + gap)
+        arc = rng.uniform(0, 0.5)
+        angles = (np.arange(k) - (k - 1) / 2) * arc
+        radius = step / (2 * np.sin(max(arc, 1e-6) / 2))
+        x = radius * np.sin(angles)
+        y = radius * (1 - np.cos(angles)) if arc > 1e-6 else np.zeros(k)
+        lobe_centre[i, :k] = np.stack([x, y - y.mean(), np.zeros(k)], 1)
+        lobe_axes[i, :k] = (r, r * 0.92, r * 0.8 * flat[i])
+        extent[i] = (np.abs(x).max() + r, np.abs(y - y.mean()).max() + r, r * 0.8 * flat[i])
+    curvature = bend_angle / length
+    body_axes = np.zeros((n, 3))
+    body_centre = np.zeros((n, 3))
+    if conf.cytoplasm_scale > 0:
+        # A roundish body: every axis at least the mean nucleus extent times the scale.
+        body_axes = np.maximum(extent, extent.mean(1, keepdims=True)) * conf.cytoplasm_scale
+        free = body_axes[:, 0] - extent[:, 0] * (1 + conf.shape_noise) - 0.2
+        body_centre[:, 0] = -conf.eccentricity * np.maximum(free, 0) * rng.choice([-1, 1], size=n)
+    return {
+        "lobe_count": lobes, "lobe_centre": lobe_centre, "lobe_axes": lobe_axes,
+        "curvature": curvature, "noise": noise, "body_centre": body_centre, "body_axes": body_axes,
+    }
+
+
+def _noise_terms(amplitude: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    k = rng.normal(size=(n, NOISE_TERMS, 3))
+    k /= np.linalg.norm(k, axis=2, keepdims=True)
+    freq = rng.uniform(1.5, 3.5, size=(n, NOISE_TERMS))
+    phase = rng.uniform(0, 2 * np.pi, size=(n, NOISE_TERMS))
+    amp = rng.uniform(0.2, 1.0, size=(n, NOISE_TERMS))
+    amp *= amplitude / amp.sum(1, keepdims=True)  # |variation| <= amplitude everywhere
+    return np.concatenate([k, freq[..., None], phase[..., None], amp[..., None]], axis=2)
+
+
+def bounding_radius(shapes: Dict[str, np.ndarray], noise_amp: float) -> np.ndarray:
+    """Radius around the local origin that contains nucleus and body."""
+    lobe_reach = np.linalg.norm(shapes["lobe_centre"], axis=2) + shapes["lobe_axes"].max(2) * (1 + noise_amp)
+    body_reach = np.linalg.norm(shapes["body_centre"], axis=1) + shapes["body_axes"].max(1)
+    return np.maximum(lobe_reach.max(1), body_reach)
+
+
+def _chain(centre: np.ndarray, axes: np.ndarray, grow: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Spheres (local centres, radii) that cover one ellipsoid with long axis local x."""
+    a, minor = axes[0] * grow, max(axes[1], axes[2]) * grow
+    if a <= 1.3 * minor:
+        return centre[None], np.array([a])
+    m = int(np.ceil((2 * (a - minor)) / minor)) + 1
+    xs = np.linspace(-(a - minor), a - minor, m)
+    pts = centre + np.stack([xs, np.zeros(m), np.zeros(m)], 1)
+    return pts, np.full(m, minor * _CHAIN_RADIUS)
+
+
+def collision_spheres(centre: np.ndarray, rotation: np.ndarray, shapes: Dict[str, np.ndarray],
+                      noise_amp: float, body: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spheres (section frame) covering each cell's nucleus, or with ``body`` its whole cell.
+
+    Returns ``(owner, centres, radii)`` with ``owner`` the row of the cell each sphere belongs to.
+    """
+    owners: List[int] = []
+    pts: List[np.ndarray] = []
+    radii: List[np.ndarray] = []
+    for i in range(len(centre)):
+        has_body = body and shapes["body_axes"][i, 0] > 0
+        if has_body:
+            parts = [_chain(shapes["body_centre"][i], shapes["body_axes"][i], 1.0)]
+        else:
+            parts = [_chain(shapes["lobe_centre"][i, j], shapes["lobe_axes"][i, j], 1 + noise_amp)
+                     for j in range(shapes["lobe_count"][i])]
+        local = np.concatenate([p for p, _ in parts])
+        local = local if has_body else bend(local, shapes["curvature"][i])
+        pts.append(centre[i] + local @ rotation[i].T)
+        radii.append(np.concatenate([r for _, r in parts]))
+        owners.extend([i] * len(local))
+    if not pts:
+        return np.zeros(0, int), np.zeros((0, 3)), np.zeros(0)
+    return np.asarray(owners), np.concatenate(pts), np.concatenate(radii)
+
+
+# --------------------------------------------------------------------------------- meshes, inside
+
+
+def nucleus_mesh(cells: Cells, level: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed triangle meshes of all nuclei, one shell per lobe.
+
+    Returns ``(vertices (V, 3) float64 section frame, faces (F, 3) int32, face_row (F,) int32)``
+    where ``face_row`` is the row of the cell in ``cells``.
+    """
+    sphere, tris = icosphere(level)
+    verts, faces, rows = [], [], []
+    offset = 0
+    for lobe in range(MAX_LOBES):
+        idx = np.nonzero(cells.lobe_count > lobe)[0]
+        if len(idx) == 0:
+            break
+        r = 1 + surface_noise(sphere[None], cells.noise[idx])  # (n, V)
+        local = cells.lobe_centre[idx, lobe, None] + sphere[None] * r[..., None] * cells.lobe_axes[idx, lobe, None]
+        local = bend(local, cells.curvature[idx])
+        world = cells.centre[idx, None] + np.einsum("nij,nvj->nvi", cells.rotation[idx], local)
+        verts.append(world.reshape(-1, 3))
+        nv = len(sphere)
+        faces.append((tris[None] + offset + nv * np.arange(len(idx))[:, None, None]).reshape(-1, 3))
+        rows.append(np.repeat(idx, len(tris)))
+        offset += nv * len(idx)
+    if not verts:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int32), np.zeros(0, np.int32)
+    return (np.concatenate(verts), np.concatenate(faces).astype(np.int32),
+            np.concatenate(rows).astype(np.int32))
+
+
+def body_mesh(cells: Cells, level: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed ellipsoid meshes of the cell bodies of cells that have cytoplasm (same layout)."""
+    sphere, tris = icosphere(level)
+    idx = np.nonzero(cells.body_axes[:, 0] > 0)[0]
+    local = cells.body_centre[idx, None] + sphere[None] * cells.body_axes[idx, None]
+    world = cells.centre[idx, None] + np.einsum("nij,nvj->nvi", cells.rotation[idx], local)
+    nv = len(sphere)
+    faces = (tris[None] + nv * np.arange(len(idx))[:, None, None]).reshape(-1, 3)
+    return world.reshape(-1, 3), faces.astype(np.int32), np.repeat(idx, len(tris)).astype(np.int32)
+
+
+def inside_nucleus(points: np.ndarray, cells: Cells, row: int) -> np.ndarray:
+    """Whether section-frame ``points`` (P, 3) lie inside the parametric nucleus of cell ``row``."""
+    local = (points - cells.centre[row]) @ cells.rotation[row]
+    local = unbend(local, cells.curvature[row])
+    inside = np.zeros(len(points), bool)
+    for lobe in range(cells.lobe_count[row]):
+        q = (local - cells.lobe_centre[row, lobe]) / cells.lobe_axes[row, lobe]
+        rho = np.linalg.norm(q, axis=1)
+        direction = q / np.maximum(rho, 1e-12)[:, None]
+        inside |= rho <= 1 + surface_noise(direction, cells.noise[row])
+    return inside

@@ -1,0 +1,103 @@
+"""Small geometric building blocks shared by the scene model (numpy only)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Tuple
+
+import numpy as np
+
+
+@lru_cache(maxsize=8)
+def icosphere(level: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Unit icosphere: ``(V, 3)`` float64 vertices and ``(F, 3)`` int32 outward-wound faces."""
+    t = (1 + 5**0.5) / 2
+    verts = [(-1, t, 0), (1, t, 0), (-1, -t, 0), (1, -t, 0), (0, -1, t), (0, 1, t),
+             (0, -1, -t), (0, 1, -t), (t, 0, -1), (t, 0, 1), (-t, 0, -1), (-t, 0, 1)]
+    faces = [(0, 11, 5), (0, 5, 1), (0, 1, 7), (0, 7, 10), (0, 10, 11), (1, 5, 9), (5, 11, 4),
+             (11, 10, 2), (10, 7, 6), (7, 1, 8), (3, 9, 4), (3, 4, 2), (3, 2, 6), (3, 6, 8),
+             (3, 8, 9), (4, 9, 5), (2, 4, 11), (6, 2, 10), (8, 6, 7), (9, 8, 1)]
+    v = np.array(verts, float)
+    f = np.array(faces, np.int64)
+    for _ in range(level):
+        edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+        uniq, inv = np.unique(edges, axis=0, return_inverse=True)
+        mids = len(v) + inv.reshape(3, -1).T  # midpoint index of edges (01, 12, 20) per face
+        v = np.concatenate([v, (v[uniq[:, 0]] + v[uniq[:, 1]]) / 2])
+        a, b, c = f.T
+        ab, bc, ca = mids.T
+        f = np.concatenate([np.stack(x, 1) for x in
+                            ((a, ab, ca), (ab, b, bc), (ca, bc, c), (ab, bc, ca))])
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v.flags.writeable = False
+    f = f.astype(np.int32)
+    f.flags.writeable = False
+    return v, f
+
+
+def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``(n, 3, 3)`` rotation matrices, uniform on SO(3)."""
+    q = rng.normal(size=(n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    w, x, y, z = q.T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], 1)
+
+
+def frames_from_axis(axis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rotations whose local x axis is ``axis`` (``(n, 3)`` unit) with a random roll about it."""
+    n = len(axis)
+    helper = rng.normal(size=(n, 3))
+    y = helper - (helper * axis).sum(1, keepdims=True) * axis
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    z = np.cross(axis, y)
+    return np.stack([axis, y, z], axis=2)
+
+
+def surface_noise(directions: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """Relative radius change of a star-shaped body along unit ``directions``.
+
+    Args:
+        directions: ``(..., P, 3)`` unit vectors in the body's local frame.
+        terms: ``(..., T, 6)`` rows (kx, ky, kz, frequency, phase, amplitude); ``...`` broadcasts.
+
+    Returns:
+        ``(..., P)`` values; the body's radius along a direction is ``1 + value``.
+    """
+    k = terms[..., None, :, 0:3]  # (..., 1, T, 3)
+    proj = (directions[..., :, None, :] * k).sum(-1)  # (..., P, T)
+    arg = proj * terms[..., None, :, 3] + terms[..., None, :, 4]
+    return (np.sin(arg) * terms[..., None, :, 5]).sum(-1)
+
+
+def bend(local: np.ndarray, curvature: np.ndarray) -> np.ndarray:
+    """Bend points about the local z axis so that the x axis follows a circular arc.
+
+    ``local`` is ``(..., P, 3)``, ``curvature`` (1/um) broadcasts over ``...``; zero leaves points as
+    they are. The inverse is ``unbend``.
+    """
+    k = np.asarray(curvature, float)[..., None]
+    x, y, z = local[..., 0], local[..., 1], local[..., 2]
+    safe = np.where(np.abs(k) < 1e-9, 1.0, k)
+    phi = x * k
+    r = 1 / safe - y
+    bx = np.where(np.abs(k) < 1e-9, x, np.sin(phi) * r)
+    by = np.where(np.abs(k) < 1e-9, y, 1 / safe - np.cos(phi) * r)
+    return np.stack([bx, by, z], -1)
+
+
+def unbend(bent: np.ndarray, curvature: np.ndarray) -> np.ndarray:
+    """Inverse of ``bend``."""
+    k = np.asarray(curvature, float)[..., None]
+    bx, by, z = bent[..., 0], bent[..., 1], bent[..., 2]
+    safe = np.where(np.abs(k) < 1e-9, 1.0, k)
+    sign = np.sign(safe)
+    dx, dy = bx, 1 / safe - by
+    r = np.hypot(dx, dy)
+    phi = np.arctan2(sign * dx, sign * dy)
+    x = np.where(np.abs(k) < 1e-9, bx, phi / safe)
+    y = np.where(np.abs(k) < 1e-9, by, 1 / safe - sign * r)
+    return np.stack([x, y, z], -1)

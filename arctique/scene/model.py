@@ -1,0 +1,160 @@
+"""The scene model: everything the renderer and the labels need, as plain numpy arrays.
+
+Frames: the *section frame* has x to the right of the image, y to its top and z towards the camera;
+the slab is ``z0 <= z <= z1`` and the field of view is ``|x|, |y| <= field_um / 2``. The *tissue
+frame* (u, v, w) has w along the crypt axes, pointing from the luminal surface (w = 0) into the
+mucosa; ``tissue = origin + rotation @ section``. All lengths in micrometres.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Dict, Type, TypeVar
+
+import numpy as np
+
+MAX_LOBES = 6
+NOISE_TERMS = 6
+
+# Fixed class table (DESIGN.md section 6); goblet cells are epithelial cells.
+CLASS_IDS: Dict[str, int] = {"EPI": 1, "PLA": 2, "LYM": 3, "EOS": 4, "FIB": 5, "NEU": 6}
+CLASS_NAMES: Dict[int, str] = {v: k for k, v in CLASS_IDS.items()}
+
+# Tissue compartments (values of the compartment map).
+OUTSIDE, STROMA, EPITHELIUM, LUMEN, MUCIN, RIP, BLOOD = range(7)
+COMPARTMENT_NAMES = ("outside", "stroma", "epithelium", "lumen", "mucin", "rip", "blood")
+
+
+@dataclass(frozen=True)
+class Section:
+    thickness: float  # slab thickness
+    z0: float  # bottom of the slab (section frame)
+    z1: float  # top of the slab, towards the camera
+    depth: float  # depth of the slab centre below the luminal surface
+    tilt_deg: float  # angle between the crypt axis and the slab normal
+    azimuth_deg: float  # direction of that tilt
+    origin: np.ndarray  # (3,) tissue coordinates of the section-frame origin
+    rotation: np.ndarray  # (3, 3) section -> tissue
+    field_um: float  # side of the square field of view
+    margin_um: float  # the scene extends this far beyond the field
+
+    def to_tissue(self, p: np.ndarray) -> np.ndarray:
+        return self.origin + p @ self.rotation.T
+
+    def to_section(self, q: np.ndarray) -> np.ndarray:
+        return (q - self.origin) @ self.rotation
+
+
+@dataclass(frozen=True)
+class Crypts:
+    centre: np.ndarray  # (C, 2) axis position (u, v) at the luminal surface
+    radius: np.ndarray  # (C,) basal radius
+    lumen: np.ndarray  # (C,) lumen radius
+    depth: float  # tube length below the surface; the end is a hemisphere
+    warp_amp: np.ndarray  # (C, 2) meander amplitude of the axis in u and v
+    warp_phase: np.ndarray  # (C, 2)
+    wavelength: float  # meander wavelength
+    wall: np.ndarray  # (C, K, 2) amplitude and phase of the angular harmonics k = 2 .. K+1
+
+
+@dataclass(frozen=True)
+class Cells:
+    """One row per cell; ``cell_id`` is the scene-wide identity (1..N), stable across re-renders."""
+
+    cell_id: np.ndarray  # (N,) int32
+    cls: np.ndarray  # (N,) uint8 class id (CLASS_IDS)
+    goblet: np.ndarray  # (N,) bool, epithelial cell carrying a mucin vacuole
+    centre: np.ndarray  # (N, 3) section frame
+    rotation: np.ndarray  # (N, 3, 3) local -> section
+    lobe_count: np.ndarray  # (N,) int
+    lobe_centre: np.ndarray  # (N, MAX_LOBES, 3) local
+    lobe_axes: np.ndarray  # (N, MAX_LOBES, 3) semi-axes of each lobe
+    curvature: np.ndarray  # (N,) bend of the nucleus about local z (1/um)
+    noise: np.ndarray  # (N, NOISE_TERMS, 6) surface variation (see geometry.surface_noise)
+    body_centre: np.ndarray  # (N, 3) local centre of the cell body
+    body_axes: np.ndarray  # (N, 3) semi-axes of the cell body; zeros = no cytoplasm drawn
+
+    def __len__(self) -> int:
+        return len(self.cls)
+
+
+@dataclass(frozen=True)
+class Ellipsoids:
+    centre: np.ndarray  # (M, 3) section frame
+    rotation: np.ndarray  # (M, 3, 3) local -> section
+    axes: np.ndarray  # (M, 3) semi-axes
+
+
+@dataclass(frozen=True)
+class Rips:
+    waves: np.ndarray  # (K, 4) rows (kx, ky, phase, amplitude) of a random field over (x, y)
+    threshold: float  # the stroma is torn where the field exceeds this value
+
+
+@dataclass(frozen=True)
+class SceneModel:
+    seed: int
+    section: Section
+    crypts: Crypts
+    cells: Cells
+    mucin: Ellipsoids  # goblet vacuoles
+    blood: Ellipsoids  # red blood cells
+    rips: Rips
+    config_json: str  # the scene part of the configuration that produced this model
+
+
+_PARTS: Dict[str, Type[Any]] = {
+    "section": Section, "crypts": Crypts, "cells": Cells, "mucin": Ellipsoids,
+    "blood": Ellipsoids, "rips": Rips,
+}
+T = TypeVar("T")
+
+
+def _arrays(scene: SceneModel) -> Dict[str, np.ndarray]:
+    out = {"seed": np.asarray(scene.seed, np.int64),
+           "config_json": np.frombuffer(scene.config_json.encode(), np.uint8)}
+    for part in _PARTS:
+        obj = getattr(scene, part)
+        for f in fields(obj):
+            out[f"{part}.{f.name}"] = np.asarray(getattr(obj, f.name))
+    return out
+
+
+def save(scene: SceneModel, path: Path) -> None:
+    """Write the scene as an ``.npz`` whose bytes depend only on its content (fixed zip dates)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in sorted(_arrays(scene).items()):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, member.getvalue())
+    Path(path).write_bytes(buf.getvalue())
+
+
+def load(path: Path) -> SceneModel:
+    """Read a scene written by ``save``; arrays come back with their exact dtypes and values."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+
+    def build(cls: Type[T], part: str) -> T:
+        kwargs = {}
+        for f in fields(cls):
+            a = arrays[f"{part}.{f.name}"]
+            kwargs[f.name] = a.item() if a.ndim == 0 else a
+        return cls(**kwargs)
+
+    return SceneModel(
+        seed=int(arrays["seed"]),
+        config_json=arrays["config_json"].tobytes().decode(),
+        **{part: build(cls, part) for part, cls in _PARTS.items()},
+    )
+
+
+def scene_config(scene: SceneModel) -> Dict[str, Any]:
+    return json.loads(scene.config_json)
