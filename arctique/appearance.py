@@ -141,3 +141,10 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     out[..., 2][codes == BLOOD] = st.blood_density
     e[codes == BLOOD] = st.stroma_eosin * st.eosin_intensity
     return np.clip(out, 0, None)
+
+
+def layer_transmittance(textures: np.ndarray, od: Dict[str, np.ndarray], thickness: float) -> np.ndarray:
+    """Beer-Lambert transmittance of each depth layer, (layers, H, W, 3) float32 in (0, 1]."""
+    dz = thickness / textures.shape[0]
+    absorbance = sum(textures[..., i, None] * od[name] for i, name in enumerate(STAINS))
+    return np.exp(-LN10 * dz * absorbance).astype(np.float32)

@@ -172,10 +172,10 @@ class StainConf:
 class OpticsConf:
     image_size: int = 512  # pixels per side (square images)
     mpp: float = 0.25  # micrometres per pixel (0.25: 40x scan, 0.5: 20x scan)
-    samples: int = 24  # Cycles samples per pixel of the H&E image [1, 4096]
+    samples: int = 16  # Cycles samples per pixel of the H&E image [1, 4096]
     focus_offset_um: float = 0.0  # focal plane relative to the slab centre (+ = towards the camera)
     aperture: float = 0.45  # blur-disc radius per um of defocus (tan of the cone half-angle) [0, 2]
-    volume_step_um: float = 0.2  # ray-marching step inside stained volumes
+    volume_step_rate: float = 1.0  # Cycles ray-marching step rate in cells (smaller: finer, slower)
     white_level: float = 0.96  # transmittance of empty glass (white point)
     layers: int = 4  # depth layers of the tissue texture through the slab [1, 16]
     device: str = "cpu"  # cpu | gpu (CUDA or OptiX; an error when no GPU exists)
@@ -361,7 +361,7 @@ def validate(cfg: ArctiqueConf) -> None:
     _between("optics.samples", o.samples, 1, 4096)
     _between("optics.focus_offset_um", o.focus_offset_um, -20, 20)
     _between("optics.aperture", o.aperture, 0, 2)
-    _between("optics.volume_step_um", o.volume_step_um, 0.01, 2)
+    _between("optics.volume_step_rate", o.volume_step_rate, 0.01, 10)
     _between("optics.white_level", o.white_level, 0.5, 1)
     _between("optics.layers", o.layers, 1, 16)
     _check(o.device in ("cpu", "gpu"), "optics.device", o.device, "'cpu' or 'gpu'")

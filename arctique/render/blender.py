@@ -13,7 +13,7 @@ from typing import Callable, Dict, Iterable, List
 
 import numpy as np
 
-from ..appearance import CellStains, od_vectors
+from ..appearance import CellStains, layer_depths, layer_transmittance, od_vectors
 from ..config import ArctiqueConf
 from ..labels.exact import slice_depths
 from ..scene.cells import body_mesh, nucleus_mesh
@@ -77,11 +77,11 @@ class SceneRenderer:
         self.camera = self._camera()
         od = od_vectors(cfg.stain)
         slab = (scene.section.z0, scene.section.z1)
-        step = self.optics.volume_step_um
+        step = self.optics.volume_step_rate
         self.nuclei = self._cells("nucleus", materials.nucleus_material(
             od, slab, cfg.nuclei.chromatin_scale_um, cfg.nuclei.chromatin_contrast, step), stains)
         self.bodies = self._cells("body", materials.body_material(od, slab, step), stains)
-        self.layers = self._tissue(textures, od, step)
+        self.layers = self._tissue(layer_transmittance(textures, od, scene.section.thickness))
         self.label_mat, self.label_mode = materials.label_material()
         aov = self.bscene.view_layers[0].aovs.add()
         aov.name, aov.type = materials.LABEL_AOV, "VALUE"
@@ -101,7 +101,8 @@ class SceneRenderer:
         c.use_denoising = False
         # Pure absorption: the only light is the back-light seen straight through the volumes.
         c.max_bounces = c.volume_bounces = c.diffuse_bounces = c.glossy_bounces = 0
-        c.transmission_bounces = c.transparent_max_bounces = 0
+        c.transmission_bounces = 0
+        c.transparent_max_bounces = self.optics.layers + 8  # the tissue sheets
         c.use_light_tree = False
         c.volume_max_steps = 1024
         s.view_settings.view_transform = "Standard"
@@ -170,26 +171,22 @@ class SceneRenderer:
             objects.append(obj)
         return objects
 
-    def _tissue(self, textures: np.ndarray, od, step: float) -> List["bpy.types.Object"]:
-        """One box per depth layer of the slab, stained from its texture."""
+    def _tissue(self, transmittance: np.ndarray) -> List["bpy.types.Object"]:
+        """One transparent sheet per depth layer, at the layer's centre, carrying its transmittance."""
         sec = self.model.section
-        n_layers, h, w, _ = textures.shape
+        n_layers, h, w, _ = transmittance.shape
         half = sec.field_um / 2 + sec.margin_um
-        dz = sec.thickness / n_layers
         objects = []
-        for k in range(n_layers):
+        for k, z in enumerate(layer_depths(self.model, n_layers)):
             image = bpy.data.images.new(f"tissue_{k}", w, h, alpha=True, float_buffer=True)
             image.colorspace_settings.name = "Non-Color"
             rgba = np.ones((h, w, 4), np.float32)
-            rgba[..., :3] = textures[k][::-1]  # Blender images start at the bottom row
+            rgba[..., :3] = transmittance[k][::-1]  # Blender images start at the bottom row
             image.pixels.foreach_set(rgba.ravel())
             image.pack()
-            top = sec.z1 - k * dz
-            box_v = np.array([[x, y, z] for z in (top - dz, top) for y in (-half, half) for x in (-half, half)])
-            box_f = np.array([[0, 2, 3], [0, 3, 1], [4, 5, 7], [4, 7, 6], [0, 1, 5], [0, 5, 4],
-                              [2, 6, 7], [2, 7, 3], [0, 4, 6], [0, 6, 2], [1, 3, 7], [1, 7, 5]])
-            obj = self._link(f"tissue_{k}", box_v, box_f)
-            obj.data.materials.append(materials.tissue_material(f"tissue_{k}", image, od, half, step))
+            corners = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]])
+            obj = self._link(f"tissue_{k}", corners, np.array([[0, 1, 2], [0, 2, 3]]))
+            obj.data.materials.append(materials.tissue_material(f"tissue_{k}", image, half))
             objects.append(obj)
         return objects
 

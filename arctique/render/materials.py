@@ -61,10 +61,10 @@ class _Nodes:
             acc = node.outputs[0]
         return acc
 
-    def volume_output(self, shader, material: "bpy.types.Material", step_um: float) -> None:
+    def volume_output(self, shader, material: "bpy.types.Material", step_rate: float) -> None:
         out = self.add("ShaderNodeOutputMaterial")
         self.link(shader, out.inputs["Volume"])
-        material.cycles.volume_step_rate = step_um
+        material.cycles.volume_step_rate = step_rate
         material.cycles.homogeneous_volume = False
 
 
@@ -87,7 +87,7 @@ def _chromatin(n: _Nodes, scale_um: float, contrast: float):
     n.link(offset.outputs["Vector"], shifted.inputs[1])
     noise = n.add("ShaderNodeTexNoise")
     noise.inputs["Scale"].default_value = 1.0 / scale_um
-    noise.inputs["Detail"].default_value = 3.0
+    noise.inputs["Detail"].default_value = 1.0
     noise.inputs["Roughness"].default_value = 0.6
     n.link(shifted.outputs[0], noise.inputs["Vector"])
     centred = n.math("SUBTRACT", noise.outputs["Fac"], 0.5)
@@ -95,17 +95,17 @@ def _chromatin(n: _Nodes, scale_um: float, contrast: float):
 
 
 def nucleus_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], chromatin_scale_um: float,
-                     chromatin_contrast: float, step_um: float) -> "bpy.types.Material":
+                     chromatin_contrast: float, step_rate: float) -> "bpy.types.Material":
     """Hematoxylin (object property ``h_conc``) with chromatin texture; shared by all nuclei."""
     mat = bpy.data.materials.new("nucleus")
     n = _Nodes(mat)
     texture = _chromatin(n, chromatin_scale_um, chromatin_contrast)
     h = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], texture), _slab_mask(n, slab))
-    n.volume_output(n.absorption(od["hematoxylin"], h), mat, step_um)
+    n.volume_output(n.absorption(od["hematoxylin"], h), mat, step_rate)
     return mat
 
 
-def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_um: float) -> "bpy.types.Material":
+def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_rate: float) -> "bpy.types.Material":
     """Cytoplasm: eosin and hematoxylin per cell; eosinophils get dense granules (``granular``)."""
     mat = bpy.data.materials.new("cytoplasm")
     n = _Nodes(mat)
@@ -121,13 +121,13 @@ def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_um:
     e = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("e_conc").outputs["Fac"], factor), mask)
     h = n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], mask)
     shader = n.add_shaders([n.absorption(od["eosin"], e), n.absorption(od["hematoxylin"], h)])
-    n.volume_output(shader, mat, step_um)
+    n.volume_output(shader, mat, step_rate)
     return mat
 
 
-def tissue_material(name: str, image: "bpy.types.Image", od: Dict[str, np.ndarray], half_width: float,
-                    step_um: float) -> "bpy.types.Material":
-    """Matrix of one depth layer: stain concentrations looked up from an (x, y) texture."""
+def tissue_material(name: str, image: "bpy.types.Image", half_width: float) -> "bpy.types.Material":
+    """One depth layer of the matrix as a transparent sheet whose colour is the layer's
+    Beer-Lambert transmittance, looked up from an (x, y) texture; costs one lookup per ray."""
     mat = bpy.data.materials.new(name)
     n = _Nodes(mat)
     geo = n.add("ShaderNodeNewGeometry")
@@ -137,10 +137,10 @@ def tissue_material(name: str, image: "bpy.types.Image", od: Dict[str, np.ndarra
     n.link(geo.outputs["Position"], to_uv.inputs["Vector"])
     tex = n.add("ShaderNodeTexImage", image=image, interpolation="Linear", extension="EXTEND")
     n.link(to_uv.outputs[0], tex.inputs["Vector"])
-    sep = n.add("ShaderNodeSeparateColor")
-    n.link(tex.outputs["Color"], sep.inputs[0])
-    shaders = [n.absorption(od[s], sep.outputs[i]) for i, s in enumerate(("hematoxylin", "eosin", "blood"))]
-    n.volume_output(n.add_shaders(shaders), mat, step_um)
+    sheet = n.add("ShaderNodeBsdfTransparent")
+    n.link(tex.outputs["Color"], sheet.inputs["Color"])
+    out = n.add("ShaderNodeOutputMaterial")
+    n.link(sheet.outputs[0], out.inputs["Surface"])
     return mat
 
 

@@ -98,8 +98,6 @@ def _place(tconf, scale, target, z_pad, section, crypts, tree, index: _SphereInd
     accepted: List[Dict[str, np.ndarray]] = []
     count = 0
     for _ in range(_MAX_BATCHES):  # until the target is met or the space is full
-        if count >= target:
-            break
         m = max(4 * (target - count), 64)
         shapes = draw_shapes(tconf, scale, m, rng)
         centre = rng.uniform(lo, hi, size=(m, 3))
@@ -124,4 +122,6 @@ def _place(tconf, scale, target, z_pad, section, crypts, tree, index: _SphereInd
                 count += 1
         accepted.append({"centre": centre[take], "rotation": rotation[take],
                          **{k: v[take] for k, v in shapes.items()}})
+        if count >= target:
+            break
     return {k: np.concatenate([a[k] for a in accepted]) for k in accepted[0]}
