@@ -118,7 +118,7 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = 1.3  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = 1.0  # stroma cells per 1000 um^3 of lamina propria (all types)
     ratios: Dict[str, float] = field(
         default_factory=lambda: {"PLA": 0.3, "LYM": 0.45, "EOS": 0.08, "FIB": 0.17, "NEU": 0.0}
     )  # relative abundance of the stroma types; normalised
@@ -294,7 +294,6 @@ def validate(cfg: ArctiqueConf) -> None:
            "> 2 * radius_um * (1 + radius_jitter) / (1 - 2 * spacing_jitter)")
     s = t.section
     _range("tissue.section.thickness_um", s.thickness_um, 0.5, 30)
-    _check(s.thickness_um[0] > 0, "tissue.section.thickness_um", list(s.thickness_um), "> 0")
     _range("tissue.section.depth_um", s.depth_um, 0, c.depth_um)
     _range("tissue.section.tilt_deg", s.tilt_deg, 0, 90)
     e = t.epithelium

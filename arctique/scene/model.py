@@ -29,7 +29,7 @@ OUTSIDE, STROMA, EPITHELIUM, LUMEN, MUCIN, RIP, BLOOD = range(7)
 COMPARTMENT_NAMES = ("outside", "stroma", "epithelium", "lumen", "mucin", "rip", "blood")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Section:
     thickness: float  # slab thickness
     z0: float  # bottom of the slab (section frame)
@@ -49,7 +49,7 @@ class Section:
         return (q - self.origin) @ self.rotation
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Crypts:
     centre: np.ndarray  # (C, 2) axis position (u, v) at the luminal surface
     radius: np.ndarray  # (C,) basal radius
@@ -61,7 +61,7 @@ class Crypts:
     wall: np.ndarray  # (C, K, 2) amplitude and phase of the angular harmonics k = 2 .. K+1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cells:
     """One row per cell; ``cell_id`` is the scene-wide identity (1..N), stable across re-renders."""
 
@@ -82,20 +82,20 @@ class Cells:
         return len(self.cls)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Ellipsoids:
     centre: np.ndarray  # (M, 3) section frame
     rotation: np.ndarray  # (M, 3, 3) local -> section
     axes: np.ndarray  # (M, 3) semi-axes
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Rips:
     waves: np.ndarray  # (K, 4) rows (kx, ky, phase, amplitude) of a random field over (x, y)
     threshold: float  # the stroma is torn where the field exceeds this value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SceneModel:
     seed: int
     section: Section
@@ -130,7 +130,7 @@ def save(scene: SceneModel, path: Path) -> None:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, arr in sorted(_arrays(scene).items()):
             member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+            np.lib.format.write_array(member, np.array(arr, order="C"), allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, member.getvalue())

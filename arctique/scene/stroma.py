@@ -1,8 +1,8 @@
 """Lamina propria population: stroma cells at configured densities, never overlapping.
 
-Per type the target count is ``density * ratio * stroma volume`` of the region from which a cell
-of that type can reach the slab; candidates are drawn uniformly there and accepted greedily when
-its nucleus clears the crypt walls and every nucleus placed before (large types first).
+Per type the target count is ``density * ratio * stroma volume`` of a region around the slab that
+the largest cells can reach from; candidates of all types are drawn uniformly there, interleaved in
+random order, and accepted when the nucleus clears the crypt walls and every nucleus placed before.
 """
 
 from __future__ import annotations
@@ -21,16 +21,21 @@ from .model import STROMA, Crypts, Section
 
 logger = logging.getLogger(__name__)
 
-PLACEMENT_ORDER = ("FIB", "EOS", "PLA", "NEU", "LYM")  # large cells first
+PLACEMENT_ORDER = ("PLA", "LYM", "EOS", "FIB", "NEU")  # fixed iteration order of the types
 _VOLUME_SAMPLES = 20000
-_MAX_BATCHES = 25
+_MAX_BATCHES = 40
 
 
 class _SphereIndex:
-    """Spheres placed so far, hashed on a grid for fast overlap queries."""
+    """Spheres placed so far, hashed on a grid for fast overlap queries.
 
-    def __init__(self, cell: float) -> None:
+    The region is periodic in z (every sphere also blocks at z +- period): without that, random
+    sequential placement packs the faces of the region denser than its middle, where the slab is.
+    """
+
+    def __init__(self, cell: float, period_z: float) -> None:
         self.cell = cell
+        self.shifts = [np.array([0.0, 0.0, d]) for d in (0.0, period_z, -period_z)]
         self.grid: Dict[tuple, List[int]] = {}
         self.centres: List[np.ndarray] = []
         self.radii: List[float] = []
@@ -51,9 +56,10 @@ class _SphereIndex:
 
     def add(self, centres: np.ndarray, radii: np.ndarray) -> None:
         for p, r in zip(centres, radii):
-            self.grid.setdefault(self._key(p), []).append(len(self.centres))
-            self.centres.append(p)
-            self.radii.append(float(r))
+            for shift in self.shifts:
+                self.grid.setdefault(self._key(p + shift), []).append(len(self.centres))
+                self.centres.append(p + shift)
+                self.radii.append(float(r))
 
 
 def stroma_volume(section: Section, crypts: Crypts, tree: cKDTree, z_pad: float,
@@ -69,59 +75,71 @@ def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTre
                  streams: Callable[[str], np.random.Generator]) -> Dict[str, np.ndarray]:
     """Stroma cells (all types) as columns of ``model.Cells`` plus ``cls_name`` (type names)."""
     total = sum(conf.ratios.values())
-    index = _SphereIndex(cell=8.0)
-    columns: List[Dict[str, np.ndarray]] = []
-    for name in PLACEMENT_ORDER:
-        ratio = conf.ratios.get(name, 0.0) / total
-        if ratio <= 0 or conf.stroma_density <= 0:
-            continue
-        tconf = getattr(conf.types, name)
-        scale = conf.nucleus_scale.get(name, 1.0)
-        rng = streams(f"stroma/{name}")
-        probe = draw_shapes(tconf, scale, 64, streams(f"stroma/{name}/probe"))
-        z_pad = float(bounding_radius(probe, tconf.shape_noise).mean())
-        volume = stroma_volume(section, crypts, tree, z_pad, streams(f"stroma/{name}/volume"))
-        target = int(round(conf.stroma_density * ratio * volume / 1000))
-        placed = _place(tconf, scale, target, z_pad, section, crypts, tree, index, conf.min_gap_um, rng)
-        if len(placed["centre"]) < target:
-            logger.warning("stroma %s: placed %d of %d cells (no room left)", name, len(placed["centre"]), target)
-        placed["cls_name"] = np.array([name] * len(placed["centre"]))
-        columns.append(placed)
-    if not columns:
+    types = [n for n in PLACEMENT_ORDER if conf.ratios.get(n, 0.0) > 0 and conf.stroma_density > 0]
+    if not types:
         return {}
-    return {k: np.concatenate([c[k] for c in columns]) for k in columns[0]}
+    # All types share one placement region (the largest reach), so that each is uniform in it.
+    pads = [bounding_radius(draw_shapes(getattr(conf.types, n), conf.nucleus_scale.get(n, 1.0), 64,
+                                        streams(f"stroma/{n}/probe")), getattr(conf.types, n).shape_noise).mean()
+            for n in types]
+    z_pad = float(max(pads))
+    volume = stroma_volume(section, crypts, tree, z_pad, streams("stroma/volume"))
+    targets = {n: int(round(conf.stroma_density * conf.ratios[n] / total * volume / 1000)) for n in types}
+    placed = _place(conf, targets, z_pad, section, crypts, tree, streams)
+    for n in types:
+        got = int(np.sum(placed["cls_name"] == n))
+        if got < targets[n]:
+            logger.warning("stroma %s: placed %d of %d cells (no room left)", n, got, targets[n])
+    # Cells that cannot reach the slab only served as obstacles during placement.
+    reach = placed.pop("reach")
+    keep = (placed["centre"][:, 2] - reach <= section.z1) & (placed["centre"][:, 2] + reach >= section.z0)
+    return {k: v[keep] for k, v in placed.items()}
 
 
-def _place(tconf, scale, target, z_pad, section, crypts, tree, index: _SphereIndex, gap: float,
-           rng: np.random.Generator) -> Dict[str, np.ndarray]:
+def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Section, crypts: Crypts,
+           tree: cKDTree, streams: Callable[[str], np.random.Generator]) -> Dict[str, np.ndarray]:
+    """Random sequential placement of all types at once, in an order interleaving the types."""
     lo, hi = scene_box(section, z_pad)
+    index = _SphereIndex(cell=8.0, period_z=hi[2] - lo[2])
+    rngs = {n: streams(f"stroma/{n}") for n in targets}
+    counts = {n: 0 for n in targets}
     accepted: List[Dict[str, np.ndarray]] = []
-    count = 0
-    for _ in range(_MAX_BATCHES):  # until the target is met or the space is full
-        m = max(4 * (target - count), 64)
-        shapes = draw_shapes(tconf, scale, m, rng)
-        centre = rng.uniform(lo, hi, size=(m, 3))
-        rotation = random_rotations(rng, m)
-        # Nuclei keep clear of the epithelium and of each other; cell bodies may touch and
-        # overlap, as cytoplasm does in the packed lamina propria.
-        owner, sc, sr = collision_spheres(centre, rotation, shapes, tconf.shape_noise)
-        ok_wall = np.ones(m, bool)
-        np.logical_and.at(ok_wall, owner, wall_clearance(sc, section, crypts, tree) >= sr + gap)
-        reach = bounding_radius(shapes, tconf.shape_noise)
-        in_slab = (centre[:, 2] - reach <= section.z1) & (centre[:, 2] + reach >= section.z0)
-        starts = np.searchsorted(owner, np.arange(m))
-        ends = np.searchsorted(owner, np.arange(m), side="right")
-        take = np.zeros(m, bool)
-        for i in np.nonzero(ok_wall & in_slab)[0]:
-            if count >= target:
-                break
-            s, e = starts[i], ends[i]
-            if not index.collides(sc[s:e], sr[s:e], gap):
-                index.add(sc[s:e], sr[s:e])
-                take[i] = True
-                count += 1
-        accepted.append({"centre": centre[take], "rotation": rotation[take],
-                         **{k: v[take] for k, v in shapes.items()}})
-        if count >= target:
+    for _ in range(_MAX_BATCHES):  # until every target is met or the space is full
+        batch = []
+        for n, target in targets.items():
+            if counts[n] >= target:
+                continue
+            rng, tconf = rngs[n], getattr(conf.types, n)
+            m = max(8 * (target - counts[n]), 256)
+            shapes = draw_shapes(tconf, conf.nucleus_scale.get(n, 1.0), m, rng)
+            cand = {"centre": rng.uniform(lo, hi, size=(m, 3)), "rotation": random_rotations(rng, m),
+                    "order": np.sort(rng.random(m)), **shapes}
+            owner, sc, sr = collision_spheres(cand["centre"], cand["rotation"], shapes, tconf.shape_noise)
+            # Nuclei keep clear of the epithelium and of each other; cell bodies may touch and
+            # overlap, as cytoplasm does in the packed lamina propria.
+            ok = np.ones(m, bool)
+            np.logical_and.at(ok, owner, wall_clearance(sc, section, crypts, tree) >= sr + conf.min_gap_um)
+            cand["reach"] = bounding_radius(shapes, tconf.shape_noise)
+            cand["cls_name"] = np.array([n] * m)
+            starts = np.searchsorted(owner, np.arange(m))
+            ends = np.searchsorted(owner, np.arange(m), side="right")
+            batch.extend((cand["order"][i], n, cand, i, sc[starts[i]:ends[i]], sr[starts[i]:ends[i]])
+                         for i in np.nonzero(ok)[0])
+        if not batch:
             break
+        batch.sort(key=lambda item: (item[0], item[1]))
+        take: Dict[int, List[int]] = {}
+        cands: Dict[int, Dict[str, np.ndarray]] = {}
+        for _, n, cand, i, spheres, radii in batch:
+            if counts[n] >= targets[n] or index.collides(spheres, radii, conf.min_gap_um):
+                continue
+            index.add(spheres, radii)
+            counts[n] += 1
+            take.setdefault(id(cand), []).append(i)
+            cands[id(cand)] = cand
+        for key, rows in take.items():
+            rows = np.sort(rows)
+            accepted.append({k: v[rows] for k, v in cands[key].items() if k != "order"})
+    if not accepted:
+        return {"centre": np.zeros((0, 3)), "reach": np.zeros(0), "cls_name": np.zeros(0, str)}
     return {k: np.concatenate([a[k] for a in accepted]) for k in accepted[0]}
