@@ -146,7 +146,7 @@ class StainConf:
     hematoxylin_od: List[float] = field(default_factory=lambda: [0.65, 0.70, 0.29])  # RGB OD direction
     eosin_od: List[float] = field(default_factory=lambda: [0.07, 0.99, 0.11])  # RGB OD direction
     blood_od: List[float] = field(default_factory=lambda: [0.10, 0.80, 0.59])  # RGB OD direction
-    nucleus_hematoxylin: float = 0.30  # OD per um of a nucleus at nuclei.intensity = 1
+    nucleus_hematoxylin: float = 0.45  # OD per um of a nucleus at nuclei.intensity = 1
     class_hematoxylin: Dict[str, float] = field(
         default_factory=lambda: {"EPI": 0.9, "PLA": 1.0, "LYM": 1.35, "EOS": 1.05, "FIB": 1.15, "NEU": 1.1}
     )  # relative nuclear hematoxylin per class

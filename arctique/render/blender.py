@@ -82,7 +82,7 @@ class SceneRenderer:
             od, slab, cfg.nuclei.chromatin_scale_um, cfg.nuclei.chromatin_contrast, step), stains)
         self.bodies = self._cells("body", materials.body_material(od, slab, step), stains)
         self.layers = self._tissue(layer_transmittance(textures, od, scene.section.thickness))
-        self.label_mat, self.label_mode = materials.label_material()
+        self.label_mat, self.label_mode = materials.label_material(scene.section.z0)
         aov = self.bscene.view_layers[0].aovs.add()
         aov.name, aov.type = materials.LABEL_AOV, "VALUE"
 
@@ -244,14 +244,14 @@ class SceneRenderer:
         self.bscene.cycles.filter_width = 1.5
         return self._render(workdir, "image", "Image")[..., :3]
 
-    def _label_pass(self, workdir: Path, objects, clip_top: float, clip_bottom: float, inside: bool) -> np.ndarray:
+    def _label_pass(self, workdir: Path, objects, clip_top: float, inside: bool) -> np.ndarray:
         self._show(objects)
         self.bscene.view_layers[0].material_override = self.label_mat
         self.label_mode.outputs[0].default_value = 1.0 if inside else 0.0
         cam = self.camera.data
         cam.dof.use_dof = False
         cam.clip_start = self.camera.location.z - clip_top
-        cam.clip_end = self.camera.location.z - clip_bottom
+        cam.clip_end = cam.clip_start + 1e4
         self.bscene.cycles.samples = 1
         self.bscene.cycles.filter_width = 0.01
         values = self._render(workdir, "label", materials.LABEL_AOV)[..., 0]
@@ -264,11 +264,11 @@ class SceneRenderer:
         """Scene cell ids: 2D first-hit instance and cytoplasm masks, and the (Z, H, W) stack."""
         sec = self.model.section
         out = {
-            "instance": self._label_pass(workdir, self.nuclei, sec.z1, sec.z0, inside=False),
-            "cytoplasm": self._label_pass(workdir, self.bodies, sec.z1, sec.z0, inside=False),
+            "instance": self._label_pass(workdir, self.nuclei, sec.z1, inside=False),
+            "cytoplasm": self._label_pass(workdir, self.bodies, sec.z1, inside=False),
         }
         depths = slice_depths(sec.z0, sec.z1, z_slices)
-        out["stack"] = np.stack([self._label_pass(workdir, self.nuclei, z, sec.z0 - 1e3, inside=True)
+        out["stack"] = np.stack([self._label_pass(workdir, self.nuclei, z, inside=True)
                                  for z in depths])
         return out
 

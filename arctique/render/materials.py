@@ -144,20 +144,25 @@ def tissue_material(name: str, image: "bpy.types.Image", half_width: float) -> "
     return mat
 
 
-def label_material() -> Tuple["bpy.types.Material", "bpy.types.Node"]:
+def label_material(z_floor: float) -> Tuple["bpy.types.Material", "bpy.types.Node"]:
     """Opaque surface writing the object property ``instance`` to the AOV.
 
-    Returns the material and a value node: 0 labels the first surface hit, 1 only back faces,
-    i.e. the object the ray starts inside of (a cross-section at the camera's clip plane).
+    A hit counts when it is a back face (the ray started inside that object) or, unless the
+    returned value node is set to 1, when it lies at or above ``z_floor`` (the slab bottom). So 0
+    gives first-hit projections within the slab, 1 cross-sections at the camera's clip plane.
     """
     mat = bpy.data.materials.new("label")
     n = _Nodes(mat)
-    mode = n.add("ShaderNodeValue")
+    inside_only = n.add("ShaderNodeValue")
     geo = n.add("ShaderNodeNewGeometry")
-    gate = n.math("MAXIMUM", n.math("SUBTRACT", 1.0, mode.outputs[0]), geo.outputs["Backfacing"])
+    sep = n.add("ShaderNodeSeparateXYZ")
+    n.link(geo.outputs["Position"], sep.inputs[0])
+    in_slab = n.math("MULTIPLY", n.math("SUBTRACT", 1.0, inside_only.outputs[0]),
+                     n.math("GREATER_THAN", sep.outputs["Z"], z_floor))
+    gate = n.math("MAXIMUM", in_slab, geo.outputs["Backfacing"])
     value = n.math("MULTIPLY", n.obj_attr("instance").outputs["Fac"], gate)
     aov = n.add("ShaderNodeOutputAOV", aov_name=LABEL_AOV)
     n.link(value, aov.inputs["Value"])
     out = n.add("ShaderNodeOutputMaterial")
     n.link(n.add("ShaderNodeHoldout").outputs[0], out.inputs["Surface"])
-    return mat, mode
+    return mat, inside_only
