@@ -19,9 +19,6 @@ from typing import Any, Dict, List
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-SCENE_NODES = ("tissue", "cells")
-APPEARANCE_NODES = ("nuclei", "stain", "optics")
-
 
 class ConfigError(ValueError):
     """A configuration value outside its allowed range; the message names key, value and range."""
@@ -386,6 +383,6 @@ def to_dict(node: Any) -> Any:
 
 
 def scene_part(cfg: ArctiqueConf) -> Dict[str, Any]:
-    """The keys that determine geometry and labels; equal dicts give byte-identical scenes."""
+    """The config nodes that shape the scene (with the field of view, optics.image_size * mpp)."""
     return {"tissue": to_dict(cfg.tissue), "cells": to_dict(cfg.cells)}
 

@@ -9,7 +9,6 @@ mucosa; ``tissue = origin + rotation @ section``. All lengths in micrometres.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -155,6 +154,3 @@ def load(path: Path) -> SceneModel:
         **{part: build(cls, part) for part, cls in _PARTS.items()},
     )
 
-
-def scene_config(scene: SceneModel) -> Dict[str, Any]:
-    return json.loads(scene.config_json)
