@@ -172,3 +172,13 @@ def test_sections_show_round_and_longitudinal_crypts():
     cfg = load_config(SMALL)
     tilts = [build_scene(cfg, s).section.tilt_deg for s in range(20)]
     assert min(tilts) < 20 and max(tilts) > 60
+
+
+def test_numpy_layers_import_without_blender():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['bpy'] = None\n"
+            "import arctique.scene, arctique.appearance, arctique.labels.exact, arctique.io.dataset, arctique.pipeline\n"
+            "assert 'arctique.render' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
