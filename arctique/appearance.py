@@ -12,6 +12,7 @@ from typing import Dict
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+from scipy.spatial import cKDTree
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
@@ -87,18 +88,22 @@ def texture_grid(scene: SceneModel, mpp: float) -> np.ndarray:
     return -half + (np.arange(n) + 0.5) * (2 * half / n)
 
 
-def compartment_map(scene: SceneModel, xs: np.ndarray, z: float) -> np.ndarray:
-    """(H, W) compartment codes at depth ``z`` on the grid ``xs`` (rows from top = +y)."""
+def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
+    """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y)."""
     xx, yy = np.meshgrid(xs, xs[::-1])
-    pts = np.column_stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)])
-    code = compartments(pts, scene.section, scene.crypts, crypt_tree(scene.crypts))
-    code[(ellipsoid_labels(pts, scene.mucin) > 0) & (code == EPITHELIUM)] = MUCIN
-    stroma = code == STROMA
-    torn = rip_field(scene.rips.waves, pts[stroma, :2]) > scene.rips.threshold
-    idx = np.nonzero(stroma)[0]
-    code[idx[torn]] = RIP
-    code[(ellipsoid_labels(pts, scene.blood) > 0) & (code == STROMA)] = BLOOD
-    return code.reshape(xx.shape)
+    xy = np.column_stack([xx.ravel(), yy.ravel()])
+    tree = crypt_tree(scene.crypts)
+    torn = rip_field(scene.rips.waves, xy) > scene.rips.threshold  # tears run through the section
+    maps = []
+    for z in zs:
+        pts = np.column_stack([xy, np.full(len(xy), z)])
+        point_tree = cKDTree(pts)
+        code = compartments(pts, scene.section, scene.crypts, tree)
+        code[(ellipsoid_labels(pts, scene.mucin, point_tree) > 0) & (code == EPITHELIUM)] = MUCIN
+        code[torn & (code == STROMA)] = RIP
+        code[(ellipsoid_labels(pts, scene.blood, point_tree) > 0) & (code == STROMA)] = BLOOD
+        maps.append(code.reshape(xx.shape))
+    return np.stack(maps)
 
 
 def _ridges(rng: np.random.Generator, shape: tuple, sigma_px: float, width: float) -> np.ndarray:
@@ -116,7 +121,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     st, op = cfg.stain, cfg.optics
     xs = texture_grid(scene, op.mpp)
     zs = layer_depths(scene, op.layers)
-    codes = np.stack([compartment_map(scene, xs, z) for z in zs])
+    codes = compartment_maps(scene, xs, zs)
     rng = stream(scene.seed, "appearance/tissue")
     shape = codes.shape
     fibres = np.maximum(_ridges(rng, shape, 2.0 / op.mpp, 0.35), 0.7 * _ridges(rng, shape, 5.0 / op.mpp, 0.25))

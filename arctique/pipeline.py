@@ -78,6 +78,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     timer = timer or StageTimer()
     with timer("scene_model"):
         scene = build_scene(cfg, seed)
+        nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
     with timer("appearance"):
         stains = cell_stains(cfg, scene)
         textures = tissue_textures(cfg, scene)
@@ -86,11 +87,10 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
     if blend is not None:
         blend.parent.mkdir(parents=True, exist_ok=True)
-    raw = render_scene(cfg, scene, stains, textures, timer, save_blend=blend)
+    raw = render_scene(cfg, scene, stains, textures, nuclei, timer, save_blend=blend)
     with timer("labels"):
-        mesh = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
         focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
-        labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*mesh, len(scene.cells)))
+        labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*nuclei, len(scene.cells)))
         image = srgb_uint8(raw["image"])
     with timer("write"):
         mpp = cfg.optics.mpp

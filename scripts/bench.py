@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arctique.appearance import compartment_map, texture_grid
+from arctique.appearance import compartment_maps, texture_grid
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset
 from arctique.labels.quality import in_focus_hematoxylin_dice
@@ -48,7 +48,7 @@ def composition(seeds: range) -> None:
         scene = build_scene(cfg, seed)
         xs = texture_grid(scene, 1.0)
         inner = np.abs(xs) <= scene.section.field_um / 2
-        codes = compartment_map(scene, xs[inner], 0.0)
+        codes = compartment_maps(scene, xs[inner], np.zeros(1))[0]
         for i, name in enumerate(COMPARTMENT_NAMES):
             shares[name].append(np.mean(codes == i))
         for name, cid in CLASS_IDS.items():

@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import numpy as np
 
 from ..appearance import CellStains, layer_depths, layer_transmittance, od_vectors
 from ..config import ArctiqueConf
 from ..labels.exact import slice_depths
-from ..scene.cells import body_mesh, nucleus_mesh
+from ..scene.cells import body_mesh
 from ..scene.model import SceneModel
 from . import materials
 from ._bpy import bpy
@@ -24,7 +24,7 @@ from ._bpy import bpy
 logger = logging.getLogger(__name__)
 
 CAMERA_HEIGHT_UM = 50.0  # camera distance above the top of the slab
-_FACES = {"nucleus": nucleus_mesh, "body": body_mesh}
+Mesh = Tuple[np.ndarray, np.ndarray, np.ndarray]  # vertices, faces, cell row of each face
 
 
 def reset() -> None:
@@ -68,7 +68,8 @@ class SceneRenderer:
     The Blender state is reset on construction, so every sample starts from an empty file.
     """
 
-    def __init__(self, cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray) -> None:
+    def __init__(self, cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
+                 nuclei: Mesh) -> None:
         self.cfg, self.model, self.optics = cfg, scene, cfg.optics
         reset()
         self.bscene = bpy.context.scene
@@ -78,9 +79,10 @@ class SceneRenderer:
         od = od_vectors(cfg.stain)
         slab = (scene.section.z0, scene.section.z1)
         step = self.optics.volume_step_rate
-        self.nuclei = self._cells("nucleus", materials.nucleus_material(
+        self.nuclei = self._cells("nucleus", nuclei, materials.nucleus_material(
             od, slab, cfg.nuclei.chromatin_scale_um, cfg.nuclei.chromatin_contrast, step), stains)
-        self.bodies = self._cells("body", materials.body_material(od, slab, step), stains)
+        self.bodies = self._cells("body", body_mesh(scene.cells, cfg.cells.mesh_subdivisions),
+                                  materials.body_material(od, slab, step), stains)
         self.layers = self._tissue(layer_transmittance(textures, od, scene.section.thickness))
         self.label_mat, self.label_mode = materials.label_material(scene.section.z0)
         aov = self.bscene.view_layers[0].aovs.add()
@@ -143,10 +145,10 @@ class SceneRenderer:
         self.bscene.collection.objects.link(obj)
         return obj
 
-    def _cells(self, part: str, material, stains: CellStains) -> List["bpy.types.Object"]:
+    def _cells(self, part: str, mesh: Mesh, material, stains: CellStains) -> List["bpy.types.Object"]:
         """One object per cell (volume shaders see object properties, not face attributes)."""
         cells = self.model.cells
-        verts, faces, rows = _FACES[part](cells, self.cfg.cells.mesh_subdivisions)
+        verts, faces, rows = mesh
         objects = []
         order = np.argsort(rows, kind="stable")
         faces, rows = faces[order], rows[order]
@@ -277,10 +279,14 @@ class SceneRenderer:
 
 
 def render_scene(cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
-                 timer: Callable[[str], object], save_blend: Path | None = None) -> Dict[str, np.ndarray]:
-    """Image (linear, (H, W, 3) float32) and label passes (scene cell ids) of one scene."""
+                 nuclei: Mesh, timer: Callable[[str], object],
+                 save_blend: Path | None = None) -> Dict[str, np.ndarray]:
+    """Image (linear, (H, W, 3) float32) and label passes (scene cell ids) of one scene.
+
+    ``nuclei`` is ``scene.cells.nucleus_mesh(cells, level)``, built once by the caller, which also needs it.
+    """
     with timer("blender_build"):
-        r = SceneRenderer(cfg, scene, stains, textures)
+        r = SceneRenderer(cfg, scene, stains, textures, nuclei)
     with tempfile.TemporaryDirectory(prefix="arctique_") as tmp:
         work = Path(tmp)
         with timer("render_image"):

@@ -181,14 +181,13 @@ def sample_blood(strength: float, diameter: float, section: Section, crypts: Cry
     return Ellipsoids(centre=p[keep], rotation=rot[keep], axes=axes[keep])
 
 
-def ellipsoid_labels(points: np.ndarray, ell: Ellipsoids) -> np.ndarray:
-    """Index+1 of the ellipsoid containing each point (0 = none)."""
+def ellipsoid_labels(points: np.ndarray, ell: Ellipsoids, point_tree: cKDTree) -> np.ndarray:
+    """Index+1 of the ellipsoid containing each point (0 = none); ``point_tree`` indexes ``points``."""
     out = np.zeros(len(points), np.int32)
     if len(ell.centre) == 0:
         return out
     reach = ell.axes.max()
-    ptree = cKDTree(points)
-    for i, hits in enumerate(ptree.query_ball_point(ell.centre, reach)):
+    for i, hits in enumerate(point_tree.query_ball_point(ell.centre, reach)):
         if not hits:
             continue
         hits = np.asarray(hits)

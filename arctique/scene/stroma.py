@@ -86,6 +86,8 @@ def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTre
     volume = stroma_volume(section, crypts, tree, z_pad, streams("stroma/volume"))
     targets = {n: int(round(conf.stroma_density * conf.ratios[n] / total * volume / 1000)) for n in types}
     placed = _place(conf, targets, z_pad, section, crypts, tree, streams)
+    if not placed:
+        return {}
     for n in types:
         got = int(np.sum(placed["cls_name"] == n))
         if got < targets[n]:
@@ -105,15 +107,15 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
     counts = {n: 0 for n in targets}
     accepted: List[Dict[str, np.ndarray]] = []
     for _ in range(_MAX_BATCHES):  # until every target is met or the space is full
-        batch = []
+        batch, cands = [], []
         for n, target in targets.items():
             if counts[n] >= target:
                 continue
             rng, tconf = rngs[n], getattr(conf.types, n)
             m = max(8 * (target - counts[n]), 256)
             shapes = draw_shapes(tconf, conf.nucleus_scale.get(n, 1.0), m, rng)
-            cand = {"centre": rng.uniform(lo, hi, size=(m, 3)), "rotation": random_rotations(rng, m),
-                    "order": np.sort(rng.random(m)), **shapes}
+            cand = {"centre": rng.uniform(lo, hi, size=(m, 3)), "rotation": random_rotations(rng, m), **shapes}
+            order = np.sort(rng.random(m))
             owner, sc, sr = collision_spheres(cand["centre"], cand["rotation"], shapes, tconf.shape_noise)
             # Nuclei keep clear of the epithelium and of each other; cell bodies may touch and
             # overlap, as cytoplasm does in the packed lamina propria.
@@ -121,25 +123,23 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
             np.logical_and.at(ok, owner, wall_clearance(sc, section, crypts, tree) >= sr + conf.min_gap_um)
             cand["reach"] = bounding_radius(shapes, tconf.shape_noise)
             cand["cls_name"] = np.array([n] * m)
-            starts = np.searchsorted(owner, np.arange(m))
-            ends = np.searchsorted(owner, np.arange(m), side="right")
-            batch.extend((cand["order"][i], n, cand, i, sc[starts[i]:ends[i]], sr[starts[i]:ends[i]])
+            bounds = np.searchsorted(owner, np.arange(m + 1))
+            batch.extend((order[i], n, len(cands), i, sc[bounds[i]:bounds[i + 1]], sr[bounds[i]:bounds[i + 1]])
                          for i in np.nonzero(ok)[0])
+            cands.append(cand)
         if not batch:
             break
         batch.sort(key=lambda item: (item[0], item[1]))
-        take: Dict[int, List[int]] = {}
-        cands: Dict[int, Dict[str, np.ndarray]] = {}
-        for _, n, cand, i, spheres, radii in batch:
+        take: List[List[int]] = [[] for _ in cands]
+        for _, n, c, i, spheres, radii in batch:
             if counts[n] >= targets[n] or index.collides(spheres, radii, conf.min_gap_um):
                 continue
             index.add(spheres, radii)
             counts[n] += 1
-            take.setdefault(id(cand), []).append(i)
-            cands[id(cand)] = cand
-        for key, rows in take.items():
+            take[c].append(i)
+        for cand, rows in zip(cands, take):
             rows = np.sort(rows)
-            accepted.append({k: v[rows] for k, v in cands[key].items() if k != "order"})
+            accepted.append({k: v[rows] for k, v in cand.items()})
     if not accepted:
-        return {"centre": np.zeros((0, 3)), "reach": np.zeros(0), "cls_name": np.zeros(0, str)}
+        return {}
     return {k: np.concatenate([a[k] for a in accepted]) for k in accepted[0]}
