@@ -138,7 +138,7 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
             counts[n] += 1
             take[c].append(i)
         for cand, rows in zip(cands, take):
-            rows = np.sort(rows)
+            rows = np.sort(np.asarray(rows, dtype=np.intp))
             accepted.append({k: v[rows] for k, v in cand.items()})
     if not accepted:
         return {}
