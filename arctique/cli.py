@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 
+from pathlib import Path
+from typing import List, Optional
+
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ArctiqueConf, ConfigError, register_configs, validate
@@ -15,6 +21,13 @@ logger = logging.getLogger("arctique")
 register_configs()
 
 
+class SamplesFailed(RuntimeError):
+    """Raised at the end of a job (after all its other seeds) so that the run or sweep exits non-zero."""
+
+    def __init__(self, root: str, seeds: List[int]) -> None:
+        super().__init__(f"{len(seeds)} sample(s) failed: seeds {seeds}; records in {root}/failures/")
+
+
 def typed_config(cfg: DictConfig) -> ArctiqueConf:
     """Validated dataclass view of a composed config; raises ConfigError before any work starts."""
     typed: ArctiqueConf = OmegaConf.to_object(cfg)
@@ -22,8 +35,51 @@ def typed_config(cfg: DictConfig) -> ArctiqueConf:
     return typed
 
 
+# Keys that say which samples or where, not how: they never name a sweep's dataset folder.
+NOT_IN_FOLDER_NAME = ("seed", "n_samples", "shard.", "output.", "hydra.")
+
+
+def _names_folder(key: str) -> bool:
+    return not any(key == p or (p.endswith(".") and key.startswith(p)) for p in NOT_IN_FOLDER_NAME)
+
+
+def sweep_folder_name(job_overrides: List[str], swept: Optional[List[str]] = None) -> str:
+    """``key=value`` pairs of a job's overrides, sorted and joined with commas (Hydra's
+    override_dirname), keeping only the ``swept`` keys (all when None) that name folders."""
+    parsed = OverridesParser.create().parse_overrides(list(job_overrides))
+    kept = [o.input_line.lstrip("+~").replace("/", "_") for o in parsed
+            if _names_folder(o.key_or_group) and (swept is None or o.key_or_group in swept)]
+    return ",".join(sorted(kept))
+
+
+def swept_keys(sweep_dir: Path) -> Optional[List[str]]:
+    """The keys given several values on the sweep's command line (from the sweep's multirun.yaml)."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.exists():
+        return None
+    overrides = OmegaConf.load(path).hydra.overrides.task
+    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))
+            if o.is_sweep_override()]
+
+
+def place_sweep_job(cfg: DictConfig) -> None:
+    """In a multirun without an explicit ``output.root``, each combination of swept values gets its
+    own dataset folder under the default root, named after those values (``nuclei.intensity=0.2``);
+    sweeping only seeds or shards keeps one folder."""
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return
+    task = list(hc.overrides.task)
+    if any(item.split("=", 1)[0].lstrip("+~") == "output.root" for item in task):
+        return
+    name = sweep_folder_name(task, swept_keys(Path(hc.sweep.dir)))
+    if name:
+        cfg.output.root = f"{cfg.output.root}/{name}"
+
+
 @hydra.main(config_path="pkg://arctique.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
+    place_sweep_job(cfg)
     try:
         typed = typed_config(cfg)
     except ConfigError as exc:
@@ -33,8 +89,10 @@ def _main(cfg: DictConfig) -> None:
 
     parameters = OmegaConf.to_container(cfg, resolve=True)
     counts = run(typed, parameters, progress=sys.stderr.isatty() or typed.n_samples > 1)
-    logger.info("done: %d rendered, %d already complete, in %s", counts["rendered"], counts["skipped"],
-                typed.output.root)
+    logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,
+                len(counts.failed), typed.output.root)
+    if counts.failed:
+        raise SamplesFailed(typed.output.root, counts.failed)
 
 
 def main() -> None:

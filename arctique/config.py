@@ -183,8 +183,39 @@ class OpticsConf:
 
 
 @dataclass
+class SemanticNoiseConf:
+    flip_prob: float = 1.0  # probability that an instance's class is flipped, at level 100 [0, 1]
+    confusion: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # per true class, weights of the wrong classes: +noise.semantic.confusion.LYM={PLA:3,EOS:1};
+    # a class without a row flips uniformly to another class present in the image
+
+
+@dataclass
+class InstanceNoiseConf:
+    merge_fraction: float = 1.0  # share of touching instance pairs falsely merged, at level 100 [0, 1]
+    split_prob: float = 0.0  # probability that an instance is cut in two, at level 100 [0, 1]
+
+
+@dataclass
+class ForegroundNoiseConf:
+    dropout_prob: float = 0.25  # a cell vanishes from the foreground, at level 100 [0, 1]
+    scale_prob: float = 0.25  # a cell is dilated or eroded, at level 100 [0, 1]
+    scale_px: int = 6  # ... by 1 .. scale_px pixels [1, 50]
+    shift_prob: float = 0.25  # a cell is displaced, at level 100 [0, 1]
+    shift_px: int = 10  # ... by up to shift_px pixels per axis [1, 100]
+    elastic_prob: float = 0.25  # a cell is elastically warped, at level 100 [0, 1]
+    elastic_alpha_px: List[float] = field(default_factory=lambda: [5.0, 10.0])  # warp strength range
+    elastic_sigma_px: List[float] = field(default_factory=lambda: [0.5, 2.0])  # warp smoothness range
+
+
+@dataclass
 class NoiseConf:
-    levels: List[float] = field(default_factory=list)  # noise levels in percent; empty = none
+    levels: List[float] = field(default_factory=list)  # noise levels in percent; empty = none [0, 100]
+    # every probability below is multiplied by level / 100 (capped at 1)
+    semantic: SemanticNoiseConf = field(default_factory=SemanticNoiseConf)
+    instance: InstanceNoiseConf = field(default_factory=InstanceNoiseConf)
+    foreground: ForegroundNoiseConf = field(default_factory=ForegroundNoiseConf)
+    border_px: int = 2  # border width of the 3-class (background, interior, border) targets [1, 20]
 
 
 @dataclass
@@ -194,6 +225,12 @@ class OutputConf:
     z_slices: int = 10  # slices of the 3D instance stack through the slab [1, 100]
     preview: bool = True  # write previews/<i>.png (image beside an instance overlay)
     save_blend: bool = False  # also save the Blender scene (scenes/<i>.blend); large
+
+
+@dataclass
+class ShardConf:
+    size: int = 0  # seeds per job; 0 = this job renders all n_samples seeds
+    index: int = 0  # which block of `size` seeds this job renders (sweep it: shard.index=range(0,K))
 
 
 @dataclass
@@ -210,7 +247,8 @@ class ArctiqueConf:
         ]
     )
     seed: int = 0  # root seed of the first sample
-    n_samples: int = 1  # samples seed, seed+1, ... rendered by this job
+    n_samples: int = 1  # samples seed, seed+1, ... of the dataset
+    shard: ShardConf = field(default_factory=ShardConf)
     tissue: TissueConf = MISSING
     cells: CellsConf = MISSING
     nuclei: NucleiConf = field(default_factory=NucleiConf)
@@ -274,6 +312,10 @@ def validate(cfg: ArctiqueConf) -> None:
     """
     _check(cfg.seed >= 0, "seed", cfg.seed, ">= 0")
     _check(cfg.n_samples >= 1, "n_samples", cfg.n_samples, ">= 1")
+    _check(cfg.shard.size >= 0, "shard.size", cfg.shard.size, ">= 0 (0: no sharding)")
+    if cfg.shard.size:
+        shards = -(-cfg.n_samples // cfg.shard.size)
+        _between("shard.index", cfg.shard.index, 0, shards - 1)
 
     t = cfg.tissue
     c = t.crypt
@@ -363,8 +405,27 @@ def validate(cfg: ArctiqueConf) -> None:
     _check(o.device in ("cpu", "gpu"), "optics.device", o.device, "'cpu' or 'gpu'")
     _between("optics.threads", o.threads, 0, 1024)
 
-    for lv in cfg.noise.levels:
+    nz = cfg.noise
+    for lv in nz.levels:
         _between("noise.levels[]", lv, 0, 100)
+    _check(len(set(nz.levels)) == len(nz.levels), "noise.levels", list(nz.levels), "distinct levels")
+    _between("noise.semantic.flip_prob", nz.semantic.flip_prob, 0, 1)
+    for true, row in nz.semantic.confusion.items():
+        _check(true in ALL_TYPES, f"noise.semantic.confusion.{true}", dict(row), f"keys among {list(ALL_TYPES)}")
+        for name, w in row.items():
+            key = f"noise.semantic.confusion.{true}.{name}"
+            _check(name in ALL_TYPES and name != true, key, w, f"another class among {list(ALL_TYPES)}")
+            _check(w >= 0, key, w, ">= 0")
+    _between("noise.instance.merge_fraction", nz.instance.merge_fraction, 0, 1)
+    _between("noise.instance.split_prob", nz.instance.split_prob, 0, 1)
+    fg = nz.foreground
+    for op in ("dropout", "scale", "shift", "elastic"):
+        _between(f"noise.foreground.{op}_prob", getattr(fg, f"{op}_prob"), 0, 1)
+    _between("noise.foreground.scale_px", fg.scale_px, 1, 50)
+    _between("noise.foreground.shift_px", fg.shift_px, 1, 100)
+    _range("noise.foreground.elastic_alpha_px", fg.elastic_alpha_px, 0, 100)
+    _range("noise.foreground.elastic_sigma_px", fg.elastic_sigma_px, 0.1, 20)
+    _between("noise.border_px", nz.border_px, 1, 20)
 
     out = cfg.output
     _check(bool(out.root), "output.root", out.root, "a non-empty path")

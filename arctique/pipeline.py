@@ -9,17 +9,19 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from . import __version__
 from .appearance import cell_stains, tissue_textures
-from .config import ArctiqueConf
+from .config import ArctiqueConf, NoiseConf, to_dict
 from .io import dataset as ds
 from .io.preview import preview
 from .labels.exact import Labels, finalize, slice_depths
-from .scene import build_scene, save
+from .labels.noise import cell_footprints, foreground, level_name, noisy_labels, three_class
+from .scene import SceneModel, build_scene, load, save
 from .scene.cells import nucleus_mesh
 
 logger = logging.getLogger(__name__)
@@ -71,13 +73,17 @@ def _sample_values(cfg: ArctiqueConf, scene, focus_z: float) -> Dict[str, Any]:
 
 
 def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict[str, Any],
-             timer: Optional[StageTimer] = None) -> Labels:
-    """Render sample ``seed`` and commit it to ``dataset``; ``parameters`` is the resolved config."""
+             timer: Optional[StageTimer] = None, scene: Optional[SceneModel] = None) -> Labels:
+    """Render sample ``seed`` and commit it to ``dataset``; ``parameters`` is the resolved config.
+
+    ``scene`` is a saved scene of this seed and config to re-render instead of building it again.
+    """
     from .render import render_scene  # bpy is imported only when something is rendered
 
     timer = timer or StageTimer()
     with timer("scene_model"):
-        scene = build_scene(cfg, seed)
+        if scene is None:
+            scene = build_scene(cfg, seed)
         nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
     with timer("appearance"):
         stains = cell_stains(cfg, scene)
@@ -103,6 +109,9 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         np.save(stack_path, labels.stack)
         for k, plane in enumerate(labels.stack):
             ds.write_label_tiff(staged / ds.slice_file(seed, k), plane, mpp)
+    with timer("label_noise"):
+        write_targets(staged, seed, labels.instance, labels.semantic, labels.stack, cfg.noise, mpp)
+    with timer("write"):
         (staged / files["scene"]).parent.mkdir(parents=True, exist_ok=True)
         save(scene, staged / files["scene"])
         meta = {"sample": _sample_values(cfg, scene, focus_z), "software": software_versions(),
@@ -120,6 +129,22 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     return labels
 
 
+def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray,
+                  noise: NoiseConf, mpp: float) -> None:
+    """Clean derived targets (foreground, 3-class) and every label-noise level of one sample."""
+    files = ds.sample_files(index)
+    ds.write_label_tiff(folder / files["foreground"], foreground(instance), mpp)
+    ds.write_label_tiff(folder / files["three_class"], three_class(instance, noise.border_px), mpp)
+    footprints = cell_footprints(instance, stack) if noise.levels else None
+    for level in noise.levels:
+        variant = noisy_labels(instance, semantic, stack, index, level, noise, footprints)
+        out = ds.noise_files(index, level_name(level))
+        for key in ("semantic", "instance", "three_class", "foreground"):
+            ds.write_label_tiff(folder / out[key], getattr(variant, key), mpp)
+        ds.write_text(folder / out["record"], ds.to_json({"seed": index, "noise": to_dict(noise),
+                                                           **variant.record}))
+
+
 def _z_range(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, n_cells: int) -> np.ndarray:
     """Lowest and highest z of every nucleus mesh, (N, 2)."""
     z = verts[faces, 2]
@@ -129,24 +154,68 @@ def _z_range(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, n_cells: in
     return out
 
 
-def run(cfg: ArctiqueConf, parameters: Dict[str, Any], progress: bool = True) -> Dict[str, int]:
-    """Render seeds ``cfg.seed .. cfg.seed + n_samples - 1`` into ``output.root``, skipping complete ones."""
+@dataclass(frozen=True)
+class SampleJob:
+    """One sample to render: its seed, typed config, resolved parameters and, for a variation that
+    keeps the geometry, the saved scene to re-render."""
+
+    seed: int
+    cfg: ArctiqueConf
+    parameters: Dict[str, Any]
+    scene_file: Optional[Path] = None
+
+
+@dataclass
+class Counts:
+    rendered: int = 0
+    skipped: int = 0
+    failed: List[int] = field(default_factory=list)
+
+
+def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool, progress: bool) -> Counts:
+    """Render every job not yet complete in ``dataset``. A sample that fails is recorded in
+    ``failures/<i>.json`` (error, traceback, host) and the next one goes on."""
     from tqdm import tqdm
 
-    dataset = ds.Dataset(Path(cfg.output.root))
     done = dataset.completed()
-    counts = {"rendered": 0, "skipped": 0}
-    seeds = range(cfg.seed, cfg.seed + cfg.n_samples)
-    for seed in tqdm(seeds, desc="samples", unit="sample", disable=not progress or len(seeds) == 1):
-        if seed in done and not cfg.output.overwrite:
+    counts = Counts()
+    for job in tqdm(jobs, desc="samples", unit="sample", disable=not progress or len(jobs) == 1):
+        seed = job.seed
+        if seed in done and not overwrite:
             logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)", seed, dataset.root)
-            counts["skipped"] += 1
+            counts.skipped += 1
             continue
         if seed in done:
             dataset.forget(seed)
         timer = StageTimer()
-        generate(cfg, seed, dataset, parameters, timer)
+        try:
+            scene = load(job.scene_file) if job.scene_file else None
+            generate(job.cfg, seed, dataset, job.parameters, timer, scene)
+        except Exception as exc:  # recorded per sample; the job goes on with the next seed
+            dataset.discard_staging(seed)
+            dataset.record_failure(seed, exc)
+            logger.error("sample %d failed (%s: %s); recorded in %s", seed, type(exc).__name__, exc,
+                         dataset.root / ds.failure_file(seed))
+            counts.failed.append(seed)
+            continue
+        dataset.clear_failure(seed)
         logger.info("sample %d written to %s (%s)", seed, dataset.root,
                     ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
-        counts["rendered"] += 1
+        counts.rendered += 1
     return counts
+
+
+def job_seeds(cfg: ArctiqueConf) -> range:
+    """The seeds of this job: ``seed .. seed + n_samples - 1``, or its shard of them."""
+    first, end = cfg.seed, cfg.seed + cfg.n_samples
+    if cfg.shard.size:
+        first += cfg.shard.index * cfg.shard.size
+        end = min(end, first + cfg.shard.size)
+    return range(first, end)
+
+
+def run(cfg: ArctiqueConf, parameters: Dict[str, Any], progress: bool = True) -> Counts:
+    """Render this job's seeds into ``output.root``, skipping complete ones."""
+    dataset = ds.Dataset(Path(cfg.output.root))
+    jobs = [SampleJob(seed, cfg, parameters) for seed in job_seeds(cfg)]
+    return render_samples(dataset, jobs, cfg.output.overwrite, progress)

@@ -8,7 +8,8 @@ import pytest
 
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset, sample_files
-from arctique.pipeline import run
+from arctique import pipeline
+from arctique.pipeline import Counts, run
 
 from .conftest import SMALL, run_cli
 
@@ -52,7 +53,29 @@ def test_sample_killed_while_committing_is_not_complete_and_is_redone(tmp_path, 
     assert len(moved) == 4 and not dataset.is_complete(8)
     monkeypatch.setattr("arctique.io.dataset.os.replace", real_replace)
     counts = run(cfg, {}, progress=False)
-    assert counts == {"rendered": 1, "skipped": 0}
+    assert counts == Counts(rendered=1, skipped=0)
     assert dataset.is_complete(8)
     for rel in sample_files(8).values():
         assert (tmp_path / "data" / rel).is_file()
+
+
+def test_failed_sample_is_recorded_and_the_job_goes_on(tmp_path, monkeypatch):
+    cfg = load_config([*SMALL, "seed=8", "n_samples=2", f"output.root={tmp_path / 'data'}"])
+    real_targets = pipeline.write_targets
+
+    def broken_for_seed_8(folder, index, *args):
+        if index == 8:  # after the image and labels are staged
+            raise RuntimeError("no GPU memory left")
+        return real_targets(folder, index, *args)
+
+    monkeypatch.setattr(pipeline, "write_targets", broken_for_seed_8)
+    counts = run(cfg, {}, progress=False)
+    dataset = Dataset(tmp_path / "data")
+    assert counts == Counts(rendered=1, skipped=0, failed=[8]) and dataset.completed() == {9}
+    record = dataset.failures()[8]
+    assert record["error"] == "RuntimeError: no GPU memory left" and "broken_for_seed_8" in record["traceback"]
+    assert record["host"] and not list((tmp_path / "data/.staging").glob("8.*"))
+    assert not (tmp_path / "data/images/image_8.png").exists()
+    monkeypatch.setattr(pipeline, "write_targets", real_targets)
+    assert run(cfg, {}, progress=False) == Counts(rendered=1, skipped=1)
+    assert dataset.completed() == {8, 9} and dataset.failures() == {}

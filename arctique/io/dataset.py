@@ -14,6 +14,9 @@ import io
 import json
 import os
 import shutil
+import socket
+import traceback
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping
@@ -34,6 +37,8 @@ def sample_files(index: int) -> Dict[str, str]:
         "instance": f"masks/instance/{i}.tif",
         "semantic": f"masks/semantic/{i}.tif",
         "cytoplasm": f"masks/cytoplasm/{i}.tif",
+        "foreground": f"masks/foreground/{i}.tif",
+        "three_class": f"masks/instance_3class/{i}.tif",
         "stack": f"masks/instance_3d/{i}/{i}_stack.npy",
         "metadata": f"metadata/{i}.json",
         "cells_csv": f"metadata/{i}.csv",
@@ -41,6 +46,22 @@ def sample_files(index: int) -> Dict[str, str]:
         "scene": f"scenes/{i}.npz",
         "preview": f"previews/{i}.png",
     }
+
+
+def noise_files(index: int, level: str) -> Dict[str, str]:
+    """Relative paths of one label-noise variant (the reference's ``{task}_noise_{level}`` folders)."""
+    i = index
+    return {
+        "semantic": f"masks/semantic_noise_{level}/{i}.tif",
+        "instance": f"masks/instance_noise_{level}/{i}.tif",
+        "three_class": f"masks/instance_3class_noise_{level}/{i}.tif",
+        "foreground": f"masks/foreground_noise_{level}/{i}.tif",
+        "record": f"metadata/noise_{level}/{i}.json",
+    }
+
+
+def failure_file(index: int) -> str:
+    return f"failures/{index}.json"
 
 
 def slice_file(index: int, k: int) -> str:
@@ -99,11 +120,32 @@ class Dataset:
             rows.sort(key=lambda r: int(r["index"]))
             _write_rows_atomically(path, rows)
 
+    def record_failure(self, index: int, exc: BaseException) -> None:
+        """Write ``failures/<i>.json``: what failed, where and the traceback (a sample can be retried)."""
+        record = {"index": index, "seed": index, "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": "".join(traceback.format_exception(exc)), "host": socket.gethostname(),
+                  "pid": os.getpid(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_text_atomically(self.root / failure_file(index), to_json(record))
+
+    def clear_failure(self, index: int) -> None:
+        (self.root / failure_file(index)).unlink(missing_ok=True)
+
+    def failures(self) -> Dict[int, Dict[str, Any]]:
+        out = {}
+        for path in sorted((self.root / "failures").glob("*.json")):
+            record = json.loads(path.read_text())
+            out[int(record["index"])] = record
+        return out
+
     def staging(self, index: int) -> Path:
+        """This process's private folder for a sample's files until they are committed."""
         path = self.root / ".staging" / f"{index}.{os.getpid()}"
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path
+
+    def discard_staging(self, index: int) -> None:
+        shutil.rmtree(self.root / ".staging" / f"{index}.{os.getpid()}", ignore_errors=True)
 
 
 def _write_rows_atomically(path: Path, rows: List[Mapping[str, str]]) -> None:
@@ -111,8 +153,13 @@ def _write_rows_atomically(path: Path, rows: List[Mapping[str, str]]) -> None:
     writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
+    write_text_atomically(path, buf.getvalue())
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue())
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 

@@ -23,6 +23,12 @@ def field_um(cfg: ArctiqueConf) -> float:
     return cfg.optics.image_size * cfg.optics.mpp
 
 
+def scene_key(cfg: ArctiqueConf) -> str:
+    """Everything besides the seed that shapes the scene; two configs with the same key give the same
+    scene for a seed, so a saved scene can be re-rendered instead of rebuilt."""
+    return json.dumps({"scene": scene_part(cfg), "field_um": field_um(cfg)}, sort_keys=True)
+
+
 def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
     """Deterministic scene of ``seed``: crypts, section pose, cells, mucin, blood and rips.
 
@@ -57,7 +63,6 @@ def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
     )
     rips = sample_rips(t.rips.strength, t.rips.scale_um, t.rips.elongation, section, streams("rips"))
     blood = sample_blood(t.blood.strength, t.blood.diameter_um, section, crypts, tree, streams("blood"))
-    config_json = json.dumps({"scene": scene_part(cfg), "field_um": field_um(cfg)}, sort_keys=True)
     logger.debug("scene %d: %d cells (%d epithelial), %d goblets", seed, n, n_epi, len(mucin.centre))
     return SceneModel(seed=seed, section=section, crypts=crypts, cells=cells, mucin=mucin,
-                      blood=blood, rips=rips, config_json=config_json)
+                      blood=blood, rips=rips, config_json=scene_key(cfg))

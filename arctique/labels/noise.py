@@ -1,0 +1,273 @@
+"""Derived training targets and label-noise variants of one sample's clean labels (numpy/scipy).
+
+A noise level L (percent) scales every probability of the ``noise`` config by L / 100 (capped at 1),
+as in the reference's recipes: at level 100 the defaults flip every class, merge every touching
+pair and give each cell a 1-in-4 chance of each foreground distortion. Every part draws from its
+own stream ``labels/noise/<L>/<part>`` of the sample seed, and draws for every instance whether or
+not the change is applied, so that changing one probability never reshuffles the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import NoiseConf
+from ..rng import stream
+from ..scene.model import CLASS_IDS, CLASS_NAMES
+from .exact import label_dtype
+
+
+def level_name(level: float) -> str:
+    """Folder suffix of a level: ``20`` for 20.0, ``12.5`` for 12.5."""
+    return f"{level:g}"
+
+
+def foreground(instance: np.ndarray) -> np.ndarray:
+    return (instance > 0).astype(np.uint8)
+
+
+def three_class(instance: np.ndarray, border_px: int) -> np.ndarray:
+    """0 background, 1 interior, 2 border: each instance dilated by floor(w/2) and eroded by the rest.
+
+    A pixel is interior when every pixel of its (2r+1)^2 neighbourhood has its label, so touching
+    instances are always separated by border pixels.
+    """
+    outward = border_px // 2
+    inward = border_px - outward
+    lab = instance.astype(np.int64)
+    size = 2 * inward + 1
+    interior = (lab > 0) & (ndimage.minimum_filter(lab, size, mode="nearest")
+                            == ndimage.maximum_filter(lab, size, mode="nearest"))
+    covered = ndimage.maximum_filter(lab > 0, 2 * outward + 1, mode="nearest") if outward else lab > 0
+    out = np.zeros(instance.shape, np.uint8)
+    out[covered] = 2
+    out[interior] = 1
+    return out
+
+
+def touching_pairs(instance: np.ndarray) -> np.ndarray:
+    """(P, 2) sorted id pairs of instances that share an edge (4-neighbourhood)."""
+    pairs = []
+    for a, b in ((instance[:, :-1], instance[:, 1:]), (instance[:-1, :], instance[1:, :])):
+        m = (a != b) & (a > 0) & (b > 0)
+        pairs.append(np.stack([np.minimum(a[m], b[m]), np.maximum(a[m], b[m])], 1))
+    both = np.concatenate(pairs).astype(np.int64)
+    return np.unique(both, axis=0) if len(both) else np.zeros((0, 2), np.int64)
+
+
+@dataclass(frozen=True)
+class NoisyLabels:
+    level: float
+    semantic: np.ndarray  # (H, W) uint8: noisy class of each clean instance
+    instance: np.ndarray  # (H, W) after false merges and splits
+    three_class: np.ndarray  # (H, W) uint8 3-class map of the noisy instances
+    foreground: np.ndarray  # (H, W) uint8 union of the distorted cell footprints
+    record: Dict[str, Any]  # what was changed, per instance, and the realised rates
+
+
+def _probability(base: float, level: float) -> float:
+    return float(min(1.0, base * level / 100.0))
+
+
+def _flip_classes(classes: np.ndarray, ids: np.ndarray, p: float, confusion: Dict[str, Dict[str, float]],
+                  rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[str, Any]], int]:
+    """Per-instance class flips; the target class follows the confusion row of the true class or,
+    without one, is uniform over the other classes present in the image."""
+    noisy = classes.copy()
+    u = rng.random(len(ids))
+    pick = rng.random(len(ids))
+    present = sorted({int(classes[i]) for i in ids})
+    flips, flippable = [], 0
+    for k, i in enumerate(ids):
+        true = int(classes[i])
+        row = confusion.get(CLASS_NAMES[true])
+        if row:
+            targets = [CLASS_IDS[name] for name in row]
+            weights = np.array(list(row.values()), float)
+        else:
+            targets = [c for c in present if c != true]
+            weights = np.ones(len(targets))
+        if not targets or weights.sum() <= 0:
+            continue
+        flippable += 1
+        if u[k] < p:
+            cdf = np.cumsum(weights) / weights.sum()
+            noisy[i] = targets[min(int(np.searchsorted(cdf, pick[k], side="right")), len(targets) - 1)]
+            flips.append({"id": int(i), "class": CLASS_NAMES[true], "noisy_class": CLASS_NAMES[int(noisy[i])]})
+    return noisy, flips, flippable
+
+
+def _merge(instance: np.ndarray, fraction: float, rng: np.random.Generator
+           ) -> Tuple[np.ndarray, List[List[int]], int]:
+    """False merges: a share ``fraction`` of the touching pairs joined; merged ids take the smallest id."""
+    pairs = touching_pairs(instance)
+    order = rng.permutation(len(pairs))
+    chosen = pairs[np.sort(order[: int(round(fraction * len(pairs)))])]
+    parent = np.arange(int(instance.max(initial=0)) + 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in chosen:
+        ra, rb = root(int(a)), root(int(b))
+        parent[max(ra, rb)] = min(ra, rb)
+    lut = np.array([root(i) for i in range(len(parent))])
+    return lut[instance], chosen.tolist(), len(pairs)
+
+
+def _split(instance: np.ndarray, ids: np.ndarray, fraction: float, rng: np.random.Generator
+           ) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+    """False splits: a chosen instance is cut by a random line through its centroid; one side gets a new id."""
+    u = rng.random(len(ids))
+    angle = rng.uniform(0, np.pi, len(ids))
+    out = instance.astype(np.int64)
+    next_id = int(instance.max(initial=0)) + 1
+    splits = []
+    boxes = ndimage.find_objects(out)
+    for k, i in enumerate(ids):
+        if u[k] >= fraction or i > len(boxes) or boxes[i - 1] is None:
+            continue
+        box = boxes[i - 1]
+        mask = out[box] == i
+        yy, xx = np.nonzero(mask)
+        if len(yy) < 8:
+            continue
+        side = (yy - yy.mean()) * np.cos(angle[k]) - (xx - xx.mean()) * np.sin(angle[k]) > 0
+        if side.all() or not side.any():
+            continue
+        crop = out[box]
+        crop[yy[side], xx[side]] = next_id
+        splits.append({"id": int(i), "new_id": next_id, "angle_deg": round(float(np.degrees(angle[k])), 3)})
+        next_id += 1
+    return out, splits
+
+
+def _elastic(mask: np.ndarray, alpha: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Simard et al. (2003) elastic warp of a binary mask: smoothed random displacements times alpha."""
+    dy = ndimage.gaussian_filter(rng.uniform(-1, 1, mask.shape), sigma) * alpha
+    dx = ndimage.gaussian_filter(rng.uniform(-1, 1, mask.shape), sigma) * alpha
+    yy, xx = np.meshgrid(np.arange(mask.shape[0]), np.arange(mask.shape[1]), indexing="ij")
+    warped = ndimage.map_coordinates(mask.astype(float), [yy + dy, xx + dx], order=1, mode="constant")
+    return warped > 0.5
+
+
+def _distort_foreground(footprints: Dict[int, Tuple[Tuple[slice, slice], np.ndarray]], shape: Tuple[int, int],
+                        level: float, cfg: NoiseConf, streams
+                        ) -> Tuple[np.ndarray, List[Dict[str, Any]], Dict[str, Optional[float]]]:
+    """Union of every cell footprint after its own drop-out, dilation/erosion, shift and elastic warp.
+
+    Returns the mask, a record per cell and the realised share of cells drawn for each distortion.
+    """
+    fg = cfg.foreground
+    ids = np.array(sorted(footprints), np.int64)
+    n = len(ids)
+    drop_rng, scale_rng, shift_rng, elastic_rng = (streams(f"foreground/{p}")
+                                                   for p in ("dropout", "scale", "shift", "elastic"))
+    drop = drop_rng.random(n) < _probability(fg.dropout_prob, level)
+    scale_on = scale_rng.random(n) < _probability(fg.scale_prob, level)
+    scale_k = scale_rng.integers(1, max(fg.scale_px, 1) + 1, n) * np.where(scale_rng.random(n) < 0.5, -1, 1)
+    shift_on = shift_rng.random(n) < _probability(fg.shift_prob, level)
+    shift = shift_rng.integers(-fg.shift_px, fg.shift_px + 1, (n, 2))
+    elastic_on = elastic_rng.random(n) < _probability(fg.elastic_prob, level)
+    alpha = elastic_rng.uniform(*fg.elastic_alpha_px, n)
+    sigma = elastic_rng.uniform(*fg.elastic_sigma_px, n)
+    warp_seeds = elastic_rng.integers(0, 2**63, n)
+
+    pad = fg.shift_px + fg.scale_px + int(np.ceil(fg.elastic_alpha_px[1])) + 2
+    out = np.zeros(shape, bool)
+    records = []
+    for k, i in enumerate(ids):
+        box, mask = footprints[int(i)]
+        rec: Dict[str, Any] = {"id": int(i), "dropout": bool(drop[k]), "scale_px": None, "shift_px": None,
+                               "elastic": None}
+        records.append(rec)
+        if drop[k]:
+            continue
+        m = np.pad(mask, pad)
+        if scale_on[k]:
+            op = ndimage.binary_dilation if scale_k[k] > 0 else ndimage.binary_erosion
+            m = op(m, iterations=int(abs(scale_k[k])))
+            rec["scale_px"] = int(scale_k[k])
+        if shift_on[k]:
+            m = np.roll(m, (int(shift[k, 0]), int(shift[k, 1])), axis=(0, 1))
+            rec["shift_px"] = [int(shift[k, 0]), int(shift[k, 1])]
+        if elastic_on[k]:
+            m = _elastic(m, alpha[k], sigma[k], np.random.default_rng(int(warp_seeds[k])))
+            rec["elastic"] = {"alpha_px": round(float(alpha[k]), 4), "sigma_px": round(float(sigma[k]), 4)}
+        y0, x0 = box[0].start - pad, box[1].start - pad
+        ys, xs = np.nonzero(m)
+        ys, xs = ys + y0, xs + x0
+        keep = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
+        out[ys[keep], xs[keep]] = True
+    realised = {f"foreground_{op}": round(float(on.mean()), 6) if n else None
+                for op, on in (("dropout", drop), ("scale", scale_on), ("shift", shift_on), ("elastic", elastic_on))}
+    return out.astype(np.uint8), records, realised
+
+
+def cell_footprints(instance: np.ndarray, stack: np.ndarray) -> Dict[int, Tuple[Tuple[slice, slice], np.ndarray]]:
+    """Full 2D footprint of every instance, occluded parts included: its visible pixels or any slice."""
+    ids = np.unique(np.concatenate([np.unique(instance), np.unique(stack)]))
+    ids = ids[ids > 0]
+    both = np.concatenate([instance[None], stack]).astype(np.int64)
+    boxes = ndimage.find_objects(both)
+    out = {}
+    for i in ids:
+        box = boxes[int(i) - 1][1:]
+        out[int(i)] = (box, (both[(slice(None),) + box] == i).any(0))
+    return out
+
+
+def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, seed: int, level: float,
+                 cfg: NoiseConf, footprints: Optional[Dict] = None) -> NoisyLabels:
+    """The noise variant ``level`` of one sample's clean labels (see the module docstring)."""
+    name = level_name(level)
+
+    def streams(part: str) -> np.random.Generator:
+        return stream(seed, f"labels/noise/{name}/{part}")
+
+    n = int(instance.max(initial=0))
+    ids = np.unique(instance)
+    ids = ids[ids > 0]
+    classes = np.zeros(n + 1, np.uint8)
+    classes[instance.ravel()] = semantic.ravel()
+    p_flip = _probability(cfg.semantic.flip_prob, level)
+    noisy_classes, flips, flippable = _flip_classes(classes, ids, p_flip, cfg.semantic.confusion,
+                                                    streams("semantic"))
+    p_merge = _probability(cfg.instance.merge_fraction, level)
+    merged, merges, n_pairs = _merge(instance, p_merge, streams("merge"))
+    p_split = _probability(cfg.instance.split_prob, level)
+    split, splits = _split(merged, np.unique(merged[merged > 0]), p_split, streams("split"))
+    noisy_instance = split.astype(label_dtype(int(split.max(initial=0))))
+    fg, fg_records, fg_realised = _distort_foreground(footprints or cell_footprints(instance, stack), instance.shape,
+                                         level, cfg, streams)
+
+    def rate(k: int, of: int) -> Optional[float]:
+        return round(k / of, 6) if of else None
+
+    record = {
+        "level": level,
+        "probabilities": {
+            "semantic_flip": p_flip, "merge_fraction": p_merge, "split": p_split,
+            **{f"foreground_{op}": _probability(getattr(cfg.foreground, f"{op}_prob"), level)
+               for op in ("dropout", "scale", "shift", "elastic")},
+        },
+        "realised": {
+            "semantic_flip": rate(len(flips), flippable), "merge_fraction": rate(len(merges), n_pairs),
+            "split": rate(len(splits), len(np.unique(merged[merged > 0]))),
+            **fg_realised,
+        },
+        "touching_pairs": n_pairs,
+        "semantic_flips": flips,
+        "merges": merges,
+        "splits": splits,
+        "foreground": fg_records,
+    }
+    return NoisyLabels(level=level, semantic=noisy_classes[instance], instance=noisy_instance,
+                       three_class=three_class(noisy_instance, cfg.border_px), foreground=fg, record=record)

@@ -1,0 +1,101 @@
+"""``arctique-summary``: the state of a dataset folder - complete, failed, missing and in-progress
+samples, instances per class and render time - from its manifest, failure records and per-cell tables."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .io import dataset as ds
+
+
+def compact(seeds: Sequence[int]) -> str:
+    """``0-3,7,9-10`` for [0, 1, 2, 3, 7, 9, 10]."""
+    runs: List[List[int]] = []
+    for s in sorted(seeds):
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def summarise(root: Path, expected: Optional[range] = None) -> Dict[str, Any]:
+    """Counts and statistics of one dataset folder; ``expected`` seeds default to the span of the
+    complete and failed ones."""
+    data = ds.Dataset(root)
+    rows = data.manifest()
+    complete = sorted(int(r["index"]) for r in rows)
+    failures = {i: r for i, r in data.failures().items() if i not in complete}
+    known = complete + sorted(failures)
+    if expected is None:
+        expected = range(min(known), max(known) + 1) if known else range(0)
+    missing = sorted(set(expected) - set(complete) - set(failures))
+    in_progress = sorted({int(p.name.split(".")[0]) for p in (root / ".staging").glob("*.*")
+                          if p.is_dir() and any(p.iterdir())})
+    classes: Counter = Counter()
+    for i in complete:
+        with open(root / ds.sample_files(i)["cells_csv"], newline="") as f:
+            classes.update(row["class_name"] for row in csv.DictReader(f))
+    seconds = [float(r["seconds"]) for r in rows]
+    return {
+        "root": str(root),
+        "expected": [expected.start, expected.stop - 1] if len(expected) else None,
+        "complete": len(complete), "failed": len(failures), "missing": len(missing),
+        "missing_seeds": compact(missing), "in_progress_or_interrupted": compact(in_progress),
+        "failures": {str(i): {"error": r["error"], "host": r["host"], "time": r["time"]}
+                     for i, r in sorted(failures.items())},
+        "instances_per_class": dict(sorted(classes.items())),
+        "seconds_per_sample": {"median": round(statistics.median(seconds), 2),
+                               "mean": round(statistics.fmean(seconds), 2),
+                               "total_hours": round(sum(seconds) / 3600, 3)} if seconds else None,
+        "hosts": len({r["host"] for r in rows}),
+    }
+
+
+def report(s: Dict[str, Any]) -> str:
+    span = f" of seeds {s['expected'][0]}..{s['expected'][1]}" if s["expected"] else ""
+    lines = [f"{s['root']}: {s['complete']} complete, {s['failed']} failed, {s['missing']} missing{span}"]
+    if s["missing_seeds"]:
+        lines.append(f"missing: {s['missing_seeds']}")
+    if s["in_progress_or_interrupted"]:
+        lines.append(f"in progress or interrupted: {s['in_progress_or_interrupted']}")
+    for seed, f in s["failures"].items():
+        lines.append(f"failed {seed} on {f['host']} at {f['time']}: {f['error']}")
+    if s["instances_per_class"]:
+        lines.append("instances: " + ", ".join(f"{k} {v}" for k, v in s["instances_per_class"].items()))
+    if s["seconds_per_sample"]:
+        t = s["seconds_per_sample"]
+        lines.append(f"seconds per sample: median {t['median']}, mean {t['mean']}; "
+                     f"{t['total_hours']} h in all on {s['hosts']} host(s)")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="arctique-summary", description=__doc__.split("\n\n")[0],
+                                     epilog="exit status: 0 when every expected sample is complete, 1 otherwise")
+    parser.add_argument("dataset", type=Path, help="an arctique-gen output folder")
+    parser.add_argument("--seeds", help="expected seeds START:END (END excluded), e.g. 0:1000")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    if not (args.dataset / ds.MANIFEST).exists() and not (args.dataset / "failures").exists():
+        print(f"arctique-summary: {args.dataset} has no manifest.csv and no failures/: not a dataset yet",
+              file=sys.stderr)
+        sys.exit(2)
+    expected = None
+    if args.seeds:
+        start, _, end = args.seeds.partition(":")
+        expected = range(int(start), int(end))
+    s = summarise(args.dataset, expected)
+    print(json.dumps(s, indent=1) if args.json else report(s))
+    sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

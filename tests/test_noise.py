@@ -1,0 +1,151 @@
+"""Derived targets and label-noise variants: exact bookkeeping, realised rates, determinism."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import tifffile
+
+from arctique.config import ConfigError, ForegroundNoiseConf, NoiseConf, SemanticNoiseConf
+from arctique.compose import load_config
+from arctique.labels.noise import cell_footprints, noisy_labels, three_class, touching_pairs
+
+from .conftest import SMALL, run_cli
+
+
+def grid_labels(n_side: int = 24, size: int = 8, touching: bool = True):
+    """A grid of square instances (ids 1..n^2) with classes 1..5 in turn; no stack (1 empty slice)."""
+    pitch = size if touching else size + 2
+    instance = np.zeros((n_side * pitch, n_side * pitch), np.uint16)
+    for k in range(n_side * n_side):
+        y, x = divmod(k, n_side)
+        instance[y * pitch: y * pitch + size, x * pitch: x * pitch + size] = k + 1
+    classes = np.array([0] + [1 + k % 5 for k in range(n_side * n_side)], np.uint8)
+    return instance, classes[instance], np.zeros((1,) + instance.shape, np.uint16)
+
+
+def test_three_class_separates_touching_instances():
+    instance, _, _ = grid_labels(4, 8, touching=True)
+    tc = three_class(instance, border_px=2)
+    assert set(np.unique(tc)) == {1, 2}  # the grid fills the image
+    for y in range(instance.shape[0]):  # every row crossing from one instance to the next crosses a border
+        row, lab = tc[y], instance[y]
+        for x in np.nonzero(np.diff(lab.astype(int)))[0]:
+            assert row[x] == 2 and row[x + 1] == 2
+    interior = ((tc == 1) & (instance == 6)).sum()
+    assert interior == 6 * 6  # an 8x8 square minus a 1 px border
+
+
+def test_semantic_flip_rate_matches_the_level_and_touches_only_flipped_instances():
+    instance, semantic, stack = grid_labels()
+    cfg = NoiseConf()
+    variant = noisy_labels(instance, semantic, stack, seed=7, level=30, cfg=cfg)
+    flips = variant.record["semantic_flips"]
+    n = int(instance.max())
+    rate = len(flips) / n
+    assert abs(rate - 0.30) < 3 * np.sqrt(0.3 * 0.7 / n)
+    assert variant.record["realised"]["semantic_flip"] == pytest.approx(rate, abs=1e-6)
+    changed = {int(i) for i in np.unique(instance[variant.semantic != semantic])}
+    assert changed == {f["id"] for f in flips}
+    assert all(f["class"] != f["noisy_class"] for f in flips)
+
+
+def test_confusion_table_decides_the_wrong_class():
+    instance, semantic, stack = grid_labels()
+    cfg = NoiseConf(semantic=SemanticNoiseConf(flip_prob=1.0, confusion={"LYM": {"PLA": 1.0}}))
+    flips = noisy_labels(instance, semantic, stack, seed=1, level=100, cfg=cfg).record["semantic_flips"]
+    lym = [f for f in flips if f["class"] == "LYM"]
+    assert len(lym) == (instance.max() + 2) // 5 and all(f["noisy_class"] == "PLA" for f in lym)
+
+
+def test_merges_join_exactly_the_requested_share_of_touching_pairs():
+    instance, semantic, stack = grid_labels(10, 6)
+    pairs = touching_pairs(instance)
+    assert len(pairs) == 2 * 10 * 9
+    variant = noisy_labels(instance, semantic, stack, seed=3, level=25, cfg=NoiseConf())
+    merges = variant.record["merges"]
+    assert len(merges) == round(0.25 * len(pairs))
+    for a, b in merges:
+        assert variant.instance[instance == a][0] == variant.instance[instance == b][0]
+    # the noisy instance map is a coarsening of the clean one: no clean instance is split
+    for i in range(1, int(instance.max()) + 1):
+        assert len(np.unique(variant.instance[instance == i])) == 1
+
+
+def test_foreground_distortions_happen_at_their_rates_with_independent_streams():
+    instance, semantic, stack = grid_labels(24, 8, touching=False)
+    cfg = NoiseConf()
+    variant = noisy_labels(instance, semantic, stack, seed=5, level=100, cfg=cfg)
+    n = int(instance.max())
+    realised = variant.record["realised"]
+    for op in ("dropout", "scale", "shift", "elastic"):
+        assert abs(realised[f"foreground_{op}"] - 0.25) < 3 * np.sqrt(0.25 * 0.75 / n), op
+    untouched = [r["id"] for r in variant.record["foreground"]
+                 if not r["dropout"] and r["scale_px"] is None and r["shift_px"] is None and r["elastic"] is None]
+    assert untouched and all(variant.foreground[instance == i].all() for i in untouched)
+    # raising one probability leaves every other draw as it was
+    more_shift = replace(cfg, foreground=replace(cfg.foreground, shift_prob=0.5))
+    other = noisy_labels(instance, semantic, stack, seed=5, level=100, cfg=more_shift).record["foreground"]
+    for a, b in zip(variant.record["foreground"], other):
+        assert (a["dropout"], a["scale_px"], a["elastic"]) == (b["dropout"], b["scale_px"], b["elastic"])
+
+
+def test_dropped_cells_leave_the_foreground():
+    instance, semantic, stack = grid_labels(12, 8, touching=False)
+    cfg = NoiseConf(foreground=ForegroundNoiseConf(dropout_prob=0.5, scale_prob=0, shift_prob=0, elastic_prob=0))
+    variant = noisy_labels(instance, semantic, stack, seed=2, level=100, cfg=cfg)
+    for r in variant.record["foreground"]:
+        assert variant.foreground[instance == r["id"]].any() != r["dropout"]
+
+
+def test_footprints_include_occluded_parts_from_the_stack():
+    instance = np.zeros((20, 20), np.uint16)
+    instance[2:8, 2:8] = 1
+    stack = np.zeros((2, 20, 20), np.uint16)
+    stack[1, 5:12, 5:12] = 1
+    box, mask = cell_footprints(instance, stack)[1]
+    assert mask.sum() == 36 + 49 - 9
+
+
+def test_same_seed_and_level_give_identical_noise_and_levels_differ():
+    instance, semantic, stack = grid_labels(12, 8)
+    a = noisy_labels(instance, semantic, stack, seed=11, level=40, cfg=NoiseConf())
+    b = noisy_labels(instance, semantic, stack, seed=11, level=40, cfg=NoiseConf())
+    c = noisy_labels(instance, semantic, stack, seed=11, level=60, cfg=NoiseConf())
+    for key in ("semantic", "instance", "three_class", "foreground"):
+        assert np.array_equal(getattr(a, key), getattr(b, key))
+    assert a.record == b.record and a.record["semantic_flips"] != c.record["semantic_flips"]
+
+
+def test_invalid_noise_settings_are_rejected():
+    with pytest.raises(ConfigError, match=r"noise.levels\[\]=150.0 is out of range: allowed \[0, 100\]"):
+        load_config(["noise.levels=[20,150]"])
+    with pytest.raises(ConfigError, match="noise.semantic.confusion.LYM.LYM"):
+        load_config(["+noise.semantic.confusion.LYM={LYM: 1}"])
+
+
+def test_noisy_labels_are_written_beside_the_clean_ones(tmp_path):
+    run_cli(tmp_path, "seed=2", *SMALL, "noise.levels=[50]")
+    root = tmp_path / "rendered"
+    clean_instance = tifffile.imread(root / "masks/instance/2.tif")
+    clean_semantic = tifffile.imread(root / "masks/semantic/2.tif")
+    assert np.array_equal(tifffile.imread(root / "masks/foreground/2.tif"), (clean_instance > 0).astype(np.uint8))
+    assert set(np.unique(tifffile.imread(root / "masks/instance_3class/2.tif"))) <= {0, 1, 2}
+    record = json.loads((root / "metadata/noise_50/2.json").read_text())
+    assert record["seed"] == 2 and record["level"] == 50 and record["noise"]["levels"] == [50]
+    noisy_semantic = tifffile.imread(root / "masks/semantic_noise_50/2.tif")
+    flipped = {f["id"] for f in record["semantic_flips"]}
+    assert flipped == {int(i) for i in np.unique(clean_instance[noisy_semantic != clean_semantic])}
+    noisy_instance = tifffile.imread(root / "masks/instance_noise_50/2.tif")
+    assert len(record["merges"]) == round(0.5 * record["touching_pairs"])
+    assert ((noisy_instance > 0) == (clean_instance > 0)).all()
+    for path in ("masks/instance_3class_noise_50/2.tif", "masks/foreground_noise_50/2.tif"):
+        assert tifffile.imread(root / path).shape == clean_instance.shape
+    # rendering the same seed and level again gives the same noisy labels, byte for byte
+    run_cli(tmp_path, "seed=2", *SMALL, "noise.levels=[50]", "output.root=again")
+    for sub in ("masks/semantic_noise_50/2.tif", "masks/instance_noise_50/2.tif",
+                "masks/foreground_noise_50/2.tif", "metadata/noise_50/2.json"):
+        assert (root / sub).read_bytes() == (tmp_path / "again" / sub).read_bytes()

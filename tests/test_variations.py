@@ -1,0 +1,195 @@
+"""Controlled variations: sweeps, the variation command and the documented sliders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+import pytest
+import tifffile
+from omegaconf import OmegaConf
+from PIL import Image
+
+from arctique.io.dataset import Dataset
+from arctique.pipeline import render_samples
+from arctique.scene import load
+from arctique.scene.model import CLASS_IDS
+from arctique.vary import main as vary_main
+from arctique.vary import plan
+
+from .conftest import SMALL, run_cli
+
+LABEL_FILES = ("masks/instance/{i}.tif", "masks/semantic/{i}.tif", "masks/cytoplasm/{i}.tif",
+               "masks/instance_3d/{i}/{i}_stack.npy")
+# 64 um field at 0.5 um/px: seed 3 shows epithelium with goblets and all stroma types.
+SLIDER_BASE = ("optics.image_size=128", "optics.mpp=0.5", "optics.samples=4", "output.z_slices=4",
+               "cells.mesh_subdivisions=2", "output.preview=false", "tissue.section.thickness_um=[4,4]")
+
+
+def same_labels(a: Path, b: Path, index: int, scene: bool = True) -> bool:
+    files = LABEL_FILES + (("scenes/{i}.npz",) if scene else ())
+    return all((a / f.format(i=index)).read_bytes() == (b / f.format(i=index)).read_bytes() for f in files)
+
+
+def image(root: Path, index: int) -> np.ndarray:
+    return np.asarray(Image.open(root / f"images/image_{index}.png"), float)
+
+
+def test_sweep_gives_one_folder_per_value_with_identical_labels(tmp_path):
+    run_cli(tmp_path, "-m", "seed=0,1", "nuclei.intensity=0.2,0.8", *SMALL)
+    roots = sorted((tmp_path / "rendered").iterdir())
+    assert [r.name for r in roots] == ["nuclei.intensity=0.2", "nuclei.intensity=0.8"]
+    light, dark = roots
+    for seed in (0, 1):
+        assert Dataset(light).completed() == Dataset(dark).completed() == {0, 1}
+        assert same_labels(light, dark, seed)
+        nuclei = tifffile.imread(light / f"masks/instance/{seed}.tif") > 0
+        assert image(dark, seed)[nuclei].mean() < image(light, seed)[nuclei].mean() - 10
+
+
+def test_sweep_honours_an_explicit_root_with_interpolation(tmp_path):
+    run_cli(tmp_path, "-m", "seed=4", "nuclei.intensity=0.3,0.5", "output.root=out/${nuclei.intensity}", *SMALL)
+    assert Dataset(tmp_path / "out/0.3").completed() == Dataset(tmp_path / "out/0.5").completed() == {4}
+    assert not (tmp_path / "rendered").exists()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("vary")
+    run_cli(root, "seed=3", *SLIDER_BASE)
+    return root / "rendered"
+
+
+def test_variation_command_keeps_saved_geometry_for_rendering_changes(base):
+    vary_main([str(base), "stain.eosin_intensity=2.0", "optics.focus_offset_um=1.5"])
+    out = base / "variations/optics.focus_offset_um=1.5,stain.eosin_intensity=2.0"
+    assert Dataset(out).completed() == {3}
+    assert same_labels(base, out, 3)
+    params = json.loads((out / "parameters/3.json").read_text())
+    assert params["stain"]["eosin_intensity"] == 2.0 and params["optics"]["focus_offset_um"] == 1.5
+    assert params["seed"] == 3 and params["output"]["root"] == str(out)
+    assert not np.array_equal(image(base, 3), image(out, 3))
+
+
+def test_variation_command_rebuilds_scene_changes_from_the_same_streams(base, tmp_path):
+    changes = tmp_path / "denser.yaml"
+    changes.write_text("cells:\n  stroma_density: 2.0\n")
+    vary_main([str(base), "--changes", str(changes)])
+    out = base / "variations/denser"
+    a, b = load(base / "scenes/3.npz"), load(out / "scenes/3.npz")
+    assert np.array_equal(a.crypts.centre, b.crypts.centre) and repr(a.section) == repr(b.section)
+    epi = CLASS_IDS["EPI"]
+    assert np.array_equal(a.cells.centre[a.cells.cls == epi], b.cells.centre[b.cells.cls == epi])
+    assert (b.cells.cls != epi).sum() > 1.5 * (a.cells.cls != epi).sum()
+
+
+def test_variation_command_rejects_bad_changes_before_rendering(base, capsys):
+    for args in (["nuclei.intensity=1.7"], ["nuclei.intensiti=0.3"], ["seed=9"], []):
+        with pytest.raises(SystemExit) as exit_info:
+            vary_main([str(base), *args, "--name", "bad"])
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "nuclei.intensity=1.7 is out of range: allowed [0, 1]" in err and "intensiti" in err
+    assert not (base / "variations/bad").exists()
+
+
+# ----------------------------------------------------------------------------------------- sliders
+
+
+def _od(rgb: np.ndarray) -> np.ndarray:
+    return -np.log10(np.clip(rgb, 1, 255) / 255.0)
+
+
+def nuclear_od(root: Path, i: int) -> float:
+    return float(_od(image(root, i))[tifffile.imread(root / f"masks/semantic/{i}.tif") > 0].mean())
+
+
+def class_od(cls: str) -> Callable[[Path, int], float]:
+    def stat(root: Path, i: int) -> float:
+        return float(_od(image(root, i))[tifffile.imread(root / f"masks/semantic/{i}.tif") == CLASS_IDS[cls]].mean())
+    return stat
+
+
+def stroma_green_od(root: Path, i: int) -> float:
+    """Eosin absorbs green: green OD outside nuclei."""
+    return float(_od(image(root, i))[..., 1][tifffile.imread(root / f"masks/instance/{i}.tif") == 0].mean())
+
+
+def mean_od(root: Path, i: int) -> float:
+    return float(_od(image(root, i)).mean())
+
+
+def nuclear_contrast(root: Path, i: int) -> float:
+    """Nuclear minus non-nuclear OD: blur spreads nuclear absorption into the surroundings."""
+    od = _od(image(root, i)).mean(-1)
+    nuclei = tifffile.imread(root / f"masks/instance/{i}.tif") > 0
+    return float(od[nuclei].mean() - od[~nuclei].mean())
+
+
+def white_fraction(root: Path, i: int) -> float:
+    return float((image(root, i).min(-1) > 235).mean())
+
+
+def red_fraction(root: Path, i: int) -> float:
+    rgb = image(root, i)
+    return float((rgb[..., 0] - rgb[..., 2] > 70).mean())
+
+
+def red_minus_blue(root: Path, i: int) -> float:
+    rgb = image(root, i)
+    return float((rgb[..., 0] - rgb[..., 2]).mean())
+
+
+def brightness(root: Path, i: int) -> float:
+    return float(image(root, i).mean())
+
+
+def epi_area(root: Path, i: int) -> float:
+    return float((tifffile.imread(root / f"masks/semantic/{i}.tif") == CLASS_IDS["EPI"]).sum())
+
+
+def stroma_count(root: Path, i: int) -> float:
+    cells = json.loads((root / f"metadata/{i}.json").read_text())["cells"]
+    return float(sum(c["class_name"] != "EPI" for c in cells))
+
+
+# Which outputs a slider keeps: the saved scene (rendering only), the nuclear labels only (tissue
+# features outside the nuclei: rebuilt from unchanged cell streams) or neither.
+SCENE, LABELS, NEITHER = "scene", "labels", "neither"
+# slider key -> (values in increasing order, statistic, +1 increasing / -1 decreasing, what it keeps)
+SLIDERS: Dict[str, Tuple[List, Callable[[Path, int], float], int, str]] = {
+    "nuclei.intensity": ([0.2, 0.5, 0.9], nuclear_od, +1, SCENE),
+    "stain.eosin_intensity": ([0.5, 1.0, 2.0], stroma_green_od, +1, SCENE),
+    "optics.focus_offset_um": ([0.0, 2.0, 5.0], nuclear_contrast, -1, SCENE),
+    "tissue.section.thickness_um": ([[3, 3], [5, 5], [8, 8]], mean_od, +1, NEITHER),
+    "tissue.rips.strength": ([0.0, 0.3, 0.7], white_fraction, +1, LABELS),
+    "tissue.blood.strength": ([0.0, 5.0, 20.0], red_fraction, +1, LABELS),
+    "stain.colour_shift": ([-1.0, 0.0, 1.0], red_minus_blue, +1, SCENE),
+    "stain.overstaining": ([0.0, 0.5, 1.0], stroma_green_od, +1, SCENE),
+    "stain.goblet_clarity": ([0.0, 0.5, 1.0], brightness, +1, SCENE),
+    "cells.nucleus_scale.EPI": ([0.7, 1.0, 1.3], epi_area, +1, NEITHER),
+    "cells.stroma_density": ([0.5, 1.0, 2.0], stroma_count, +1, NEITHER),
+    "nuclei.lym_to_pla": ([0.0, 0.5, 1.0], class_od("LYM"), -1, SCENE),
+}
+
+
+@pytest.mark.parametrize("key", list(SLIDERS))
+def test_slider_has_a_monotone_effect(base, key):
+    values, statistic, direction, keeps = SLIDERS[key]
+    base_value = OmegaConf.select(OmegaConf.load(base / "parameters/3.json"), key)
+    roots = []
+    for value in values:
+        change = OmegaConf.from_dotlist([f"{key}={json.dumps(value)}"])
+        out = base / "sliders" / f"{key}={value}"
+        jobs = plan(base, change, out)
+        assert (jobs[0].scene_file is not None) == (keeps == SCENE or value == base_value)
+        counts = render_samples(Dataset(out), jobs, overwrite=False, progress=False)
+        assert counts.rendered + counts.skipped == 1 and not counts.failed
+        roots.append(out)
+    stats = [statistic(r, 3) for r in roots]
+    steps = np.diff(stats) * direction
+    assert (steps > 0).all(), f"{key}: {dict(zip(map(str, values), stats))}"
+    if keeps != NEITHER:
+        assert all(same_labels(roots[0], r, 3, scene=keeps == SCENE) for r in roots[1:])
