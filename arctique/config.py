@@ -5,6 +5,7 @@ sampled uniformly per sample (give ``[x, x]`` to fix it). Which node a key lives
 changes:
 
 * ``seed``, ``tissue``, ``cells``: the scene model (geometry, cell population, labels);
+* ``n_samples``, ``shard``: which seeds this job renders;
 * ``nuclei``, ``stain``, ``optics``: appearance only (a sweep over them re-renders identical geometry);
 * ``noise``: label-noise variants written beside the clean labels;
 * ``output``: where and what is written.

@@ -4,6 +4,7 @@ Usage::
 
     python scripts/bench.py                 # everything below
     python scripts/bench.py --scene-only    # no Blender
+    python scripts/bench.py --noise         # render stages with noise=levels (5 label-noise levels)
 
 Reports medians over seeds; the machines are shared, so compare ratios rather than absolutes.
 """
@@ -24,7 +25,7 @@ from arctique.compose import load_config
 from arctique.io.dataset import Dataset
 from arctique.labels.quality import in_focus_hematoxylin_dice
 from arctique.pipeline import StageTimer, generate
-from arctique.scene import CLASS_IDS, build_scene
+from arctique.scene import CLASS_IDS, build_scene, load, save
 from arctique.scene.model import COMPARTMENT_NAMES
 
 
@@ -36,6 +37,23 @@ def scene_timing(size: int, seeds: range) -> float:
         build_scene(cfg, seed)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def saved_scene_timing(seeds: range) -> None:
+    """What a rendering-only variation saves: loading scenes/<i>.npz instead of building the scene."""
+    cfg = load_config([])
+    build, read = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            start = time.perf_counter()
+            scene = build_scene(cfg, seed)
+            build.append(time.perf_counter() - start)
+            path = Path(tmp) / f"{seed}.npz"
+            save(scene, path)
+            start = time.perf_counter()
+            load(path)
+            read.append(time.perf_counter() - start)
+    print(f"scene model 512 x 512: build {statistics.median(build):.2f} s, load saved {statistics.median(read):.3f} s")
 
 
 def composition(seeds: range) -> None:
@@ -64,10 +82,10 @@ def composition(seeds: range) -> None:
           f"{len(tilts) - cross - longitudinal} oblique")
 
 
-def render_stages(seeds: range) -> None:
+def render_stages(seeds: range, overrides: list) -> None:
     from PIL import Image
 
-    cfg = load_config([])
+    cfg = load_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         dataset = Dataset(Path(tmp))
         rows, dice = [], []
@@ -78,7 +96,7 @@ def render_stages(seeds: range) -> None:
             image = np.asarray(Image.open(Path(tmp) / f"images/image_{seed}.png"))
             dice.append(in_focus_hematoxylin_dice(image, labels.instance, labels.cells))
     print("hematoxylin (Otsu) vs in-focus nuclei, Dice per seed:", ", ".join(f"{d:.3f}" for d in dice))
-    print("\nper-stage seconds, default 512 x 512 sample (median over seeds):")
+    print(f"\nper-stage seconds, default 512 x 512 sample {' '.join(overrides)} (median over seeds):")
     total = 0.0
     for stage in rows[0]:
         value = statistics.median(r[stage] for r in rows)
@@ -93,15 +111,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene-only", action="store_true", help="skip the Blender stages")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per measurement")
+    parser.add_argument("--noise", action="store_true", help="render with noise=levels")
     args = parser.parse_args()
     seeds = range(args.seeds)
     t512 = scene_timing(512, seeds)
     t1024 = scene_timing(1024, seeds)
     print(f"scene model, 512 x 512 @ 0.25 um/px: {t512:.2f} s (median of {len(seeds)} seeds)")
     print(f"scene model, 1024 x 1024 @ 0.25 um/px: {t1024:.2f} s = {t1024 / t512:.2f} x for 4 x the area")
+    saved_scene_timing(seeds)
     composition(range(20))
     if not args.scene_only:
-        render_stages(range(min(args.seeds, 3)))
+        render_stages(range(min(args.seeds, 3)), ["noise=levels"] if args.noise else [])
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ class Dataset:
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
         shutil.rmtree(staged, ignore_errors=True)
+        self._remove_dead_staging(index)
         with self._locked_manifest() as path:
             rows = [r for r in self.manifest() if int(r["index"]) != index]
             rows.append({k: str(row[k]) for k in MANIFEST_FIELDS})
@@ -137,15 +138,37 @@ class Dataset:
             out[int(record["index"])] = record
         return out
 
+    def _staging_path(self, index: int) -> Path:
+        return self.root / ".staging" / f"{index}.{socket.gethostname()}.{os.getpid()}"
+
     def staging(self, index: int) -> Path:
-        """This process's private folder for a sample's files until they are committed."""
-        path = self.root / ".staging" / f"{index}.{os.getpid()}"
+        """This process's private folder for a sample's files until they are committed
+        (``.staging/<i>.<host>.<pid>``: concurrent jobs never share one)."""
+        path = self._staging_path(index)
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path
 
     def discard_staging(self, index: int) -> None:
-        shutil.rmtree(self.root / ".staging" / f"{index}.{os.getpid()}", ignore_errors=True)
+        shutil.rmtree(self._staging_path(index), ignore_errors=True)
+
+    def _remove_dead_staging(self, index: int) -> None:
+        """Drop staging folders of ``index`` left by killed processes of this host."""
+        host = socket.gethostname()
+        for path in (self.root / ".staging").glob(f"{index}.*"):
+            name_host, _, pid = path.name[len(f"{index}."):].rpartition(".")
+            if name_host == host and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write_rows_atomically(path: Path, rows: List[Mapping[str, str]]) -> None:
