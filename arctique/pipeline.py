@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import socket
 import time
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
+import tifffile
 
 from . import __version__
 from .appearance import cell_stains, tissue_textures
@@ -156,13 +158,39 @@ def _z_range(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, n_cells: in
 
 @dataclass(frozen=True)
 class SampleJob:
-    """One sample to render: its seed, typed config, resolved parameters and, for a variation that
-    keeps the geometry, the saved scene to re-render."""
+    """One sample to make: its seed, typed config and resolved parameters. A variation that keeps the
+    geometry names the saved scene to re-render; one that changes only label noise names the
+    dataset whose image and clean labels it reuses."""
 
     seed: int
     cfg: ArctiqueConf
     parameters: Dict[str, Any]
     scene_file: Optional[Path] = None
+    rendered_in: Optional[Path] = None
+
+
+def relabel(job: SampleJob, dataset: ds.Dataset, timer: StageTimer) -> None:
+    """Copy a sample's image and clean labels from ``job.rendered_in`` and derive its targets and
+    label-noise variants under the job's ``noise`` config; nothing is rendered."""
+    seed, source = job.seed, job.rendered_in
+    staged = dataset.staging(seed)
+    files = ds.sample_files(seed)
+    derived = {"foreground", "three_class", "parameters"}
+    with timer("copy"):
+        copied = [files[k] for k in files if k not in derived and (source / files[k]).exists()]
+        copied += [str(p.relative_to(source)) for p in (source / ds.slice_dir(seed)).glob("*.tif")]
+        for rel in copied:
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / rel, staged / rel)
+    with timer("label_noise"):
+        instance = tifffile.imread(staged / files["instance"])
+        semantic = tifffile.imread(staged / files["semantic"])
+        stack = np.load(staged / files["stack"])
+        write_targets(staged, seed, instance, semantic, stack, job.cfg.noise, job.cfg.optics.mpp)
+    ds.write_text(staged / files["parameters"], ds.to_json(job.parameters))
+    row = next(r for r in ds.Dataset(source).manifest() if int(r["index"]) == seed)
+    dataset.commit(seed, staged, {**row, "seconds": round(sum(timer.seconds.values()), 2),
+                                  "host": socket.gethostname()})
 
 
 @dataclass
@@ -189,8 +217,11 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
             dataset.forget(seed)
         timer = StageTimer()
         try:
-            scene = load(job.scene_file) if job.scene_file else None
-            generate(job.cfg, seed, dataset, job.parameters, timer, scene)
+            if job.rendered_in is not None:
+                relabel(job, dataset, timer)
+            else:
+                scene = load(job.scene_file) if job.scene_file else None
+                generate(job.cfg, seed, dataset, job.parameters, timer, scene)
         except Exception as exc:  # recorded per sample; the job goes on with the next seed
             dataset.discard_staging(seed)
             dataset.record_failure(seed, exc)

@@ -5,7 +5,8 @@ Each sample's saved parameters (``parameters/<i>.json``) are updated with the ch
 changes leave the scene-shaping part of the config as it was (``seed``, ``tissue``, ``cells``,
 field of view), the saved scene (``scenes/<i>.npz``) is re-rendered, so geometry and labels are
 identical; otherwise the scene is rebuilt from the same seed, whose unchanged streams keep every
-part that the change does not touch.
+part that the change does not touch. Changes of ``noise`` alone render nothing: the image and
+clean labels are copied and only the label-noise variants are derived.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def plan(source: Path, changes: DictConfig, out: Path, samples: Optional[List[in
         indices = sorted(samples)
     if not indices:
         raise ConfigError(f"{source} has no complete sample (no manifest rows)")
+    noise_only = set(changes.keys()) == {"noise"}
     jobs = []
     for index in indices:
         files = ds.sample_files(index)
@@ -82,7 +84,10 @@ def plan(source: Path, changes: DictConfig, out: Path, samples: Optional[List[in
         keeps_scene = scene_key(cfg) == scene_key(original)
         resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
         resolved.pop("defaults", None)
-        jobs.append(SampleJob(index, cfg, resolved, source / files["scene"] if keeps_scene else None))
+        if noise_only:
+            jobs.append(SampleJob(index, cfg, resolved, rendered_in=source))
+        else:
+            jobs.append(SampleJob(index, cfg, resolved, source / files["scene"] if keeps_scene else None))
     return jobs
 
 
@@ -112,9 +117,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except (ConfigError, OSError) as exc:
         print(f"arctique-vary: {exc}", file=sys.stderr)
         sys.exit(2)
-    kept = sum(j.scene_file is not None for j in jobs)
-    logger.info("%d samples into %s: %d re-render their saved scene, %d rebuild it from the seed",
-                len(jobs), out, kept, len(jobs) - kept)
+    if jobs[0].rendered_in is not None:
+        logger.info("%d samples into %s: label noise only, images and clean labels copied", len(jobs), out)
+    else:
+        kept = sum(j.scene_file is not None for j in jobs)
+        logger.info("%d samples into %s: %d re-render their saved scene, %d rebuild it from the seed",
+                    len(jobs), out, kept, len(jobs) - kept)
     counts = render_samples(ds.Dataset(out), jobs, args.overwrite, progress=sys.stderr.isatty())
     logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,
                 len(counts.failed), out)

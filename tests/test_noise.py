@@ -11,7 +11,9 @@ import tifffile
 
 from arctique.config import ConfigError, ForegroundNoiseConf, NoiseConf, SemanticNoiseConf
 from arctique.compose import load_config
+from arctique.io.dataset import Dataset
 from arctique.labels.noise import cell_footprints, noisy_labels, three_class, touching_pairs
+from arctique.vary import main as vary_main
 
 from .conftest import SMALL, run_cli
 
@@ -144,8 +146,12 @@ def test_noisy_labels_are_written_beside_the_clean_ones(tmp_path):
     assert ((noisy_instance > 0) == (clean_instance > 0)).all()
     for path in ("masks/instance_3class_noise_50/2.tif", "masks/foreground_noise_50/2.tif"):
         assert tifffile.imread(root / path).shape == clean_instance.shape
-    # rendering the same seed and level again gives the same noisy labels, byte for byte
-    run_cli(tmp_path, "seed=2", *SMALL, "noise.levels=[50]", "output.root=again")
-    for sub in ("masks/semantic_noise_50/2.tif", "masks/instance_noise_50/2.tif",
-                "masks/foreground_noise_50/2.tif", "metadata/noise_50/2.json"):
-        assert (root / sub).read_bytes() == (tmp_path / "again" / sub).read_bytes()
+    # deriving the same level later from the saved clean labels (arctique-vary, nothing rendered)
+    # gives the same noisy labels, byte for byte
+    vary_main([str(root), "noise.levels=[50]", "--name", "again"])
+    again = root / "variations/again"
+    for sub in ("images/image_2.png", "masks/instance/2.tif", "masks/semantic_noise_50/2.tif",
+                "masks/instance_noise_50/2.tif", "masks/foreground_noise_50/2.tif", "metadata/noise_50/2.json"):
+        assert (root / sub).read_bytes() == (again / sub).read_bytes(), sub
+    assert json.loads((again / "parameters/2.json").read_text())["noise"]["levels"] == [50]
+    assert [r["index"] for r in Dataset(again).manifest()] == ["2"]

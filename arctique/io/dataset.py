@@ -64,8 +64,12 @@ def failure_file(index: int) -> str:
     return f"failures/{index}.json"
 
 
+def slice_dir(index: int) -> str:
+    return f"masks/instance_3d/{index}"
+
+
 def slice_file(index: int, k: int) -> str:
-    return f"masks/instance_3d/{index}/{index}_{k}.tif"
+    return f"{slice_dir(index)}/{index}_{k}.tif"
 
 
 def to_json(obj: Any) -> str:
