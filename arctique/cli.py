@@ -18,7 +18,14 @@ from .config import ArctiqueConf, ConfigError, register_configs, validate
 
 logger = logging.getLogger("arctique")
 
+
+def _required(key: str) -> None:
+    """``${arctique_required:key}``: a value the user must give on the command line."""
+    raise ConfigError(f"{key} is required: give it on the command line, e.g. {key}=<value>")
+
+
 register_configs()
+OmegaConf.register_new_resolver("arctique_required", _required, replace=True)
 
 
 class SamplesFailed(RuntimeError):

@@ -140,3 +140,10 @@ def test_bounded_local_launcher_renders_every_seed(local_reference, tmp_path):
     for seed in range(3):
         path = sample_files(seed)["instance"]
         assert (root / path).read_bytes() == (local_reference / path).read_bytes()
+
+
+def test_slurm_preset_requires_a_partition_before_submitting(tmp_path):
+    proc = run_cli(tmp_path, "-m", "hydra/launcher=slurm", "seed=0,1", *TINY, check=False)
+    assert proc.returncode != 0
+    assert "hydra.launcher.partition is required" in proc.stderr
+    assert not (tmp_path / "rendered").exists()

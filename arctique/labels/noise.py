@@ -243,10 +243,12 @@ def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, 
     p_merge = _probability(cfg.instance.merge_fraction, level)
     merged, merges, n_pairs = _merge(instance, p_merge, streams("merge"))
     p_split = _probability(cfg.instance.split_prob, level)
-    split, splits = _split(merged, np.unique(merged[merged > 0]), p_split, streams("split"))
+    merged_ids = np.unique(merged[merged > 0])
+    split, splits = _split(merged, merged_ids, p_split, streams("split"))
     noisy_instance = split.astype(label_dtype(int(split.max(initial=0))))
-    fg, fg_records, fg_realised = _distort_foreground(footprints or cell_footprints(instance, stack), instance.shape,
-                                         level, cfg, streams)
+    if footprints is None:
+        footprints = cell_footprints(instance, stack)
+    fg, fg_records, fg_realised = _distort_foreground(footprints, instance.shape, level, cfg, streams)
 
     def rate(k: int, of: int) -> Optional[float]:
         return round(k / of, 6) if of else None
@@ -260,7 +262,7 @@ def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, 
         },
         "realised": {
             "semantic_flip": rate(len(flips), flippable), "merge_fraction": rate(len(merges), n_pairs),
-            "split": rate(len(splits), len(np.unique(merged[merged > 0]))),
+            "split": rate(len(splits), len(merged_ids)),
             **fg_realised,
         },
         "touching_pairs": n_pairs,
