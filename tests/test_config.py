@@ -26,7 +26,8 @@ def test_20x_preset_keeps_the_field():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("tissue.section.thickness_um=[0,4]", "tissue.section.thickness_um=[0.0, 4.0] is out of range: allowed values in [0.5, 30]"),
+    ("tissue.section.thickness_um=[0,4]",
+     "tissue.section.thickness_um=[0.0, 4.0] is out of range: allowed values in [0.5, 30]"),
     ("tissue.epithelium.goblet_fraction=1.5", "tissue.epithelium.goblet_fraction=1.5 is out of range: allowed [0, 1]"),
     ("cells.ratios.LYM=-1", "cells.ratios.LYM=-1.0 is out of range: allowed >= 0"),
     ("optics.mpp=0", "optics.mpp=0.0 is out of range: allowed > 0"),

@@ -128,7 +128,8 @@ def test_hematoxylin_channel_segments_the_in_focus_nuclei(tmp_path):
 
     root = render_small(tmp_path, 1, extra=("optics.mpp=0.25", "optics.image_size=160", "optics.samples=16",
                                             "cells.mesh_subdivisions=3"))
-    dice = in_focus_hematoxylin_dice(read(root, "image", 1), read(root, "instance", 1), read(root, "metadata", 1)["cells"])
+    cells = read(root, "metadata", 1)["cells"]
+    dice = in_focus_hematoxylin_dice(read(root, "image", 1), read(root, "instance", 1), cells)
     assert dice >= 0.8, dice
 
 

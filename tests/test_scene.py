@@ -179,6 +179,7 @@ def test_numpy_layers_import_without_blender():
     import sys
 
     code = ("import sys; sys.modules['bpy'] = None\n"
-            "import arctique.scene, arctique.appearance, arctique.labels.exact, arctique.io.dataset, arctique.pipeline\n"
+            "import arctique.scene, arctique.appearance, arctique.labels.exact, arctique.labels.noise\n"
+            "import arctique.io.dataset, arctique.pipeline, arctique.vary, arctique.summary\n"
             "assert 'arctique.render' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,9 +7,12 @@ labels come from an AOV written by an opaque override material at 1 sample per p
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Tuple
 
 import numpy as np
 
@@ -33,6 +36,22 @@ def reset() -> None:
     for collection in (bpy.data.meshes, bpy.data.materials, bpy.data.images, bpy.data.objects):
         for block in list(collection):
             collection.remove(block)
+
+
+@contextmanager
+def _blender_output_silenced() -> Iterator[None]:
+    """Blender's C code writes a progress line per render step and a 'Saved:' line per file to file
+    descriptor 1; keep them out of the job logs (errors still raise)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def configure_device(device: str, threads: int) -> None:
@@ -215,7 +234,8 @@ class SceneRenderer:
         out.file_slots[0].path = f"{name}_"
         tree.links.new(layer.outputs[socket], out.inputs[0])
         s.render.filepath = str(workdir / "discard_")
-        bpy.ops.render.render(write_still=False)
+        with _blender_output_silenced():
+            bpy.ops.render.render(write_still=False)
         path = workdir / f"{name}_{s.frame_current:04d}.exr"
         image = bpy.data.images.load(str(path))
         image.colorspace_settings.name = "Non-Color"

@@ -33,7 +33,9 @@ def _wall_grid(crypts: Crypts, spacing: float, inset: float,
         ring = np.maximum(1, np.floor(2 * np.pi * rho * np.cos(alpha) / spacing)).astype(int)
         row = np.repeat(np.arange(len(s)), ring)
         col = np.arange(len(row)) - np.repeat(np.cumsum(ring) - ring, ring)
-        theta = 2 * np.pi * (col + rng.uniform(-0.15, 0.15, len(row))) / ring[row] + rng.uniform(0, 2 * np.pi, len(s))[row]
+        jitter = rng.uniform(-0.15, 0.15, len(row))
+        phase = rng.uniform(0, 2 * np.pi, len(s))  # drawn after the jitter, as before
+        theta = 2 * np.pi * (col + jitter) / ring[row] + phase[row]
         w_anchor = np.minimum(s, crypts.depth)[row]
         a = alpha[row]
         idx = np.full(len(row), c)
