@@ -29,10 +29,12 @@ def test_rerun_skips_complete_samples_and_overwrite_redoes_them(tmp_path):
     assert len(Dataset(root).manifest()) == 2
 
 
-def test_output_root_is_honoured(tmp_path):
-    run_cli(tmp_path, "seed=1", *SMALL, "output.root=elsewhere/data")
+def test_output_root_is_honoured_and_the_log_is_ours(tmp_path):
+    proc = run_cli(tmp_path, "seed=1", *SMALL, "output.root=elsewhere/data")
     assert Dataset(tmp_path / "elsewhere/data").completed() == {1}
     assert not (tmp_path / "rendered").exists()
+    assert "sample 1 written to elsewhere/data" in proc.stdout
+    assert "Fra:" not in proc.stdout and "Saved:" not in proc.stdout  # Blender's progress lines
 
 
 def test_sample_killed_while_committing_is_not_complete_and_is_redone(tmp_path, monkeypatch):
