@@ -34,7 +34,7 @@ start() {
     stop
     local cpus mem
     cpus=$(nproc)
-    mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 8 / 10 ))
+    mem=$(awk '/^MemTotal:/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
     cat >"$dir/slurm.conf" <<EOF
 ClusterName=arctiquelocal
 SlurmctldHost=localhost
