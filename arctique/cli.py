@@ -77,7 +77,7 @@ def place_sweep_job(cfg: DictConfig) -> None:
     if hc.mode != RunMode.MULTIRUN:
         return
     task = list(hc.overrides.task)
-    if any(item.split("=", 1)[0].lstrip("+~") == "output.root" for item in task):
+    if any(o.key_or_group == "output.root" for o in OverridesParser.create().parse_overrides(task)):
         return
     name = sweep_folder_name(task, swept_keys(Path(hc.sweep.dir)))
     if name:

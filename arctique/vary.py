@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -40,11 +42,14 @@ def read_changes(overrides: Sequence[str], changes_file: Optional[Path]) -> Dict
             raise ConfigError(f"{changes_file}: expected a mapping of parameters to new values")
         for key, value in data.items():
             OmegaConf.update(changes, str(key), value, merge=True)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"{item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        OmegaConf.update(changes, key, yaml.safe_load(value), merge=True)
+    try:  # the override grammar of arctique-gen, so values read the same in both commands
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except OverrideParseException as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    for o in parsed:
+        if o.is_sweep_override():
+            raise ConfigError(f"{o.input_line}: a variation takes one value per key (sweep with arctique-gen -m)")
+        OmegaConf.update(changes, o.key_or_group, o.value(), merge=True)
     return changes
 
 

@@ -303,7 +303,8 @@ def render_scene(cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textu
                  save_blend: Path | None = None) -> Dict[str, np.ndarray]:
     """Image (linear, (H, W, 3) float32) and label passes (scene cell ids) of one scene.
 
-    ``nuclei`` is ``scene.cells.nucleus_mesh(cells, level)``, built once by the caller, which also needs it.
+    ``nuclei`` is ``arctique.scene.cells.nucleus_mesh(cells, level)``, built once by the caller,
+    which also needs it.
     """
     with timer("blender_build"):
         r = SceneRenderer(cfg, scene, stains, textures, nuclei)
