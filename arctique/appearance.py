@@ -8,16 +8,18 @@ densities (log10) per micrometre of path; the renderer turns them into Cycles ab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Dict
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from scipy.spatial import cKDTree
+from scipy.ndimage import distance_transform_edt, gaussian_filter, rotate
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
-from .scene.architecture import compartments, crypt_tree, ellipsoid_labels, rip_field
-from .scene.model import BLOOD, CLASS_IDS, CLASS_NAMES, EPITHELIUM, MUCIN, RIP, STROMA, SceneModel
+from .scene.architecture import compartment_map
+from .scene.cells import inside_nucleus
+from .classes import CLASS_IDS, CLASS_NAMES, NAMES
+from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, SceneModel
 
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
@@ -42,35 +44,52 @@ def od_vectors(stain: StainConf) -> Dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class CellStains:
-    """Per-cell stain amounts (OD per um) for the nucleus and the cell body."""
+    """Per-cell shader inputs, keyed by the object property the shaders read: stain amounts in OD
+    per um, texture strengths, and the cell's local axes (a shader sees world offsets only)."""
 
-    nucleus_h: np.ndarray  # (N,)
-    body_h: np.ndarray  # (N,)
-    body_e: np.ndarray  # (N,)
-    granular: np.ndarray  # (N,) 1 for eosinophil granules
-    texture_offset: np.ndarray  # (N, 3) per-cell shift of the chromatin texture (um)
+    nucleus: Dict[str, np.ndarray]  # name -> (N,) or (N, 3)
+    body: Dict[str, np.ndarray]
+
+
+def _per_class(scene: SceneModel, cfg: ArctiqueConf, key: str) -> np.ndarray:
+    """``cells.types.<class>.<key>`` of every cell; lymphocytes morph towards plasma cells by
+    ``nuclei.lym_to_pla`` (label ambiguity with a known mixture)."""
+    table = {name: getattr(getattr(cfg.cells.types, name), key) for name in NAMES}
+    values = np.array([table[CLASS_NAMES[int(c)]] for c in scene.cells.cls], float)
+    mix = cfg.nuclei.lym_to_pla
+    if mix > 0:
+        values[scene.cells.cls == CLASS_IDS["LYM"]] = (1 - mix) * table["LYM"] + mix * table["PLA"]
+    return values
 
 
 def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
-    st, nu = cfg.stain, cfg.nuclei
+    st, nu, cells = cfg.stain, cfg.nuclei, scene.cells
     rng = stream(scene.seed, "appearance/cells")
-    n = len(scene.cells)
-    names = [CLASS_NAMES[int(c)] for c in scene.cells.cls]
-
-    def per_class(table: Dict[str, float], morph: bool = True) -> np.ndarray:
-        values = np.array([table.get(name, 0.0) for name in names], float)
-        if morph and nu.lym_to_pla > 0:
-            lym = scene.cells.cls == CLASS_IDS["LYM"]
-            values[lym] = (1 - nu.lym_to_pla) * table.get("LYM", 0) + nu.lym_to_pla * table.get("PLA", 0)
-        return values
-
-    variation = np.exp(rng.normal(0, 0.12, n))  # cell-to-cell stain uptake
-    nucleus_h = st.nucleus_hematoxylin * nu.intensity * per_class(st.class_hematoxylin) * variation
-    body_e = per_class(st.cytoplasm_eosin) * st.eosin_intensity * np.exp(rng.normal(0, 0.1, n))
-    body_h = per_class(st.cytoplasm_hematoxylin) * np.exp(rng.normal(0, 0.1, n))
-    granular = (scene.cells.cls == CLASS_IDS["EOS"]).astype(float)
-    return CellStains(nucleus_h=nucleus_h, body_h=body_h, body_e=body_e, granular=granular,
-                      texture_offset=rng.uniform(0, 1000, size=(n, 3)))
+    n = len(cells)
+    look = partial(_per_class, scene, cfg)
+    variation = np.exp(rng.normal(0, 0.15, n))  # cell-to-cell stain uptake
+    single = cells.lobe_count == 1  # rim and nucleoli need the ellipsoid of a one-lobe nucleus
+    frames = {f"frame_{a}": cells.rotation[:, :, i] for i, a in enumerate("xyz")}
+    offset = rng.uniform(0, 1000, size=(n, 3))
+    nucleus = {
+        "h_conc": look("hematoxylin") * nu.intensity * variation,
+        "chromatin": np.clip(look("chromatin") * nu.chromatin_contrast * np.exp(rng.normal(0, 0.2, n)), 0, 2),
+        "rim": look("rim") * single,
+        "nucleoli": look("nucleoli") * single * (rng.random(n) < 0.8),
+        "inv_axes": 1 / np.maximum(cells.lobe_axes[:, 0], 1e-3),
+        "texture_offset": offset, **frames,
+    }
+    # The pale Golgi zone sits beside the nucleus on the side of the cell's centre.
+    side = np.sign(cells.body_centre[:, 0])
+    hof_centre = np.zeros((n, 3))
+    hof_centre[:, 0] = side * (cells.lobe_axes[:, 0, 0] + 1.0)
+    body_e = look("cytoplasm_eosin") * st.eosin_intensity * np.exp(rng.normal(0, 0.12, n))
+    body = {
+        "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, 0.12, n)),
+        "granules": look("granules"), "hof": look("hof") * (side != 0), "hof_centre": hof_centre,
+        "texture_offset": offset, **frames,
+    }
+    return CellStains(nucleus=nucleus, body=body)
 
 
 def layer_depths(scene: SceneModel, layers: int) -> np.ndarray:
@@ -92,25 +111,73 @@ def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> np.nd
     """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y)."""
     xx, yy = np.meshgrid(xs, xs[::-1])
     xy = np.column_stack([xx.ravel(), yy.ravel()])
-    tree = crypt_tree(scene.crypts)
-    torn = rip_field(scene.rips.waves, xy) > scene.rips.threshold  # tears run through the section
-    maps = []
-    for z in zs:
-        pts = np.column_stack([xy, np.full(len(xy), z)])
-        point_tree = cKDTree(pts)
-        code = compartments(pts, scene.section, scene.crypts, tree)
-        code[(ellipsoid_labels(pts, scene.mucin, point_tree) > 0) & (code == EPITHELIUM)] = MUCIN
-        code[torn & (code == STROMA)] = RIP
-        code[(ellipsoid_labels(pts, scene.blood, point_tree) > 0) & (code == STROMA)] = BLOOD
-        maps.append(code.reshape(xx.shape))
-    return np.stack(maps)
+    return np.stack([compartment_map(scene, np.column_stack([xy, np.full(len(xy), z)])).reshape(xx.shape)
+                     for z in zs])
 
 
-def _ridges(rng: np.random.Generator, shape: tuple, sigma_px: float, width: float) -> np.ndarray:
+def _ridges(field: np.ndarray, width: float) -> np.ndarray:
     """Thin, curvy lines in [0, 1]: the zero set of a smooth random field."""
-    field = gaussian_filter(rng.normal(size=shape), sigma=(0.3, sigma_px, sigma_px), mode="wrap")
-    field /= field.std() + 1e-12
+    field = field / (field.std() + 1e-12)
     return np.exp(-((field / width) ** 2))
+
+
+def _fibres(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float) -> np.ndarray:
+    """Collagen fibres in [0, 1]: wavy lines, locally parallel, whose direction turns across the field.
+
+    Each of a few orientations gets the zero set of noise smoothed far more along it than across
+    (long thin fibres waving over ``fibre_wave_um``); a smooth random field picks the orientation
+    that shows where.
+    """
+    layers, h, w = shape
+    along, across = stain.fibre_wave_um / mpp, stain.fibre_width_um / mpp * 1.5
+    angles = np.arange(4) * 45.0
+    size = int(np.ceil(np.hypot(h, w))) + 2
+    lines = []
+    for angle in angles:
+        noise = gaussian_filter(rng.normal(size=(layers, size, size)), sigma=(0.4, across, along), mode="wrap")
+        turned = rotate(noise, angle, axes=(1, 2), reshape=False, order=1, mode="wrap")
+        top, left = (size - h) // 2, (size - w) // 2
+        lines.append(_ridges(turned[:, top:top + h, left:left + w], 0.25))
+    choice = gaussian_filter(rng.normal(size=(len(angles), 1, h, w)), sigma=(0, 0, 12 / mpp, 12 / mpp), mode="wrap")
+    weight = np.exp(8 * choice / (choice.std() + 1e-12))
+    return (np.stack(lines) * weight).sum(0) / weight.sum(0)
+
+
+def cell_occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: int = 4) -> np.ndarray:
+    """(layers, H, W) share of each depth layer's path that runs through a cell (nucleus or body)
+    on the texture grid ``xs``: cells displace the matrix, so a ray through a nucleus does not also
+    cross a full slab of stroma or cytoplasm. Evaluated on every other grid point (the matrix
+    under a cell edge is blurred by the optics anyway) and repeated."""
+    coarse = _occupancy(scene, xs[::2], layers, per_layer)
+    return np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)[:, :len(xs), :len(xs)]
+
+
+def _occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: int) -> np.ndarray:
+    s, cells = scene.section, scene.cells
+    dz = s.thickness / layers
+    zs = s.z1 - dz * (np.arange(layers * per_layer) + 0.5) / per_layer
+    inside = np.zeros((len(zs), len(xs), len(xs)), bool)
+    shape_noise = cells.noise[:, :, 5].sum(1)
+    lobes = np.linalg.norm(cells.lobe_centre, axis=2) + cells.lobe_axes.max(2) * (1 + shape_noise[:, None])
+    reach = np.maximum(lobes.max(1), np.linalg.norm(cells.body_centre, axis=1) + cells.body_axes.max(1))
+    for row in range(len(cells)):
+        c = cells.centre[row]
+        if c[2] - reach[row] > s.z1 or c[2] + reach[row] < s.z0:
+            continue
+        cols = np.nonzero(np.abs(xs - c[0]) <= reach[row])[0]
+        rows = np.nonzero(np.abs(xs[::-1] - c[1]) <= reach[row])[0]
+        layers_hit = np.nonzero(np.abs(zs - c[2]) <= reach[row])[0]
+        if not (len(cols) and len(rows) and len(layers_hit)):
+            continue
+        zz, yy, xx = np.meshgrid(zs[layers_hit], xs[::-1][rows], xs[cols], indexing="ij")
+        pts = np.column_stack([xx.ravel(), yy.ravel(), zz.ravel()])
+        hit = inside_nucleus(pts, cells, row)
+        if cells.body_axes[row, 0] > 0:
+            local = (pts - c) @ cells.rotation[row] - cells.body_centre[row]
+            hit |= ((local / cells.body_axes[row]) ** 2).sum(1) <= 1
+        block = inside[layers_hit[0]:layers_hit[-1] + 1, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        block |= hit.reshape(block.shape)
+    return inside.reshape(layers, per_layer, len(xs), len(xs)).mean(1)
 
 
 def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
@@ -124,27 +191,38 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     codes = compartment_maps(scene, xs, zs)
     rng = stream(scene.seed, "appearance/tissue")
     shape = codes.shape
-    fibres = np.maximum(_ridges(rng, shape, 2.0 / op.mpp, 0.35), 0.7 * _ridges(rng, shape, 5.0 / op.mpp, 0.25))
+    eosin = st.eosin_intensity
+    fibres = _fibres(rng, shape, st, op.mpp)
     mottle = gaussian_filter(rng.normal(size=shape), sigma=(0.5, 3.0 / op.mpp, 3.0 / op.mpp), mode="wrap")
-    mottle = 1 + 0.25 * mottle / (mottle.std() + 1e-12)
-    strands = _ridges(rng, shape, 1.2 / op.mpp, 0.4)
+    mottle = 1 + 0.2 * mottle / (mottle.std() + 1e-12)
+    strands = _ridges(gaussian_filter(rng.normal(size=shape), sigma=(0.3, 1.0 / op.mpp, 1.0 / op.mpp),
+                                      mode="wrap"), 0.12)
+    # Collagen is densest in the sheath around the crypts and under the surface epithelium.
+    epithelium = (codes == EPITHELIUM) | (codes == MUCIN)
+    to_epithelium = np.stack([distance_transform_edt(~layer, sampling=op.mpp) for layer in epithelium])
+    sheath = 1 + np.exp(-to_epithelium / 4.0)
 
-    c = st.fibre_contrast
-    fibre_level = (1 - c) + c * (fibres + st.overstaining * (1 - fibres)) * 1.6
     out = np.zeros(shape + (3,), np.float32)
-    e, h = out[..., 1], out[..., 0]
+    h, e = out[..., 0], out[..., 1]
     stroma = codes == STROMA
-    e[stroma] = (st.stroma_eosin * st.eosin_intensity * fibre_level * mottle)[stroma]
+    c = st.fibre_contrast
+    gaps = (1 - c) + c * st.overstaining  # matrix between fibres, relative
+    stroma_e = eosin * (st.stroma_eosin * mottle * (gaps + c * fibres) + st.fibre_eosin * c * fibres * sheath)
+    e[stroma] = stroma_e[stroma]
     h[stroma] = st.stroma_hematoxylin
     epi = codes == EPITHELIUM
-    e[epi] = (st.epithelium_eosin * st.eosin_intensity * np.clip(mottle, 0.5, None))[epi]
+    lumen_near = np.stack([distance_transform_edt(layer != LUMEN, sampling=op.mpp) for layer in codes])
+    apical = epi & (lumen_near <= st.apical_um)
+    e[epi] = (st.epithelium_eosin * eosin * mottle)[epi]
+    e[apical] += st.apical_eosin * eosin
     h[epi] = st.epithelium_hematoxylin
     mucin = codes == MUCIN
-    residue = (1 - st.goblet_clarity) + 0.35 * strands
-    e[mucin] = (st.epithelium_eosin * st.eosin_intensity * 0.5 * residue)[mucin]
-    h[mucin] = (st.epithelium_hematoxylin * 1.5 * residue)[mucin]
+    residue = (1 - st.goblet_clarity) * (0.2 + 5 * strands * (strands > 0.5))
+    e[mucin] = (st.epithelium_eosin * eosin * 0.5 * residue)[mucin]
+    h[mucin] = (st.epithelium_hematoxylin * 2.0 * residue)[mucin]
     out[..., 2][codes == BLOOD] = st.blood_density
-    e[codes == BLOOD] = st.stroma_eosin * st.eosin_intensity
+    e[codes == BLOOD] = st.stroma_eosin * eosin
+    out *= (1 - cell_occupancy(scene, xs, op.layers))[..., None]
     return np.clip(out, 0, None)
 
 

@@ -20,6 +20,8 @@ from typing import Any, Dict, List
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from .classes import NAMES, STROMA_NAMES
+
 
 class ConfigError(ValueError):
     """A configuration value outside its allowed range; the message names key, value and range."""
@@ -30,15 +32,24 @@ class ConfigError(ValueError):
 
 @dataclass
 class CryptConf:
-    spacing_um: float = 105.0  # centre distance of neighbouring crypts (hexagonal lattice)
-    spacing_jitter: float = 0.12  # random displacement of crypt centres, fraction of spacing [0, 0.4]
-    radius_um: float = 30.0  # outer (basal) radius of a crypt
+    spacing_um: float = 108.0  # centre distance of neighbouring crypts (hexagonal lattice)
+    spacing_jitter: float = 0.1  # random displacement of crypt centres, fraction of spacing [0, 0.4]
+    radius_um: float = 37.0  # outer (basal) radius of a crypt
     radius_jitter: float = 0.1  # per-crypt relative radius variation [0, 0.5]
-    lumen_radius_um: float = 6.0  # radius of the open lumen
+    lumen_radius_um: float = 7.0  # mean radius of the lumen
+    lumen_lobes: List[int] = field(default_factory=lambda: [2, 6])  # folds of the lumen (2: a slit)
+    lumen_fold: List[float] = field(default_factory=lambda: [0.35, 0.6])  # relative depth of the folds
     depth_um: float = 420.0  # length of the tube below the luminal surface (its end is rounded)
     warp_um: float = 5.0  # amplitude of the meander of the crypt axis
     warp_wavelength_um: float = 160.0  # wavelength of that meander
-    wall_roughness: float = 0.06  # relative amplitude of the angular modulation of the wall [0, 0.3]
+    wall_roughness: float = 0.08  # relative amplitude of the angular modulation of the wall [0, 0.3]
+
+
+@dataclass
+class SurfaceConf:
+    thickness_um: float = 18.0  # height of the surface epithelium lining the gut lumen
+    undulation_um: float = 4.0  # amplitude of the surface's gentle waves
+    wavelength_um: float = 90.0  # their wavelength
 
 
 @dataclass
@@ -50,18 +61,22 @@ class SectionConf:
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = 5.6  # centre distance of neighbouring epithelial nuclei along the wall
-    basal_gap_um: float = 1.0  # gap between the basement boundary and the nucleus
-    goblet_fraction: float = 0.3  # fraction of epithelial cells that are goblet cells [0, 1]
-    goblet_length_um: List[float] = field(default_factory=lambda: [11.0, 15.0])  # radial extent of mucin
-    goblet_width_um: List[float] = field(default_factory=lambda: [8.0, 10.0])  # tangential extent of mucin
+    spacing_um: float = 4.3  # centre distance of neighbouring epithelial nuclei around the wall
+    row_spacing_um: float = 5.5  # ... and along the crypt axis
+    basal_gap_um: float = 0.8  # gap between the basement boundary and the nucleus
+    stratification_um: float = 3.0  # nuclei sit up to this far from the base (pseudo-stratified)
+    goblet_fraction: float = 0.34  # fraction of epithelial cells that are goblet cells [0, 1]
+    goblet_length_um: List[float] = field(default_factory=lambda: [18.0, 26.0])  # radial extent of mucin
+    goblet_width_um: List[float] = field(default_factory=lambda: [10.0, 13.0])  # tangential extent of mucin
+    goblet_fill: float = 1.0  # a vacuole spans at most this share of the wall between goblets [0.3, 1.5]
 
 
 @dataclass
 class RipsConf:
-    strength: float = 0.25  # fraction of the stroma torn open (white tears) [0, 1]
-    scale_um: float = 30.0  # size of the tear pattern
-    elongation: float = 3.0  # tears are stretched along one direction by this factor [1, 10]
+    strength: float = 0.03  # share of the field torn open (white tears) [0, 0.5]
+    scale_um: float = 45.0  # spacing of the crack network
+    patch_um: float = 60.0  # size of the damaged patches that carry cracks
+    cleft_um: float = 1.5  # width of the retraction clefts along crypt walls in damaged patches [0, 10]
 
 
 @dataclass
@@ -73,6 +88,7 @@ class BloodConf:
 @dataclass
 class TissueConf:
     crypt: CryptConf = field(default_factory=CryptConf)
+    surface: SurfaceConf = field(default_factory=SurfaceConf)
     section: SectionConf = field(default_factory=SectionConf)
     epithelium: EpitheliumConf = field(default_factory=EpitheliumConf)
     rips: RipsConf = field(default_factory=RipsConf)
@@ -83,8 +99,16 @@ class TissueConf:
 # ---------------------------------------------------------------------------------------------- cells
 
 
+def _look(default: float, lo: float, hi: float) -> Any:
+    """A per-class appearance value with its allowed range: it changes how a class renders, never the
+    scene, so it is left out of ``scene_part`` and re-rendering keeps geometry and labels."""
+    return field(default=default, metadata={"appearance": True, "range": (lo, hi)})
+
+
 @dataclass
 class CellTypeConf:
+    """Everything that makes one class look like itself: shape, size, cytoplasm, stain and texture."""
+
     length_um: List[float] = field(default_factory=lambda: [6.0, 7.0])  # longest nucleus extent
     elongation: List[float] = field(default_factory=lambda: [1.0, 1.2])  # longest / shortest extent
     lobes: List[int] = field(default_factory=lambda: [1, 1])  # number of nuclear lobes (range)
@@ -92,6 +116,15 @@ class CellTypeConf:
     shape_noise: float = 0.06  # relative amplitude of the per-instance surface variation [0, 0.3]
     cytoplasm_scale: float = 0.0  # cell body size / nucleus size; 0 = no cytoplasm drawn
     eccentricity: float = 0.0  # offset of the nucleus in its cell, fraction of the free space [0, 1]
+    # Appearance (OD per um of path, at nuclei.intensity = 1 and stain.eosin_intensity = 1):
+    hematoxylin: float = _look(1.0, 0, 5)  # nuclear hematoxylin
+    chromatin: float = _look(1.0, 0, 2)  # multiplies nuclei.chromatin_contrast (coarse chromatin)
+    rim: float = _look(0.0, 0, 3)  # extra hematoxylin on the nuclear membrane, relative
+    nucleoli: float = _look(0.0, 0, 3)  # extra hematoxylin in small nucleoli, relative
+    cytoplasm_eosin: float = _look(0.0, 0, 5)
+    cytoplasm_hematoxylin: float = _look(0.0, 0, 5)
+    granules: float = _look(0.0, 0, 1)  # share of the cytoplasm eosin packed into coarse granules
+    hof: float = _look(0.0, 0, 1)  # pale zone beside the nucleus (plasma-cell Golgi), relative
 
 
 def _type(**kwargs: Any) -> Any:
@@ -100,28 +133,37 @@ def _type(**kwargs: Any) -> Any:
 
 @dataclass
 class CellTypesConf:
-    EPI: CellTypeConf = _type(length_um=[8.0, 12.0], elongation=[1.6, 2.4], shape_noise=0.05)
+    EPI: CellTypeConf = _type(
+        length_um=[8.0, 13.0], elongation=[1.7, 2.8], shape_noise=0.15, hematoxylin=0.9,
+        chromatin=1.0, rim=0.6, nucleoli=0.8)
     PLA: CellTypeConf = _type(
-        length_um=[6.0, 8.0], elongation=[1.05, 1.3], cytoplasm_scale=1.75, eccentricity=0.7
-    )
-    LYM: CellTypeConf = _type(length_um=[5.8, 7.0], elongation=[1.0, 1.15], cytoplasm_scale=1.2)
+        length_um=[5.5, 7.0], elongation=[1.05, 1.3], shape_noise=0.12, cytoplasm_scale=1.8,
+        eccentricity=0.8, hematoxylin=0.85, chromatin=1.5, rim=1.2, cytoplasm_eosin=0.09,
+        cytoplasm_hematoxylin=0.06, hof=0.7)
+    LYM: CellTypeConf = _type(
+        length_um=[5.0, 6.5], elongation=[1.0, 1.15], shape_noise=0.12, cytoplasm_scale=1.12,
+        hematoxylin=0.9, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.08, cytoplasm_hematoxylin=0.04)
     EOS: CellTypeConf = _type(
-        length_um=[7.0, 9.0], elongation=[1.5, 1.9], lobes=[2, 2], cytoplasm_scale=1.5
-    )
-    FIB: CellTypeConf = _type(length_um=[12.0, 20.0], elongation=[3.5, 5.5], bend_deg=45.0)
+        length_um=[7.0, 9.0], elongation=[1.5, 1.9], lobes=[2, 2], shape_noise=0.08,
+        cytoplasm_scale=1.55, hematoxylin=0.85, chromatin=0.7, rim=0.4, cytoplasm_eosin=0.42,
+        cytoplasm_hematoxylin=0.0, granules=0.7)
+    FIB: CellTypeConf = _type(
+        length_um=[11.0, 18.0], elongation=[4.0, 6.5], bend_deg=50.0, shape_noise=0.1,
+        hematoxylin=1.0, chromatin=0.5, rim=0.3)
     NEU: CellTypeConf = _type(
-        length_um=[9.0, 12.0], elongation=[1.3, 1.7], lobes=[3, 5], cytoplasm_scale=1.3
-    )
+        length_um=[8.0, 10.0], elongation=[1.3, 1.7], lobes=[3, 4], shape_noise=0.08,
+        cytoplasm_scale=1.4, hematoxylin=0.85, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.08,
+        cytoplasm_hematoxylin=0.02)
 
 
 @dataclass
 class CellsConf:
-    stroma_density: float = 1.0  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = 1.25  # stroma cells per 1000 um^3 of lamina propria (all types)
     ratios: Dict[str, float] = field(
-        default_factory=lambda: {"PLA": 0.3, "LYM": 0.45, "EOS": 0.08, "FIB": 0.17, "NEU": 0.0}
+        default_factory=lambda: {"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02}
     )  # relative abundance of the stroma types; normalised
     nucleus_scale: Dict[str, float] = field(
-        default_factory=lambda: {"EPI": 1.0, "PLA": 1.0, "LYM": 1.0, "EOS": 1.0, "FIB": 1.0, "NEU": 1.0}
+        default_factory=lambda: {name: 1.0 for name in NAMES}
     )  # slider: multiplies every size of that type's nuclei [0.5, 1.5]
     min_gap_um: float = 0.3  # minimal distance between the collision shells of two stroma cells
     mesh_subdivisions: int = 3  # icosphere level of nucleus meshes (3: 642 vertices) [1, 5]
@@ -141,28 +183,27 @@ class NucleiConf:
 
 @dataclass
 class StainConf:
-    hematoxylin_od: List[float] = field(default_factory=lambda: [0.65, 0.70, 0.29])  # RGB OD direction
-    eosin_od: List[float] = field(default_factory=lambda: [0.07, 0.99, 0.11])  # RGB OD direction
-    blood_od: List[float] = field(default_factory=lambda: [0.10, 0.80, 0.59])  # RGB OD direction
-    nucleus_hematoxylin: float = 0.45  # OD per um of a nucleus at nuclei.intensity = 1
-    class_hematoxylin: Dict[str, float] = field(
-        default_factory=lambda: {"EPI": 0.9, "PLA": 1.0, "LYM": 1.35, "EOS": 1.05, "FIB": 1.15, "NEU": 1.1}
-    )  # relative nuclear hematoxylin per class
+    # OD directions (RGB). Eosin: Macenko et al.'s typical-slide estimate. Hematoxylin: that
+    # estimate turned 4.5 degrees towards Ruifrok and Johnston's pure dye (0.65, 0.70, 0.29), because
+    # every rendered nucleus also holds some eosin: a Macenko estimate on the image then lands near
+    # the published slide vector and nuclei read purple-blue. Blood from oxyhaemoglobin.
+    hematoxylin_od: List[float] = field(default_factory=lambda: [0.608, 0.713, 0.349])
+    eosin_od: List[float] = field(default_factory=lambda: [0.2159, 0.8012, 0.5581])
+    blood_od: List[float] = field(default_factory=lambda: [0.10, 0.80, 0.59])
     eosin_intensity: float = 1.0  # slider: multiplies every eosin concentration [0, 3]
-    stroma_eosin: float = 0.05  # OD per um of stroma fibres
-    stroma_hematoxylin: float = 0.008  # OD per um of stroma background
-    epithelium_eosin: float = 0.055  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = 0.012
-    cytoplasm_eosin: Dict[str, float] = field(
-        default_factory=lambda: {"PLA": 0.045, "LYM": 0.03, "EOS": 0.30, "NEU": 0.04}
-    )  # OD per um of each type's cytoplasm
-    cytoplasm_hematoxylin: Dict[str, float] = field(
-        default_factory=lambda: {"PLA": 0.035, "LYM": 0.02, "EOS": 0.01, "NEU": 0.01}
-    )
-    blood_density: float = 0.35  # OD per um of red blood cells
-    goblet_clarity: float = 0.85  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm [0, 1]
+    stroma_eosin: float = 0.22  # OD per um of the stroma matrix between fibres
+    fibre_eosin: float = 0.05  # OD per um added on collagen fibres
+    stroma_hematoxylin: float = 0.06  # OD per um of stroma background
+    epithelium_eosin: float = 0.15  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = 0.07
+    apical_eosin: float = 0.25  # OD per um of the brush border lining the lumen
+    apical_um: float = 0.8  # width of that border
+    blood_density: float = 0.6  # OD per um of red blood cells
+    goblet_clarity: float = 0.95  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm [0, 1]
     overstaining: float = 0.0  # slider: extra eosin filling the space between fibres [0, 1]
-    fibre_contrast: float = 0.7  # contrast of the stroma fibre texture [0, 1]
+    fibre_contrast: float = 0.45  # contrast of the stroma fibre texture [0, 1]
+    fibre_width_um: float = 0.4  # width of collagen fibres
+    fibre_wave_um: float = 6.0  # length over which fibres wave
     colour_shift: float = 0.0  # slider: rotates both stain OD vectors (-1 bluer, +1 redder) [-1, 1]
 
 
@@ -172,10 +213,13 @@ class OpticsConf:
     mpp: float = 0.25  # micrometres per pixel (0.25: 40x scan, 0.5: 20x scan)
     samples: int = 16  # Cycles samples per pixel of the H&E image [1, 4096]
     focus_offset_um: float = 0.0  # focal plane relative to the slab centre (+ = towards the camera)
-    aperture: float = 0.45  # blur-disc radius per um of defocus (tan of the cone half-angle) [0, 2]
-    volume_step_rate: float = 1.0  # Cycles ray-marching step rate in cells (smaller: finer, slower)
+    aperture: float = 0.3  # blur-disc radius per um of defocus (tan of the cone half-angle) [0, 2]
+    volume_step_rate: float = 3.0  # Cycles ray-marching step rate in cells (smaller: finer, slower)
     white_level: float = 0.96  # transmittance of empty glass (white point)
-    layers: int = 4  # depth layers of the tissue texture through the slab [1, 16]
+    # Depth layers of the tissue texture through the slab [1, 16]. One sheet at the mid-plane: with
+    # four, Cycles 4.5 returned pure black for about 0.3 % of pixels, inside nuclei where several
+    # sheets cross overlapping cell volumes.
+    layers: int = 1
     device: str = "cpu"  # cpu | gpu (CUDA or OptiX; an error when no GPU exists)
     threads: int = 0  # CPU render threads; 0 = all cores
 
@@ -276,8 +320,8 @@ def register_configs() -> None:
 
 # ------------------------------------------------------------------------------------------ validation
 
-STROMA_TYPES = ("PLA", "LYM", "EOS", "FIB", "NEU")
-ALL_TYPES = ("EPI",) + STROMA_TYPES
+STROMA_TYPES = STROMA_NAMES
+ALL_TYPES = NAMES
 
 
 def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
@@ -305,6 +349,13 @@ def _od_vector(key: str, value: List[float]) -> None:
            key, list(value), "three non-negative optical densities, not all zero")
 
 
+def _declared_ranges(prefix: str, node: Any) -> None:
+    """Check the fields of ``node`` that declare their range in their metadata."""
+    for f in fields(node):
+        if "range" in f.metadata:
+            _between(f"{prefix}.{f.name}", getattr(node, f.name), *f.metadata["range"])
+
+
 def validate(cfg: ArctiqueConf) -> None:
     """Check every value against its allowed range before any work starts.
 
@@ -325,6 +376,11 @@ def validate(cfg: ArctiqueConf) -> None:
     _between("tissue.crypt.spacing_jitter", c.spacing_jitter, 0, 0.4)
     _between("tissue.crypt.radius_jitter", c.radius_jitter, 0, 0.5)
     _between("tissue.crypt.wall_roughness", c.wall_roughness, 0, 0.3)
+    _range("tissue.crypt.lumen_lobes", c.lumen_lobes, 2, 12)
+    _range("tissue.crypt.lumen_fold", c.lumen_fold, 0, 0.9)
+    _between("tissue.surface.thickness_um", t.surface.thickness_um, 0, 60)
+    _between("tissue.surface.undulation_um", t.surface.undulation_um, 0, 30)
+    _positive("tissue.surface.wavelength_um", t.surface.wavelength_um)
     _between("tissue.crypt.warp_um", c.warp_um, 0, c.spacing_um / 4)
     _check(c.lumen_radius_um < 0.6 * c.radius_um, "tissue.crypt.lumen_radius_um", c.lumen_radius_um,
            f"< 0.6 * tissue.crypt.radius_um = {0.6 * c.radius_um:g}")
@@ -338,13 +394,17 @@ def validate(cfg: ArctiqueConf) -> None:
     _range("tissue.section.tilt_deg", s.tilt_deg, 0, 90)
     e = t.epithelium
     _positive("tissue.epithelium.spacing_um", e.spacing_um)
+    _positive("tissue.epithelium.row_spacing_um", e.row_spacing_um)
     _between("tissue.epithelium.basal_gap_um", e.basal_gap_um, 0, 10)
     _between("tissue.epithelium.goblet_fraction", e.goblet_fraction, 0, 1)
+    _between("tissue.epithelium.stratification_um", e.stratification_um, 0, 10)
+    _between("tissue.epithelium.goblet_fill", e.goblet_fill, 0.3, 1.5)
     _range("tissue.epithelium.goblet_length_um", e.goblet_length_um, 1, 40)
     _range("tissue.epithelium.goblet_width_um", e.goblet_width_um, 1, 40)
-    _between("tissue.rips.strength", t.rips.strength, 0, 1)
+    _between("tissue.rips.strength", t.rips.strength, 0, 0.5)
     _positive("tissue.rips.scale_um", t.rips.scale_um)
-    _between("tissue.rips.elongation", t.rips.elongation, 1, 10)
+    _positive("tissue.rips.patch_um", t.rips.patch_um)
+    _between("tissue.rips.cleft_um", t.rips.cleft_um, 0, 10)
     _between("tissue.blood.strength", t.blood.strength, 0, 20)
     _positive("tissue.blood.diameter_um", t.blood.diameter_um)
     _between("tissue.margin_um", t.margin_um, 0, 100)
@@ -371,6 +431,7 @@ def validate(cfg: ArctiqueConf) -> None:
         _check(ct.cytoplasm_scale == 0 or 1.05 <= ct.cytoplasm_scale <= 4,
                f"{key}.cytoplasm_scale", ct.cytoplasm_scale, "0 (none) or [1.05, 4]")
         _between(f"{key}.eccentricity", ct.eccentricity, 0, 1)
+        _declared_ranges(key, ct)
 
     n = cfg.nuclei
     _between("nuclei.intensity", n.intensity, 0, 1)
@@ -381,13 +442,12 @@ def validate(cfg: ArctiqueConf) -> None:
     st = cfg.stain
     for name in ("hematoxylin_od", "eosin_od", "blood_od"):
         _od_vector(f"stain.{name}", getattr(st, name))
-    for name in ("nucleus_hematoxylin", "stroma_eosin", "stroma_hematoxylin", "epithelium_eosin",
-                 "epithelium_hematoxylin", "blood_density"):
+    for name in ("stroma_eosin", "fibre_eosin", "stroma_hematoxylin", "epithelium_eosin",
+                 "epithelium_hematoxylin", "apical_eosin", "blood_density"):
         _between(f"stain.{name}", getattr(st, name), 0, 5)
-    for table in ("class_hematoxylin", "cytoplasm_eosin", "cytoplasm_hematoxylin"):
-        for name, v in getattr(st, table).items():
-            _check(name in ALL_TYPES, f"stain.{table}.{name}", v, f"keys among {list(ALL_TYPES)}")
-            _between(f"stain.{table}.{name}", v, 0, 5)
+    _between("stain.apical_um", st.apical_um, 0, 5)
+    _between("stain.fibre_width_um", st.fibre_width_um, 0.1, 5)
+    _between("stain.fibre_wave_um", st.fibre_wave_um, 1, 100)
     _between("stain.eosin_intensity", st.eosin_intensity, 0, 3)
     _between("stain.goblet_clarity", st.goblet_clarity, 0, 1)
     _between("stain.overstaining", st.overstaining, 0, 1)
@@ -433,18 +493,20 @@ def validate(cfg: ArctiqueConf) -> None:
     _between("output.z_slices", out.z_slices, 1, 100)
 
 
-def to_dict(node: Any) -> Any:
-    """Plain-Python copy of a config dataclass (for JSON), without Hydra's defaults list."""
+def to_dict(node: Any, scene_only: bool = False) -> Any:
+    """Plain-Python copy of a config dataclass (for JSON), without Hydra's defaults list; with
+    ``scene_only`` also without the per-class appearance fields."""
     if is_dataclass(node):
-        return {f.name: to_dict(getattr(node, f.name)) for f in fields(node) if f.name != "defaults"}
+        return {f.name: to_dict(getattr(node, f.name), scene_only) for f in fields(node)
+                if f.name != "defaults" and not (scene_only and f.metadata.get("appearance"))}
     if isinstance(node, dict):
-        return {k: to_dict(v) for k, v in node.items()}
+        return {k: to_dict(v, scene_only) for k, v in node.items()}
     if isinstance(node, (list, tuple)):
-        return [to_dict(v) for v in node]
+        return [to_dict(v, scene_only) for v in node]
     return node
 
 
 def scene_part(cfg: ArctiqueConf) -> Dict[str, Any]:
-    """The config nodes that shape the scene (with the field of view, optics.image_size * mpp)."""
-    return {"tissue": to_dict(cfg.tissue), "cells": to_dict(cfg.cells)}
+    """The config values that shape the scene (with the field of view, optics.image_size * mpp)."""
+    return {"tissue": to_dict(cfg.tissue, True), "cells": to_dict(cfg.cells, True)}
 

@@ -18,10 +18,11 @@ import tifffile
 
 from . import __version__
 from .appearance import cell_stains, tissue_textures
+from .classes import class_table
 from .config import ArctiqueConf, NoiseConf, to_dict
 from .io import dataset as ds
 from .io.preview import preview
-from .labels.exact import Labels, finalize, slice_depths
+from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue_mask
 from .labels.noise import cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load, save
 from .scene.cells import nucleus_mesh
@@ -70,7 +71,8 @@ def _sample_values(cfg: ArctiqueConf, scene, focus_z: float) -> Dict[str, Any]:
                                                 slice_depths(s.z0, s.z1, cfg.output.z_slices)],
         "rip_threshold": scene.rips.threshold, "n_goblets": int(len(scene.mucin.centre)),
         "n_red_blood_cells": int(len(scene.blood.centre)), "colour_pipeline": COLOUR_PIPELINE,
-        "class_table": {"0": "background", "1": "EPI", "2": "PLA", "3": "LYM", "4": "EOS", "5": "FIB", "6": "NEU"},
+        "class_table": class_table(), "tissue_classes": tissue_classes(),
+        "tissue_mask_z_um": (s.z0 + s.z1) / 2,
     }
 
 
@@ -99,6 +101,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     with timer("labels"):
         focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
         labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*nuclei, len(scene.cells)))
+        tissue = tissue_mask(scene, cfg.optics.image_size, cfg.optics.mpp)
         image = srgb_uint8(raw["image"])
     with timer("write"):
         mpp = cfg.optics.mpp
@@ -106,6 +109,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         ds.write_label_tiff(staged / files["instance"], labels.instance, mpp)
         ds.write_label_tiff(staged / files["semantic"], labels.semantic, mpp)
         ds.write_label_tiff(staged / files["cytoplasm"], labels.cytoplasm, mpp)
+        ds.write_label_tiff(staged / files["tissue"], tissue, mpp)
         stack_path = staged / files["stack"]
         stack_path.parent.mkdir(parents=True, exist_ok=True)
         np.save(stack_path, labels.stack)

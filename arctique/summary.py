@@ -1,5 +1,6 @@
 """``arctique-summary``: the state of a dataset folder - complete, failed, missing and in-progress
-samples, instances per class and render time - from its manifest, failure records and per-cell tables."""
+samples, instances per class and render time - from its manifest, failure records and per-cell tables;
+with ``--stats``, a realism report of the complete samples (``arctique.stats``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from . import stats
 from .io import dataset as ds
 
 
@@ -83,7 +85,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("dataset", type=Path, help="an arctique-gen output folder")
     parser.add_argument("--seeds", help="expected seeds START:END (END excluded), e.g. 0:1000")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--stats", action="store_true",
+                        help="add the realism report of the complete samples (nuclei, tissue, OD, stains)")
+    parser.add_argument("--reference", type=Path, action="append", default=[], metavar="FILE",
+                        help="a real H&E image (PNG, JPEG, TIFF, SVS) shown beside the dataset's "
+                             "image figures; repeatable; needs --stats")
+    parser.add_argument("--reference-level", type=int, default=0, metavar="N",
+                        help="pyramid level of TIFF/SVS references (0 = base, default)")
+    parser.add_argument("--reference-crop", type=int, default=2048, metavar="PX",
+                        help="side of the central square of each reference that is analysed (default 2048)")
     args = parser.parse_args(argv)
+    if args.reference and not args.stats:
+        parser.error("--reference needs --stats")
     if not (args.dataset / ds.MANIFEST).exists() and not (args.dataset / "failures").exists():
         print(f"arctique-summary: {args.dataset} has no manifest.csv and no failures/: not a dataset yet",
               file=sys.stderr)
@@ -93,7 +106,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         start, _, end = args.seeds.partition(":")
         expected = range(int(start), int(end))
     s = summarise(args.dataset, expected)
-    print(json.dumps(s, indent=1) if args.json else report(s))
+    text = report(s)
+    if args.stats:
+        complete = sorted(int(r["index"]) for r in ds.Dataset(args.dataset).manifest())
+        st = stats.dataset_stats(args.dataset, complete)
+        try:
+            refs = [stats.reference_stats(p, args.reference_level, args.reference_crop)
+                    for p in args.reference]
+        except (OSError, ValueError) as e:
+            print(f"arctique-summary: cannot read a reference image: {e}", file=sys.stderr)
+            sys.exit(2)
+        s["stats"] = {**st, "references": refs}
+        text += "\n\n" + stats.report_stats(st, refs)
+    print(json.dumps(s, indent=1) if args.json else text)
     sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 else 1)
 
 

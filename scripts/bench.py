@@ -4,6 +4,7 @@ Usage::
 
     python scripts/bench.py                 # everything below
     python scripts/bench.py --scene-only    # no Blender
+    python scripts/bench.py --composition   # only the tissue and nuclei composition (no Blender)
     python scripts/bench.py --noise         # render stages with noise=levels (5 label-noise levels)
 
 Reports medians over seeds; the machines are shared, so compare ratios rather than absolutes.
@@ -20,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from arctique.appearance import compartment_maps, texture_grid
+from arctique.classes import CLASS_IDS
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset
+from arctique.labels.exact import tissue_mask
 from arctique.labels.quality import in_focus_hematoxylin_dice
 from arctique.pipeline import StageTimer, generate
-from arctique.scene import CLASS_IDS, build_scene, load, save
-from arctique.scene.model import COMPARTMENT_NAMES
+from arctique.scene import build_scene, load, save
+from arctique.scene.cells import nucleus_mesh
+from arctique.scene.model import COMPARTMENT_NAMES, EPITHELIUM, LUMEN, MUCIN
 
 
 def scene_timing(size: int, seeds: range) -> float:
@@ -56,26 +59,57 @@ def saved_scene_timing(seeds: range) -> None:
     print(f"scene model 512 x 512: build {statistics.median(build):.2f} s, load saved {statistics.median(read):.3f} s")
 
 
+def _mean_range(values) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():6.3f} [{v.min():.3f}, {v.max():.3f}]" if len(v) else "  none"
+
+
 def composition(seeds: range) -> None:
-    """Share of the field per compartment at the slab centre, and section kinds, over seeds."""
-    cfg = load_config(["optics.image_size=256", "optics.mpp=0.5"])
+    """Tissue and nuclei of default samples over seeds, numpy only: the share of the field of each
+    compartment of the tissue mask (``labels.exact.tissue_mask``, slab mid-plane), the goblet mucin
+    in the epithelium of cross-cut crypts, and the nuclei of the section per class."""
+    cfg = load_config([])
+    field = cfg.optics.image_size * cfg.optics.mpp
+    size, mpp = cfg.optics.image_size // 2, cfg.optics.mpp * 2  # the default field at half resolution
+    per_10k = 1e4 / field**2
     shares = {name: [] for name in COMPARTMENT_NAMES}
-    counts = {name: [] for name in CLASS_IDS}
-    tilts = []
+    crypts, goblet, tilts = [], [], []
+    density = {name: [] for name in CLASS_IDS}
     for seed in seeds:
         scene = build_scene(cfg, seed)
-        xs = texture_grid(scene, 1.0)
-        inner = np.abs(xs) <= scene.section.field_um / 2
-        codes = compartment_maps(scene, xs[inner], np.zeros(1))[0]
-        for i, name in enumerate(COMPARTMENT_NAMES):
-            shares[name].append(np.mean(codes == i))
+        s = scene.section
+        mask = tissue_mask(scene, size, mpp)
+        share = np.bincount(mask.ravel(), minlength=len(COMPARTMENT_NAMES)) / mask.size
+        for code, name in enumerate(COMPARTMENT_NAMES):
+            shares[name].append(share[code])
+        crypts.append(share[EPITHELIUM] + share[MUCIN] + share[LUMEN])
+        if s.tilt_deg < 30 and share[EPITHELIUM] + share[MUCIN] > 0:
+            goblet.append(share[MUCIN] / (share[EPITHELIUM] + share[MUCIN]))
+        # Nuclei in the section: the mesh (as rendered) meets the slab and the centre is in the field.
+        in_field = np.nonzero((np.abs(scene.cells.centre[:, :2]) <= field / 2).all(1))[0]
+        cells = scene.cells.take(in_field)
+        verts, faces, rows = nucleus_mesh(cells, cfg.cells.mesh_subdivisions)
+        z = verts[faces, 2]
+        low, high = np.full(len(cells), np.inf), np.full(len(cells), -np.inf)
+        np.minimum.at(low, rows, z.min(1))
+        np.maximum.at(high, rows, z.max(1))
+        seen = (high >= s.z0) & (low <= s.z1)
         for name, cid in CLASS_IDS.items():
-            counts[name].append(int(np.sum(scene.cells.cls == cid)))
-        tilts.append(scene.section.tilt_deg)
-    print(f"\ncomposition of the field over seeds {seeds.start}..{seeds.stop - 1} (mean share):")
+            density[name].append(np.sum(seen & (cells.cls == cid)) * per_10k)
+        tilts.append(s.tilt_deg)
+    print(f"\ncomposition over seeds {seeds.start}..{seeds.stop - 1}, default config ({field:g} um field; "
+          f"tissue mask at the slab mid-plane, {mpp:g} um/px), share of the field, mean [min, max]:")
     for name, v in shares.items():
-        print(f"  {name:11s} {np.mean(v):6.3f}")
-    print("cells per scene (mean):", ", ".join(f"{k} {np.mean(v):.0f}" for k, v in counts.items()))
+        print(f"  {name:11s} {_mean_range(v)}")
+    print(f"  {'crypts':11s} {_mean_range(crypts)}   (epithelium + mucin + lumen)")
+    print(f"goblet mucin / epithelial area (epithelium + mucin), crypts cut at tilt < 30 deg "
+          f"({len(goblet)} seeds): {_mean_range(goblet)}")
+    total = np.sum([density[n] for n in density], axis=0)
+    print("nuclei in the section (mesh meets the slab, centre in the field) per 10,000 um^2, "
+          "mean [min, max], and share of all:")
+    for name, v in density.items():
+        print(f"  {name:11s} {_mean_range(v)}   share {np.sum(v) / max(total.sum(), 1e-12):.3f}")
+    print(f"  {'all':11s} {_mean_range(total)}")
     cross = sum(t < 30 for t in tilts)
     longitudinal = sum(t > 60 for t in tilts)
     print(f"sections: {cross} cross-sectional (tilt < 30 deg), {longitudinal} longitudinal (tilt > 60 deg), "
@@ -112,7 +146,12 @@ def main() -> None:
     parser.add_argument("--scene-only", action="store_true", help="skip the Blender stages")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per measurement")
     parser.add_argument("--noise", action="store_true", help="render with noise=levels")
+    parser.add_argument("--composition", action="store_true",
+                        help="only the composition of seeds 0-19 (tissue mask, nuclei; no Blender)")
     args = parser.parse_args()
+    if args.composition:
+        composition(range(20))
+        return
     seeds = range(args.seeds)
     t512 = scene_timing(512, seeds)
     t1024 = scene_timing(1024, seeds)

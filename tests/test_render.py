@@ -8,8 +8,10 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from arctique import classes
 from arctique.compose import load_config
 from arctique.io.dataset import sample_files, slice_file
+from arctique.labels.exact import tissue_classes
 from arctique.scene import load
 from arctique.scene.cells import nucleus_mesh
 
@@ -38,6 +40,10 @@ def test_layout_and_dtypes(small_dataset):
     for key in ("instance", "cytoplasm"):
         assert read(root, key).dtype == np.uint16 and read(root, key).shape == (96, 96)
     assert read(root, "semantic").dtype == np.uint8
+    tissue = read(root, "tissue")
+    assert tissue.dtype == np.uint8 and tissue.shape == read(root, "instance").shape
+    table = read(root, "metadata")["sample"]["tissue_classes"]
+    assert table == tissue_classes() and set(np.unique(tissue).astype(str)) <= set(table)
     stack = read(root, "stack")
     assert stack.shape == (4, 96, 96) and stack.dtype == np.uint16
     for k in range(4):
@@ -65,7 +71,9 @@ def test_label_contract(small_dataset):
     assert np.array_equal(semantic, class_of[instance]), "semantic == class(instance)"
     areas = np.bincount(instance.ravel(), minlength=n + 1)
     assert [c["visible_area_px"] for c in meta["cells"]] == areas[1:].tolist()
-    assert set(np.unique(semantic)) <= {0, 1, 2, 3, 4, 5, 6}
+    assert set(np.unique(semantic)) <= {0, *classes.CLASS_IDS.values()}
+    assert meta["sample"]["class_table"] == classes.class_table()
+    assert all(c["class_name"] == classes.CLASS_NAMES[c["class_id"]] for c in meta["cells"])
     assert meta["sample"]["mpp_um"] == 1.0 and len(meta["sample"]["z_slices_um"]) == 4
 
 
@@ -134,8 +142,11 @@ def test_hematoxylin_channel_segments_the_in_focus_nuclei(tmp_path):
 
 
 def test_same_seed_is_byte_identical_and_appearance_keeps_labels(tmp_path, small_dataset):
-    other = render_small(tmp_path, SEED, extra=("nuclei.intensity=0.2", "optics.samples=2"))
-    for key in ("instance", "semantic", "cytoplasm", "stack", "scene"):
+    lym = load_config(list(SMALL)).cells.types.LYM
+    other = render_small(tmp_path, SEED, extra=("nuclei.intensity=0.2", "optics.samples=2",
+                                                f"cells.types.LYM.hematoxylin={lym.hematoxylin / 2}",
+                                                f"cells.types.LYM.chromatin={lym.chromatin / 2}"))
+    for key in ("instance", "semantic", "cytoplasm", "tissue", "stack", "scene"):
         a = (small_dataset / sample_files(SEED)[key]).read_bytes()
         b = (other / sample_files(SEED)[key]).read_bytes()
         assert a == b, key
@@ -147,7 +158,7 @@ def test_same_seed_is_byte_identical_and_appearance_keeps_labels(tmp_path, small
 
 def test_rendering_twice_gives_identical_labels_and_metadata(tmp_path, small_dataset):
     again = render_small(tmp_path, SEED)
-    for key in ("instance", "semantic", "cytoplasm", "stack", "metadata", "scene", "image"):
+    for key in ("instance", "semantic", "cytoplasm", "tissue", "stack", "metadata", "scene", "image"):
         a = (small_dataset / sample_files(SEED)[key]).read_bytes()
         b = (again / sample_files(SEED)[key]).read_bytes()
         if key == "metadata":

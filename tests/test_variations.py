@@ -15,7 +15,8 @@ from PIL import Image
 from arctique.io.dataset import Dataset
 from arctique.pipeline import render_samples
 from arctique.scene import load
-from arctique.scene.model import CLASS_IDS
+from arctique.classes import CLASS_IDS
+from arctique.scene.model import BLOOD, RIP
 from arctique.vary import main as vary_main
 from arctique.vary import plan
 
@@ -23,13 +24,15 @@ from .conftest import SMALL, run_cli
 
 LABEL_FILES = ("masks/instance/{i}.tif", "masks/semantic/{i}.tif", "masks/cytoplasm/{i}.tif",
                "masks/instance_3d/{i}/{i}_stack.npy")
+TISSUE_FILE = "masks/tissue/{i}.tif"  # tissue compartments: kept unless tears or blood change
 # 64 um field at 0.5 um/px: seed 3 shows epithelium with goblets and all stroma types.
 SLIDER_BASE = ("optics.image_size=128", "optics.mpp=0.5", "optics.samples=4", "output.z_slices=4",
                "cells.mesh_subdivisions=2", "output.preview=false", "tissue.section.thickness_um=[4,4]")
 
 
 def same_labels(a: Path, b: Path, index: int, scene: bool = True) -> bool:
-    files = LABEL_FILES + (("scenes/{i}.npz",) if scene else ())
+    """Nuclear labels identical; with ``scene`` also the saved scene and the tissue mask."""
+    files = LABEL_FILES + (("scenes/{i}.npz", TISSUE_FILE) if scene else ())
     return all((a / f.format(i=index)).read_bytes() == (b / f.format(i=index)).read_bytes() for f in files)
 
 
@@ -74,8 +77,9 @@ def test_variation_command_keeps_saved_geometry_for_rendering_changes(base):
 
 
 def test_variation_command_rebuilds_scene_changes_from_the_same_streams(base, tmp_path):
+    density = json.loads((base / "parameters/3.json").read_text())["cells"]["stroma_density"]
     changes = tmp_path / "denser.yaml"
-    changes.write_text("cells:\n  stroma_density: 2.0\n")
+    changes.write_text(f"cells:\n  stroma_density: {2 * density}\n")
     vary_main([str(base), "--changes", str(changes)])
     out = base / "variations/denser"
     a, b = load(base / "scenes/3.npz"), load(out / "scenes/3.npz")
@@ -83,6 +87,18 @@ def test_variation_command_rebuilds_scene_changes_from_the_same_streams(base, tm
     epi = CLASS_IDS["EPI"]
     assert np.array_equal(a.cells.centre[a.cells.cls == epi], b.cells.centre[b.cells.cls == epi])
     assert (b.cells.cls != epi).sum() > 1.5 * (a.cells.cls != epi).sum()
+
+
+def test_per_class_appearance_changes_reuse_the_saved_scene(base, tmp_path):
+    """``cells.types.<CLASS>`` holds shape and look: look changes re-render the saved scene, shape
+    changes rebuild it (planned only, nothing rendered)."""
+    lym = json.loads((base / "parameters/3.json").read_text())["cells"]["types"]["LYM"]
+    look = plan(base, OmegaConf.from_dotlist([f"cells.types.LYM.hematoxylin={lym['hematoxylin'] / 2}",
+                                              f"cells.types.LYM.rim={lym['rim'] + 0.5}"]), tmp_path / "look")
+    assert look[0].scene_file == base / "scenes/3.npz"
+    lo, hi = lym["length_um"]
+    shape = plan(base, OmegaConf.from_dotlist([f"cells.types.LYM.length_um=[{lo},{hi + 0.5}]"]), tmp_path / "shape")
+    assert shape[0].scene_file is None
 
 
 def test_variation_command_rejects_bad_changes_before_rendering(base, capsys):
@@ -106,9 +122,13 @@ def nuclear_od(root: Path, i: int) -> float:
     return float(_od(image(root, i))[tifffile.imread(root / f"masks/semantic/{i}.tif") > 0].mean())
 
 
-def class_od(cls: str) -> Callable[[Path, int], float]:
+def class_distance(cls: str, to: str) -> Callable[[Path, int], float]:
+    """Distance between the mean OD colours (R, G, B) of two classes' nuclei."""
     def stat(root: Path, i: int) -> float:
-        return float(_od(image(root, i))[tifffile.imread(root / f"masks/semantic/{i}.tif") == CLASS_IDS[cls]].mean())
+        od, semantic = _od(image(root, i)), tifffile.imread(root / f"masks/semantic/{i}.tif")
+        a, b = od[semantic == CLASS_IDS[cls]], od[semantic == CLASS_IDS[to]]
+        assert len(a) and len(b), (cls, to)
+        return float(np.linalg.norm(a.mean(0) - b.mean(0)))
     return stat
 
 
@@ -164,15 +184,19 @@ SLIDERS: Dict[str, Tuple[List, Callable[[Path, int], float], int, str]] = {
     "stain.eosin_intensity": ([0.5, 1.0, 2.0], stroma_green_od, +1, SCENE),
     "optics.focus_offset_um": ([0.0, 2.0, 5.0], nuclear_contrast, -1, SCENE),
     "tissue.section.thickness_um": ([[3, 3], [5, 5], [8, 8]], mean_od, +1, NEITHER),
-    "tissue.rips.strength": ([0.0, 0.3, 0.7], white_fraction, +1, LABELS),
+    "tissue.rips.strength": ([0.0, 0.05, 0.2], white_fraction, +1, LABELS),
     "tissue.blood.strength": ([0.0, 5.0, 20.0], red_fraction, +1, LABELS),
     "stain.colour_shift": ([-1.0, 0.0, 1.0], red_minus_blue, +1, SCENE),
     "stain.overstaining": ([0.0, 0.5, 1.0], stroma_green_od, +1, SCENE),
     "stain.goblet_clarity": ([0.0, 0.5, 1.0], brightness, +1, SCENE),
     "cells.nucleus_scale.EPI": ([0.7, 1.0, 1.3], epi_area, +1, NEITHER),
     "cells.stroma_density": ([0.5, 1.0, 2.0], stroma_count, +1, NEITHER),
-    "nuclei.lym_to_pla": ([0.0, 0.5, 1.0], class_od("LYM"), -1, SCENE),
+    "nuclei.lym_to_pla": ([0.0, 0.5, 1.0], class_distance("LYM", "PLA"), -1, SCENE),
 }
+
+
+# Sliders that change tissue compartments: the share of that compartment in masks/tissue grows.
+TISSUE_SHARES = {"tissue.rips.strength": RIP, "tissue.blood.strength": BLOOD}
 
 
 @pytest.mark.parametrize("key", list(SLIDERS))
@@ -193,3 +217,6 @@ def test_slider_has_a_monotone_effect(base, key):
     assert (steps > 0).all(), f"{key}: {dict(zip(map(str, values), stats))}"
     if keeps != NEITHER:
         assert all(same_labels(roots[0], r, 3, scene=keeps == SCENE) for r in roots[1:])
+    if key in TISSUE_SHARES:
+        shares = [np.mean(tifffile.imread(r / TISSUE_FILE.format(i=3)) == TISSUE_SHARES[key]) for r in roots]
+        assert (np.diff(shares) > 0).all(), f"{key}: tissue mask shares {shares}"

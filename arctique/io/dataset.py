@@ -37,6 +37,7 @@ def sample_files(index: int) -> Dict[str, str]:
         "instance": f"masks/instance/{i}.tif",
         "semantic": f"masks/semantic/{i}.tif",
         "cytoplasm": f"masks/cytoplasm/{i}.tif",
+        "tissue": f"masks/tissue/{i}.tif",
         "foreground": f"masks/foreground/{i}.tif",
         "three_class": f"masks/instance_3class/{i}.tif",
         "stack": f"masks/instance_3d/{i}/{i}_stack.npy",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# Class colours (RGB): EPI, PLA, LYM, EOS, FIB, NEU.
-CLASS_COLOURS = np.array([[0, 0, 0], [255, 200, 0], [0, 160, 255], [40, 220, 40], [255, 40, 40],
-                          [200, 0, 255], [255, 140, 0]], np.uint8)
+from ..classes import colours
+
+CLASS_COLOURS = colours()
 
 
 def outlines(instance: np.ndarray) -> np.ndarray:

@@ -8,12 +8,36 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from ..scene.model import CLASS_NAMES, SceneModel
+from ..classes import CLASS_NAMES
+from ..scene.architecture import compartment_map
+from ..scene.model import COMPARTMENT_NAMES, SceneModel
 
 
 def slice_depths(z0: float, z1: float, n: int) -> np.ndarray:
     """Depths of the 3D stack's slices, top (camera side) first, at the centres of n equal parts."""
     return z1 - (z1 - z0) * (np.arange(n) + 0.5) / n
+
+
+def pixel_centres(size: int, mpp: float) -> np.ndarray:
+    """(size * size, 2) section-frame (x, y) of the pixel centres, row-major, top row first."""
+    c = (np.arange(size) + 0.5 - size / 2) * mpp
+    xx, yy = np.meshgrid(c, -c)
+    return np.column_stack([xx.ravel(), yy.ravel()])
+
+
+def tissue_classes() -> Dict[str, str]:
+    """Values of the tissue compartment mask and their names."""
+    return {str(i): name for i, name in enumerate(COMPARTMENT_NAMES)}
+
+
+def tissue_mask(scene: SceneModel, size: int, mpp: float) -> np.ndarray:
+    """(size, size) uint8 tissue compartment of each pixel centre in the slab's mid-plane (the focal
+    plane at optics.focus_offset_um = 0, fixed so that focus sweeps keep every label): exact with
+    respect to the scene model; nuclei are in the instance masks, not here."""
+    z = (scene.section.z0 + scene.section.z1) / 2
+    xy = pixel_centres(size, mpp)
+    points = np.column_stack([xy, np.full(len(xy), z)])
+    return compartment_map(scene, points).reshape(size, size).astype(np.uint8)
 
 
 def label_dtype(n: int) -> type:

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from ..config import NoiseConf
 from ..rng import stream
-from ..scene.model import CLASS_IDS, CLASS_NAMES
+from ..classes import CLASS_IDS, CLASS_NAMES
 from .exact import label_dtype
 
 

@@ -27,6 +27,7 @@ from ._bpy import bpy
 logger = logging.getLogger(__name__)
 
 CAMERA_HEIGHT_UM = 50.0  # camera distance above the top of the slab
+TRANSPARENT_CROSSINGS = 64  # volume boundaries a ray may cross (nuclei, lobes, cell bodies)
 Mesh = Tuple[np.ndarray, np.ndarray, np.ndarray]  # vertices, faces, cell row of each face
 
 
@@ -99,9 +100,9 @@ class SceneRenderer:
         slab = (scene.section.z0, scene.section.z1)
         step = self.optics.volume_step_rate
         self.nuclei = self._cells("nucleus", nuclei, materials.nucleus_material(
-            od, slab, cfg.nuclei.chromatin_scale_um, cfg.nuclei.chromatin_contrast, step), stains)
+            od, slab, cfg.nuclei.chromatin_scale_um, step), stains.nucleus)
         self.bodies = self._cells("body", body_mesh(scene.cells, cfg.cells.mesh_subdivisions),
-                                  materials.body_material(od, slab, step), stains)
+                                  materials.body_material(od, slab, step), stains.body)
         self.layers = self._tissue(layer_transmittance(textures, od, scene.section.thickness))
         self.label_mat, self.label_mode = materials.label_material(scene.section.z0)
         aov = self.bscene.view_layers[0].aovs.add()
@@ -123,7 +124,9 @@ class SceneRenderer:
         # Pure absorption: the only light is the back-light seen straight through the volumes.
         c.max_bounces = c.volume_bounces = c.diffuse_bounces = c.glossy_bounces = 0
         c.transmission_bounces = 0
-        c.transparent_max_bounces = self.optics.layers + 8  # the tissue sheets
+        # Every tissue sheet and every crossing of a cell volume boundary is a transparent bounce;
+        # a ray that runs out of them comes back black.
+        c.transparent_max_bounces = self.optics.layers + TRANSPARENT_CROSSINGS
         c.use_light_tree = False
         c.volume_max_steps = 1024
         s.view_settings.view_transform = "Standard"
@@ -164,7 +167,7 @@ class SceneRenderer:
         self.bscene.collection.objects.link(obj)
         return obj
 
-    def _cells(self, part: str, mesh: Mesh, material, stains: CellStains) -> List["bpy.types.Object"]:
+    def _cells(self, part: str, mesh: Mesh, material, properties: Dict[str, np.ndarray]) -> List["bpy.types.Object"]:
         """One object per cell (volume shaders see object properties, not face attributes)."""
         cells = self.model.cells
         verts, faces, rows = mesh
@@ -182,13 +185,9 @@ class SceneRenderer:
                              local.reshape(-1, 3), tuple(centre))
             obj.data.materials.append(material)
             obj["instance"] = float(cells.cell_id[row])
-            obj["texture_offset"] = tuple(float(v) for v in stains.texture_offset[row])
-            if part == "nucleus":
-                obj["h_conc"] = float(stains.nucleus_h[row])
-            else:
-                obj["h_conc"] = float(stains.body_h[row])
-                obj["e_conc"] = float(stains.body_e[row])
-                obj["granular"] = float(stains.granular[row])
+            for key, values in properties.items():
+                value = values[row]
+                obj[key] = float(value) if np.ndim(value) == 0 else tuple(float(v) for v in value)
             objects.append(obj)
         return objects
 

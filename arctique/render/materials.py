@@ -10,6 +10,7 @@ from ..appearance import LN10
 from ._bpy import bpy
 
 LABEL_AOV = "instance"
+MAX_NUCLEAR_BOOST = 1.5  # highest local hematoxylin of a nucleus relative to its mean uptake
 
 
 class _Nodes:
@@ -78,46 +79,94 @@ def _slab_mask(n: _Nodes, slab: Tuple[float, float]):
     return n.math("MULTIPLY", above, below)
 
 
-def _chromatin(n: _Nodes, scale_um: float, contrast: float):
-    """Density factor 1 +- contrast from a per-cell shifted noise in object space."""
-    coords = n.add("ShaderNodeTexCoord")
-    offset = n.obj_attr("texture_offset")
-    shifted = n.add("ShaderNodeVectorMath", operation="ADD")
-    n.link(coords.outputs["Object"], shifted.inputs[0])
-    n.link(offset.outputs["Vector"], shifted.inputs[1])
-    noise = n.add("ShaderNodeTexNoise")
-    noise.inputs["Scale"].default_value = 1.0 / scale_um
-    noise.inputs["Detail"].default_value = 1.0
-    noise.inputs["Roughness"].default_value = 0.6
-    n.link(shifted.outputs[0], noise.inputs["Vector"])
-    centred = n.math("SUBTRACT", noise.outputs["Fac"], 0.5)
-    return n.math("MAXIMUM", n.math("MULTIPLY_ADD", centred, 2.6 * contrast, 1.0), 0.05)
+def _local(n: _Nodes):
+    """The shading point in the cell's own frame (object properties ``frame_x/y/z``: its local axes
+    in world coordinates; object coordinates are world offsets from the cell centre)."""
+    coords = n.add("ShaderNodeTexCoord").outputs["Object"]
+    parts = []
+    for axis in "xyz":
+        dot = n.add("ShaderNodeVectorMath", operation="DOT_PRODUCT")
+        n.link(coords, dot.inputs[0])
+        n.link(n.obj_attr(f"frame_{axis}").outputs["Vector"], dot.inputs[1])
+        parts.append(dot.outputs["Value"])
+    local = n.add("ShaderNodeCombineXYZ")
+    for socket, value in zip(local.inputs, parts):
+        n.link(value, socket)
+    return local.outputs[0]
+
+
+def _vector(n: _Nodes, op: str, a, b):
+    node = n.add("ShaderNodeVectorMath", operation=op)
+    n.link(a, node.inputs[0])
+    n.link(b, node.inputs[1])
+    return node.outputs[0]
+
+
+def _textured(n: _Nodes, local):
+    """``local`` shifted by the cell's own ``texture_offset``, so no two cells share a pattern."""
+    return _vector(n, "ADD", local, n.obj_attr("texture_offset").outputs["Vector"])
+
+
+def _smoothstep(n: _Nodes, value, lo: float, hi: float):
+    node = n.add("ShaderNodeMapRange", interpolation_type="SMOOTHSTEP")
+    node.inputs["From Min"].default_value = lo
+    node.inputs["From Max"].default_value = hi
+    n.link(value, node.inputs["Value"])
+    return node.outputs["Result"]
 
 
 def nucleus_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], chromatin_scale_um: float,
-                     chromatin_contrast: float, step_rate: float) -> "bpy.types.Material":
-    """Hematoxylin (object property ``h_conc``) with chromatin texture; shared by all nuclei."""
+                     step_rate: float) -> "bpy.types.Material":
+    """Hematoxylin (object property ``h_conc``) with coarse chromatin clumps (``chromatin``), a
+    darker membrane rim (``rim``, by the radius normalised to the nucleus' semi-axes ``inv_axes``)
+    and small dense nucleoli (``nucleoli``); shared by all nuclei."""
     mat = bpy.data.materials.new("nucleus")
     n = _Nodes(mat)
-    texture = _chromatin(n, chromatin_scale_um, chromatin_contrast)
-    h = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], texture), _slab_mask(n, slab))
+    local = _local(n)
+    radius = n.add("ShaderNodeVectorMath", operation="LENGTH")
+    n.link(_vector(n, "MULTIPLY", local, n.obj_attr("inv_axes").outputs["Vector"]), radius.inputs[0])
+    r = radius.outputs["Value"]
+    textured = _textured(n, local)
+    noise = n.add("ShaderNodeTexNoise")
+    noise.inputs["Scale"].default_value = 1.0 / chromatin_scale_um
+    noise.inputs["Detail"].default_value = 2.0
+    noise.inputs["Roughness"].default_value = 0.6
+    n.link(textured, noise.inputs["Vector"])
+    clumps = n.math("MULTIPLY", n.math("SUBTRACT", noise.outputs["Fac"], 0.5), 2.0)
+    texture = n.math("MAXIMUM", n.math("MULTIPLY_ADD", clumps, n.obj_attr("chromatin").outputs["Fac"], 1.0), 0.1)
+    rim = n.math("MULTIPLY_ADD", _smoothstep(n, r, 0.7, 0.95), n.obj_attr("rim").outputs["Fac"], 1.0)
+    spots = n.add("ShaderNodeTexVoronoi", feature="F1")
+    spots.inputs["Scale"].default_value = 0.45  # about one nucleolus per 2.2 um cell
+    n.link(textured, spots.inputs["Vector"])
+    nucleolus = n.math("MULTIPLY", n.math("LESS_THAN", spots.outputs["Distance"], 0.2), n.math("LESS_THAN", r, 0.55))
+    boost = n.math("MULTIPLY_ADD", nucleolus, n.math("MULTIPLY", n.obj_attr("nucleoli").outputs["Fac"], 3.0), 1.0)
+    # Capped, so that clumps, rim and nucleoli together never black out a pixel (saturated
+    # pixels are grey in optical density and would bend every stain estimate).
+    density = n.math("MINIMUM", n.math("MULTIPLY", n.math("MULTIPLY", texture, rim), boost), MAX_NUCLEAR_BOOST)
+    h = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], density), _slab_mask(n, slab))
     n.volume_output(n.absorption(od["hematoxylin"], h), mat, step_rate)
     return mat
 
 
 def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_rate: float) -> "bpy.types.Material":
-    """Cytoplasm: eosin and hematoxylin per cell; eosinophils get dense granules (``granular``)."""
+    """Cytoplasm: eosin and hematoxylin per cell; coarse granules hold the share ``granules`` of the
+    eosin (eosinophils); a pale zone ``hof`` around ``hof_centre`` (plasma cells)."""
     mat = bpy.data.materials.new("cytoplasm")
     n = _Nodes(mat)
-    coords = n.add("ShaderNodeTexCoord")
+    local = _local(n)
     vor = n.add("ShaderNodeTexVoronoi", feature="F1")
-    vor.inputs["Scale"].default_value = 1.4  # granules ~0.7 um apart
-    n.link(coords.outputs["Object"], vor.inputs["Vector"])
-    granule = n.math("LESS_THAN", vor.outputs["Distance"], 0.33)
-    g = n.obj_attr("granular").outputs["Fac"]
-    # Granular bodies keep their mean eosin but concentrate it into the granules.
-    factor = n.math("MULTIPLY_ADD", g, n.math("SUBTRACT", n.math("MULTIPLY", granule, 2.2), 1.0), 1.0)
-    mask = _slab_mask(n, slab)
+    vor.inputs["Scale"].default_value = 1.6  # granules about 0.6 um apart
+    n.link(_textured(n, local), vor.inputs["Vector"])
+    granule = n.math("LESS_THAN", vor.outputs["Distance"], 0.3)
+    g = n.obj_attr("granules").outputs["Fac"]
+    # Granular bodies keep their mean eosin but pack the share g of it into the granules (~11 %).
+    factor = n.math("MULTIPLY_ADD", g, n.math("SUBTRACT", n.math("MULTIPLY", granule, 9.0), 1.0), 1.0)
+    hof_distance = n.add("ShaderNodeVectorMath", operation="DISTANCE")
+    n.link(local, hof_distance.inputs[0])
+    n.link(n.obj_attr("hof_centre").outputs["Vector"], hof_distance.inputs[1])
+    pale = n.math("SUBTRACT", 1.0, n.math("MULTIPLY", n.obj_attr("hof").outputs["Fac"],
+                                            n.math("SUBTRACT", 1.0, _smoothstep(n, hof_distance.outputs["Value"], 1.0, 2.2))))
+    mask = n.math("MULTIPLY", _slab_mask(n, slab), pale)
     e = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("e_conc").outputs["Fac"], factor), mask)
     h = n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], mask)
     shader = n.add_shaders([n.absorption(od["eosin"], e), n.absorption(od["hematoxylin"], h)])

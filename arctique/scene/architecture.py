@@ -12,9 +12,10 @@ from typing import Tuple
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..config import CryptConf, SectionConf
+from ..config import CryptConf, RipsConf, SectionConf, SurfaceConf
 from .geometry import random_rotations
-from .model import EPITHELIUM, LUMEN, OUTSIDE, STROMA, Crypts, Ellipsoids, Rips, Section
+from .model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Crypts, Ellipsoids, Rips,
+                    SceneModel, Section)
 
 WALL_HARMONICS = 3
 
@@ -50,7 +51,7 @@ def scene_box(section: Section, z_pad: float) -> Tuple[np.ndarray, np.ndarray]:
     return (np.array([-h, -h, section.z0 - z_pad]), np.array([h, h, section.z1 + z_pad]))
 
 
-def sample_crypts(conf: CryptConf, section: Section, z_pad: float,
+def sample_crypts(conf: CryptConf, surface: SurfaceConf, section: Section, z_pad: float,
                   rng: np.random.Generator) -> Crypts:
     """Jittered hexagonal lattice of crypts covering the scene box (in tissue coordinates)."""
     lo, hi = scene_box(section, z_pad)
@@ -72,11 +73,35 @@ def sample_crypts(conf: CryptConf, section: Section, z_pad: float,
     warp_phase = rng.uniform(0, 2 * np.pi, size=(n, 2))
     amp = rng.uniform(0, 1, size=(n, WALL_HARMONICS)) * conf.wall_roughness / np.arange(1, WALL_HARMONICS + 1)
     phase = rng.uniform(0, 2 * np.pi, size=(n, WALL_HARMONICS))
+    lumen_shape = np.column_stack([
+        rng.integers(conf.lumen_lobes[0], conf.lumen_lobes[1] + 1, size=n),
+        rng.uniform(*conf.lumen_fold, size=n), rng.uniform(0, 2 * np.pi, size=n)])
     return Crypts(
         centre=centre, radius=conf.radius_um * scale, lumen=conf.lumen_radius_um * scale,
         depth=float(conf.depth_um), warp_amp=warp_amp, warp_phase=warp_phase,
         wavelength=float(conf.warp_wavelength_um), wall=np.stack([amp, phase], -1),
+        lumen_shape=lumen_shape, surface=float(surface.thickness_um),
+        surface_waves=_waves(rng, 8, surface.wavelength_um, surface.undulation_um / 2),
     )
+
+
+def _waves(rng: np.random.Generator, n: int, wavelength: float, amplitude: float) -> np.ndarray:
+    """Rows (kx, ky, phase, amplitude) of an isotropic random field of about unit ``amplitude``:
+    random directions, wavelengths within a factor 1.5 of ``wavelength``."""
+    direction = rng.uniform(0, 2 * np.pi, n)
+    k = 2 * np.pi / wavelength * rng.uniform(0.67, 1.5, n)
+    return np.column_stack([np.cos(direction) * k, np.sin(direction) * k, rng.uniform(0, 2 * np.pi, n),
+                            amplitude * rng.normal(size=n) * np.sqrt(2 / n)])
+
+
+def wave_field(waves: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Value of a ``_waves`` field at ``(P, 2)`` points."""
+    return np.sin(xy @ waves[:, :2].T + waves[:, 2]) @ waves[:, 3]
+
+
+def surface_depth(crypts: Crypts, uv: np.ndarray) -> np.ndarray:
+    """w of the luminal surface of the mucosa above tissue points ``uv`` (P, 2)."""
+    return wave_field(crypts.surface_waves, uv)
 
 
 def axis_point(crypts: Crypts, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -91,6 +116,12 @@ def wall_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarra
     k = np.arange(2, 2 + WALL_HARMONICS)
     wall = crypts.wall[idx]
     return 1 + (wall[..., 0] * np.cos(k * theta[..., None] + wall[..., 1])).sum(-1)
+
+
+def lumen_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Folds of the lumen: relative lumen radius (a star, or a slit for two lobes)."""
+    lobes, fold, phase = (crypts.lumen_shape[idx, i] for i in range(3))
+    return 1 + fold * np.cos(lobes * theta + phase)
 
 
 def crypt_coordinates(crypts: Crypts, q: np.ndarray, tree: cKDTree) -> Tuple[np.ndarray, ...]:
@@ -113,58 +144,85 @@ def crypt_coordinates(crypts: Crypts, q: np.ndarray, tree: cKDTree) -> Tuple[np.
     best = np.argmin(rel, axis=1)
     pick = (np.arange(len(q)), best)
     idx = cand[pick]
-    return idx, rho[pick], theta[pick], crypts.radius[idx] * f[pick], crypts.lumen[idx] * f[pick]
+    th = theta[pick]
+    lumen = crypts.lumen[idx] * f[pick] * lumen_factor(crypts, idx, th)
+    return idx, rho[pick], th, crypts.radius[idx] * f[pick], lumen
 
 
 def crypt_tree(crypts: Crypts) -> cKDTree:
     return cKDTree(crypts.centre)
 
 
-def compartments(points: np.ndarray, section: Section, crypts: Crypts, tree: cKDTree) -> np.ndarray:
-    """Compartment code (model.OUTSIDE .. LUMEN) of section-frame points ``(P, 3)``."""
+def compartments(points: np.ndarray, section: Section, crypts: Crypts, tree: cKDTree,
+                 rips: Rips | None = None) -> np.ndarray:
+    """Compartment code (model.OUTSIDE .. BLOOD, without mucin and blood) of section-frame points
+    ``(P, 3)``; with ``rips``, torn stroma is RIP."""
     q = section.to_tissue(points)
     _, rho, _, basal, lumen = crypt_coordinates(crypts, q, tree)
+    depth = q[:, 2] - surface_depth(crypts, q[:, :2])
     code = np.full(len(points), STROMA, np.uint8)
-    code[rho < basal] = EPITHELIUM
+    code[(rho < basal) | (depth < crypts.surface)] = EPITHELIUM
     code[rho < lumen] = LUMEN
-    code[q[:, 2] < 0] = OUTSIDE
+    code[depth < 0] = OUTSIDE
+    if rips is not None:
+        code[torn(rips, points[:, :2], rho - basal) & (code == STROMA)] = RIP
     return code
 
 
 def wall_clearance(points: np.ndarray, section: Section, crypts: Crypts, tree: cKDTree) -> np.ndarray:
     """Distance (approximately, along the radius) from points to the nearest basal wall, and to the
-    luminal surface: negative inside epithelium or above the tissue."""
+    base of the surface epithelium: negative inside epithelium or above the tissue."""
     q = section.to_tissue(points)
     _, rho, _, basal, _ = crypt_coordinates(crypts, q, tree)
-    return np.minimum(rho - basal, q[:, 2])
+    return np.minimum(rho - basal, q[:, 2] - surface_depth(crypts, q[:, :2]) - crypts.surface)
+
+
+def compartment_map(scene: SceneModel, points: np.ndarray) -> np.ndarray:
+    """Every compartment (goblet mucin, tears and blood included) of section-frame points ``(P, 3)``."""
+    tree = crypt_tree(scene.crypts)
+    code = compartments(points, scene.section, scene.crypts, tree, scene.rips)
+    point_tree = cKDTree(points)
+    code[(ellipsoid_labels(points, scene.mucin, point_tree) > 0) & (code == EPITHELIUM)] = MUCIN
+    code[(ellipsoid_labels(points, scene.blood, point_tree) > 0) & (code == STROMA)] = BLOOD
+    return code
 
 
 # ------------------------------------------------------------------------------ rips and blood
 
 
-def sample_rips(strength: float, scale_um: float, elongation: float, section: Section,
-                rng: np.random.Generator, n_waves: int = 48) -> Rips:
-    """A smooth anisotropic random field over the section; its top ``strength`` quantile is torn."""
-    angle = rng.uniform(0, np.pi)
-    direction = rng.uniform(0, 2 * np.pi, n_waves)
-    freq = rng.uniform(0.5, 2.0, n_waves) * 2 * np.pi / scale_um
-    kx = np.cos(direction) * freq / elongation  # stretched along the rip direction
-    ky = np.sin(direction) * freq
-    ca, sa = np.cos(angle), np.sin(angle)
-    waves = np.stack([ca * kx - sa * ky, sa * kx + ca * ky, rng.uniform(0, 2 * np.pi, n_waves),
-                      rng.normal(size=n_waves) / np.sqrt(n_waves)], 1)
-    h = section.field_um / 2 + section.margin_um
-    grid = rng.uniform(-h, h, size=(4096, 2))
-    values = rip_field(waves, grid)
-    threshold = float(np.quantile(values, 1 - strength)) if strength > 0 else np.inf
-    return Rips(waves=waves, threshold=threshold)
+def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
+                rng: np.random.Generator, n_waves: int = 48, n_points: int = 8192) -> Rips:
+    """Tears covering ``conf.strength`` of the field: retraction clefts along the crypt walls and a
+    thin, randomly oriented crack network, both inside damaged patches (about half the field)."""
+    waves = _waves(rng, n_waves, conf.scale_um, 1.0)
+    patch_waves = _waves(rng, 16, conf.patch_um, 1.0)
+    h = section.field_um / 2
+    xy = rng.uniform(-h, h, size=(n_points, 2))
+    patch = wave_field(patch_waves, xy)
+    patch_threshold = float(np.median(patch))
+    q = section.to_tissue(np.column_stack([xy, np.zeros(n_points)]))
+    _, rho, _, basal, _ = crypt_coordinates(crypts, q, tree)
+    stroma = compartments(np.column_stack([xy, np.zeros(n_points)]), section, crypts, tree) == STROMA
+    damaged = stroma & (patch > patch_threshold)
+    cleft = damaged & (rho - basal < conf.cleft_um)
+    ridge = 1 - np.abs(wave_field(waves, xy))
+    eligible = ridge[damaged & ~cleft]
+    need = conf.strength * n_points - cleft.sum()
+    if conf.strength <= 0 or need <= 0 or len(eligible) == 0:
+        threshold = np.inf
+    else:
+        threshold = float(np.quantile(eligible, max(0.0, 1 - need / len(eligible))))
+    cleft_um = conf.cleft_um if conf.strength > 0 else 0.0
+    return Rips(waves=waves, threshold=threshold, patch_waves=patch_waves,
+                patch_threshold=patch_threshold, cleft_um=cleft_um)
 
 
-def rip_field(waves: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Value of the rip field at ``(P, 2)`` section coordinates; |values| ~ 1."""
-    arg = xy @ waves[:, :2].T + waves[:, 2]
-    # A ridge-like transform turns the smooth field into narrow, elongated tears.
-    return 1 - np.abs(np.sin(arg) @ waves[:, 3])
+def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
+    """Whether section points ``xy`` (P, 2), at ``wall_distance`` from the nearest crypt wall, lie in a
+    tear (tears run through the whole section)."""
+    damaged = wave_field(rips.patch_waves, xy) > rips.patch_threshold
+    cracks = 1 - np.abs(wave_field(rips.waves, xy)) > rips.threshold
+    return damaged & (cracks | (wall_distance < rips.cleft_um))
 
 
 def sample_blood(strength: float, diameter: float, section: Section, crypts: Crypts, tree: cKDTree,

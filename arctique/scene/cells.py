@@ -36,13 +36,12 @@ def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generat
     lobe_centre = np.zeros((n, MAX_LOBES, 3))
     lobe_axes = np.zeros((n, MAX_LOBES, 3))
     extent = np.zeros((n, 3))  # overall semi-extent of the nucleus along local x, y, z
-    for i in range(n):
-        a = length[i] / 2
-        if lobes[i] == 1:
-            b = a / elong[i] * squash[1]
-            lobe_axes[i, 0] = (a, b, b * flat[i])
-            extent[i] = lobe_axes[i, 0]
-            continue
+    one = lobes == 1
+    a1 = length[one] / 2
+    b1 = a1 / elong[one] * squash[1]
+    lobe_axes[one, 0] = np.column_stack([a1, b1, b1 * flat[one]])
+    extent[one] = lobe_axes[one, 0]
+    for i in np.nonzero(~one)[0]:
         k = lobes[i]
         gap = 2.5 * conf.shape_noise + 0.08  # relative to the lobe radius: lobes never touch
         r = length[i] / (2 * k + (k - 1) * gap)
@@ -68,6 +67,18 @@ def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generat
         "lobe_count": lobes, "lobe_centre": lobe_centre, "lobe_axes": lobe_axes,
         "curvature": curvature, "noise": noise, "body_centre": body_centre, "body_axes": body_axes,
     }
+
+
+def make_cells(cls: np.ndarray, centre: np.ndarray, rotation: np.ndarray, shapes: Dict[str, np.ndarray],
+               goblet: np.ndarray | None = None) -> Cells:
+    """A ``Cells`` table from placed ``draw_shapes`` columns (ids are given when tables are joined)."""
+    n = len(cls)
+    return Cells(
+        cell_id=np.zeros(n, np.int32), cls=np.asarray(cls, np.uint8),
+        goblet=np.zeros(n, bool) if goblet is None else goblet, centre=centre, rotation=rotation,
+        lobe_count=shapes["lobe_count"].astype(np.int32), lobe_centre=shapes["lobe_centre"],
+        lobe_axes=shapes["lobe_axes"], curvature=shapes["curvature"], noise=shapes["noise"],
+        body_centre=shapes["body_centre"], body_axes=shapes["body_axes"])
 
 
 def _noise_terms(amplitude: float, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Dict, Type, TypeVar
+from typing import Any, Dict, Sequence, Type, TypeVar
 
 import numpy as np
 
 MAX_LOBES = 6
 NOISE_TERMS = 6
 
-# Fixed class table (DESIGN.md section 6); goblet cells are epithelial cells.
-CLASS_IDS: Dict[str, int] = {"EPI": 1, "PLA": 2, "LYM": 3, "EOS": 4, "FIB": 5, "NEU": 6}
-CLASS_NAMES: Dict[int, str] = {v: k for k, v in CLASS_IDS.items()}
-
-# Tissue compartments (values of the compartment map).
+# Tissue compartments: the values of masks/tissue/<i>.tif (goblet mucin is "mucin", tears "tear").
 OUTSIDE, STROMA, EPITHELIUM, LUMEN, MUCIN, RIP, BLOOD = range(7)
-COMPARTMENT_NAMES = ("outside", "stroma", "epithelium", "lumen", "mucin", "rip", "blood")
+COMPARTMENT_NAMES = ("outside", "stroma", "epithelium", "lumen", "mucin", "tear", "blood")
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +54,9 @@ class Crypts:
     warp_phase: np.ndarray  # (C, 2)
     wavelength: float  # meander wavelength
     wall: np.ndarray  # (C, K, 2) amplitude and phase of the angular harmonics k = 2 .. K+1
+    lumen_shape: np.ndarray  # (C, 3) lumen folds: number of lobes, relative depth, phase
+    surface: float  # thickness of the surface epithelium below w = 0
+    surface_waves: np.ndarray  # (K, 4) rows (ku, kv, phase, amplitude um): undulation of the surface
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +79,16 @@ class Cells:
     def __len__(self) -> int:
         return len(self.cls)
 
+    @classmethod
+    def concat(cls, parts: Sequence["Cells"]) -> "Cells":
+        """One table of all parts, in order, with scene-wide ids 1..N."""
+        merged = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)}
+        merged["cell_id"] = np.arange(1, len(merged["cls"]) + 1, dtype=np.int32)
+        return cls(**merged)
+
+    def take(self, rows: np.ndarray) -> "Cells":
+        return replace(self, **{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
 
 @dataclass(frozen=True, eq=False)
 class Ellipsoids:
@@ -90,8 +99,14 @@ class Ellipsoids:
 
 @dataclass(frozen=True, eq=False)
 class Rips:
-    waves: np.ndarray  # (K, 4) rows (kx, ky, phase, amplitude) of a random field over (x, y)
-    threshold: float  # the stroma is torn where the field exceeds this value
+    """Tears through the section: thin cracks along the zero set of an isotropic random field, kept
+    where a second, smooth field marks a damaged patch, and clefts along the crypt walls."""
+
+    waves: np.ndarray  # (K, 4) rows (kx, ky, phase, amplitude) of the crack field over (x, y)
+    threshold: float  # cracks where 1 - |field| exceeds this value
+    patch_waves: np.ndarray  # (K, 4) the patch field
+    patch_threshold: float  # damaged where the patch field exceeds this value
+    cleft_um: float  # width of the retraction clefts along crypt walls inside damaged patches
 
 
 @dataclass(frozen=True, eq=False)

@@ -8,20 +8,20 @@ random order, and accepted when the nucleus clears the crypt walls and every nuc
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..classes import CLASS_IDS, STROMA_NAMES
 from ..config import CellsConf
 from .architecture import compartments, scene_box, wall_clearance
-from .cells import bounding_radius, collision_spheres, draw_shapes
+from .cells import bounding_radius, collision_spheres, draw_shapes, make_cells
 from .geometry import random_rotations
-from .model import STROMA, Crypts, Section
+from .model import MAX_LOBES, NOISE_TERMS, STROMA, Cells, Crypts, Section
 
 logger = logging.getLogger(__name__)
 
-PLACEMENT_ORDER = ("PLA", "LYM", "EOS", "FIB", "NEU")  # fixed iteration order of the types
 _VOLUME_SAMPLES = 20000
 _MAX_BATCHES = 40
 
@@ -37,20 +37,23 @@ class _SphereIndex:
         self.cell = cell
         self.shifts = [np.array([0.0, 0.0, d]) for d in (0.0, period_z, -period_z)]
         self.grid: Dict[tuple, List[int]] = {}
-        self.centres: List[np.ndarray] = []
+        self.centres: List[Tuple[float, float, float]] = []
         self.radii: List[float] = []
 
     def _key(self, p: np.ndarray) -> tuple:
         return tuple(np.floor(p / self.cell).astype(int))
 
     def collides(self, centres: np.ndarray, radii: np.ndarray, gap: float) -> bool:
-        for p, r in zip(centres, radii):
-            k = self._key(p)
+        # Plain floats: this runs for every candidate sphere, where numpy's per-call cost dominates.
+        for (x, y, z), r in zip(centres.tolist(), radii.tolist()):
+            kx, ky, kz = self._key(np.array([x, y, z]))
             for dx in (-1, 0, 1):
                 for dy in (-1, 0, 1):
                     for dz in (-1, 0, 1):
-                        for j in self.grid.get((k[0] + dx, k[1] + dy, k[2] + dz), ()):
-                            if np.sum((self.centres[j] - p) ** 2) < (self.radii[j] + r + gap) ** 2:
+                        for j in self.grid.get((kx + dx, ky + dy, kz + dz), ()):
+                            cx, cy, cz = self.centres[j]
+                            reach = self.radii[j] + r + gap
+                            if (cx - x) ** 2 + (cy - y) ** 2 + (cz - z) ** 2 < reach * reach:
                                 return True
         return False
 
@@ -58,7 +61,7 @@ class _SphereIndex:
         for p, r in zip(centres, radii):
             for shift in self.shifts:
                 self.grid.setdefault(self._key(p + shift), []).append(len(self.centres))
-                self.centres.append(p + shift)
+                self.centres.append(tuple((p + shift).tolist()))
                 self.radii.append(float(r))
 
 
@@ -72,12 +75,12 @@ def stroma_volume(section: Section, crypts: Crypts, tree: cKDTree, z_pad: float,
 
 
 def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTree,
-                 streams: Callable[[str], np.random.Generator]) -> Dict[str, np.ndarray]:
-    """Stroma cells (all types) as columns of ``model.Cells`` plus ``cls_name`` (type names)."""
+                 streams: Callable[[str], np.random.Generator]) -> Cells:
+    """Stroma cells of all types (placed in the class registry's order)."""
     total = sum(conf.ratios.values())
-    types = [n for n in PLACEMENT_ORDER if conf.ratios.get(n, 0.0) > 0 and conf.stroma_density > 0]
+    types = [n for n in STROMA_NAMES if conf.ratios.get(n, 0.0) > 0 and conf.stroma_density > 0]
     if not types:
-        return {}
+        return _empty()
     # All types share one placement region (the largest reach), so that each is uniform in it.
     pads = [bounding_radius(draw_shapes(getattr(conf.types, n), conf.nucleus_scale.get(n, 1.0), 64,
                                         streams(f"stroma/{n}/probe")), getattr(conf.types, n).shape_noise).mean()
@@ -87,7 +90,7 @@ def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTre
     targets = {n: int(round(conf.stroma_density * conf.ratios[n] / total * volume / 1000)) for n in types}
     placed = _place(conf, targets, z_pad, section, crypts, tree, streams)
     if not placed:
-        return {}
+        return _empty()
     for n in types:
         got = int(np.sum(placed["cls_name"] == n))
         if got < targets[n]:
@@ -95,7 +98,16 @@ def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTre
     # Cells that cannot reach the slab only served as obstacles during placement.
     reach = placed.pop("reach")
     keep = (placed["centre"][:, 2] - reach <= section.z1) & (placed["centre"][:, 2] + reach >= section.z0)
-    return {k: v[keep] for k, v in placed.items()}
+    placed = {k: v[keep] for k, v in placed.items()}
+    cls = np.array([CLASS_IDS[n] for n in placed["cls_name"]], np.uint8)
+    return make_cells(cls, placed["centre"], placed["rotation"], placed)
+
+
+def _empty() -> Cells:
+    shapes = {"lobe_count": np.zeros(0, int), "lobe_centre": np.zeros((0, MAX_LOBES, 3)),
+              "lobe_axes": np.zeros((0, MAX_LOBES, 3)), "curvature": np.zeros(0),
+              "noise": np.zeros((0, NOISE_TERMS, 6)), "body_centre": np.zeros((0, 3)), "body_axes": np.zeros((0, 3))}
+    return make_cells(np.zeros(0, np.uint8), np.zeros((0, 3)), np.zeros((0, 3, 3)), shapes)
 
 
 def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Section, crypts: Crypts,
