@@ -87,6 +87,7 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     body = {
         "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, 0.12, n)),
         "granules": look("granules"), "hof": look("hof") * (side != 0), "hof_centre": hof_centre,
+        "inv_axes": nucleus["inv_axes"], "displaced": single.astype(float),
         "texture_offset": offset, **frames,
     }
     return CellStains(nucleus=nucleus, body=body)

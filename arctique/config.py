@@ -134,26 +134,26 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[8.0, 13.0], elongation=[1.7, 2.8], shape_noise=0.15, hematoxylin=0.9,
+        length_um=[8.0, 13.0], elongation=[1.7, 2.8], shape_noise=0.15, hematoxylin=1.0,
         chromatin=1.0, rim=0.6, nucleoli=0.8)
     PLA: CellTypeConf = _type(
         length_um=[5.5, 7.0], elongation=[1.05, 1.3], shape_noise=0.12, cytoplasm_scale=1.8,
-        eccentricity=0.8, hematoxylin=0.85, chromatin=1.5, rim=1.2, cytoplasm_eosin=0.09,
-        cytoplasm_hematoxylin=0.06, hof=0.7)
+        eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=1.2, cytoplasm_eosin=0.26,
+        cytoplasm_hematoxylin=0.12, hof=0.6)
     LYM: CellTypeConf = _type(
         length_um=[5.0, 6.5], elongation=[1.0, 1.15], shape_noise=0.12, cytoplasm_scale=1.12,
-        hematoxylin=0.9, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.08, cytoplasm_hematoxylin=0.04)
+        hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.24, cytoplasm_hematoxylin=0.06)
     EOS: CellTypeConf = _type(
         length_um=[7.0, 9.0], elongation=[1.5, 1.9], lobes=[2, 2], shape_noise=0.08,
-        cytoplasm_scale=1.55, hematoxylin=0.85, chromatin=0.7, rim=0.4, cytoplasm_eosin=0.42,
+        cytoplasm_scale=1.55, hematoxylin=0.95, chromatin=0.7, rim=0.4, cytoplasm_eosin=0.6,
         cytoplasm_hematoxylin=0.0, granules=0.7)
     FIB: CellTypeConf = _type(
         length_um=[11.0, 18.0], elongation=[4.0, 6.5], bend_deg=50.0, shape_noise=0.1,
-        hematoxylin=1.0, chromatin=0.5, rim=0.3)
+        hematoxylin=1.1, chromatin=0.5, rim=0.3)
     NEU: CellTypeConf = _type(
         length_um=[8.0, 10.0], elongation=[1.3, 1.7], lobes=[3, 4], shape_noise=0.08,
-        cytoplasm_scale=1.4, hematoxylin=0.85, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.08,
-        cytoplasm_hematoxylin=0.02)
+        cytoplasm_scale=1.4, hematoxylin=0.95, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.22,
+        cytoplasm_hematoxylin=0.03)
 
 
 @dataclass
@@ -184,10 +184,10 @@ class NucleiConf:
 @dataclass
 class StainConf:
     # OD directions (RGB). Eosin: Macenko et al.'s typical-slide estimate. Hematoxylin: that
-    # estimate turned 4.5 degrees towards Ruifrok and Johnston's pure dye (0.65, 0.70, 0.29), because
+    # estimate turned 3 degrees towards Ruifrok and Johnston's pure dye (0.65, 0.70, 0.29), because
     # every rendered nucleus also holds some eosin: a Macenko estimate on the image then lands near
     # the published slide vector and nuclei read purple-blue. Blood from oxyhaemoglobin.
-    hematoxylin_od: List[float] = field(default_factory=lambda: [0.608, 0.713, 0.349])
+    hematoxylin_od: List[float] = field(default_factory=lambda: [0.5935, 0.7155, 0.3685])
     eosin_od: List[float] = field(default_factory=lambda: [0.2159, 0.8012, 0.5581])
     blood_od: List[float] = field(default_factory=lambda: [0.10, 0.80, 0.59])
     eosin_intensity: float = 1.0  # slider: multiplies every eosin concentration [0, 3]

@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("gallery"), help="where the samples are rendered")
     parser.add_argument("--out", type=Path, default=Path("docs/gallery.png"))
-    parser.add_argument("--tile", type=int, default=256, help="pixels per sample in the gallery")
+    parser.add_argument("--tile", type=int, default=192, help="pixels per sample in the gallery")
     args = parser.parse_args()
     default, low = args.root / "40x", args.root / "20x"
     render(default, f"seed={SEEDS.start}", f"n_samples={len(SEEDS)}")

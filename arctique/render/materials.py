@@ -149,8 +149,8 @@ def nucleus_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], chrom
 
 
 def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_rate: float) -> "bpy.types.Material":
-    """Cytoplasm: eosin and hematoxylin per cell; coarse granules hold the share ``granules`` of the
-    eosin (eosinophils); a pale zone ``hof`` around ``hof_centre`` (plasma cells)."""
+    """Cytoplasm: eosin and hematoxylin per cell, outside its nucleus; coarse granules hold the share
+    ``granules`` of the eosin (eosinophils); a pale zone ``hof`` around ``hof_centre`` (plasma cells)."""
     mat = bpy.data.materials.new("cytoplasm")
     n = _Nodes(mat)
     local = _local(n)
@@ -166,7 +166,13 @@ def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_rat
     n.link(n.obj_attr("hof_centre").outputs["Vector"], hof_distance.inputs[1])
     pale = n.math("SUBTRACT", 1.0, n.math("MULTIPLY", n.obj_attr("hof").outputs["Fac"],
                                             n.math("SUBTRACT", 1.0, _smoothstep(n, hof_distance.outputs["Value"], 1.0, 2.2))))
-    mask = n.math("MULTIPLY", _slab_mask(n, slab), pale)
+    # The nucleus displaces the cytoplasm (one-lobe nuclei: inside the ellipsoid of semi-axes
+    # 1 / ``inv_axes``; ``displaced`` is 0 where that ellipsoid does not describe the nucleus).
+    radius = n.add("ShaderNodeVectorMath", operation="LENGTH")
+    n.link(_vector(n, "MULTIPLY", local, n.obj_attr("inv_axes").outputs["Vector"]), radius.inputs[0])
+    in_nucleus = n.math("MULTIPLY", n.math("LESS_THAN", radius.outputs["Value"], 1.0),
+                        n.obj_attr("displaced").outputs["Fac"])
+    mask = n.math("MULTIPLY", n.math("MULTIPLY", _slab_mask(n, slab), pale), n.math("SUBTRACT", 1.0, in_nucleus))
     e = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("e_conc").outputs["Fac"], factor), mask)
     h = n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], mask)
     shader = n.add_shaders([n.absorption(od["eosin"], e), n.absorption(od["hematoxylin"], h)])
