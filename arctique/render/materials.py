@@ -102,6 +102,13 @@ def _vector(n: _Nodes, op: str, a, b):
     return node.outputs[0]
 
 
+def _nucleus_radius(n: _Nodes, local):
+    """Radius normalised to the nucleus' semi-axes (object property ``inv_axes``): 1 on its surface."""
+    radius = n.add("ShaderNodeVectorMath", operation="LENGTH")
+    n.link(_vector(n, "MULTIPLY", local, n.obj_attr("inv_axes").outputs["Vector"]), radius.inputs[0])
+    return radius.outputs["Value"]
+
+
 def _textured(n: _Nodes, local):
     """``local`` shifted by the cell's own ``texture_offset``, so no two cells share a pattern."""
     return _vector(n, "ADD", local, n.obj_attr("texture_offset").outputs["Vector"])
@@ -123,9 +130,7 @@ def nucleus_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], chrom
     mat = bpy.data.materials.new("nucleus")
     n = _Nodes(mat)
     local = _local(n)
-    radius = n.add("ShaderNodeVectorMath", operation="LENGTH")
-    n.link(_vector(n, "MULTIPLY", local, n.obj_attr("inv_axes").outputs["Vector"]), radius.inputs[0])
-    r = radius.outputs["Value"]
+    r = _nucleus_radius(n, local)
     textured = _textured(n, local)
     noise = n.add("ShaderNodeTexNoise")
     noise.inputs["Scale"].default_value = 1.0 / chromatin_scale_um
@@ -168,9 +173,7 @@ def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_rat
                                             n.math("SUBTRACT", 1.0, _smoothstep(n, hof_distance.outputs["Value"], 1.0, 2.2))))
     # The nucleus displaces the cytoplasm (one-lobe nuclei: inside the ellipsoid of semi-axes
     # 1 / ``inv_axes``; ``displaced`` is 0 where that ellipsoid does not describe the nucleus).
-    radius = n.add("ShaderNodeVectorMath", operation="LENGTH")
-    n.link(_vector(n, "MULTIPLY", local, n.obj_attr("inv_axes").outputs["Vector"]), radius.inputs[0])
-    in_nucleus = n.math("MULTIPLY", n.math("LESS_THAN", radius.outputs["Value"], 1.0),
+    in_nucleus = n.math("MULTIPLY", n.math("LESS_THAN", _nucleus_radius(n, local), 1.0),
                         n.obj_attr("displaced").outputs["Fac"])
     mask = n.math("MULTIPLY", n.math("MULTIPLY", _slab_mask(n, slab), pale), n.math("SUBTRACT", 1.0, in_nucleus))
     e = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("e_conc").outputs["Fac"], factor), mask)

@@ -8,6 +8,7 @@ random order, and accepted when the nucleus clears the crypt walls and every nuc
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
@@ -46,7 +47,7 @@ class _SphereIndex:
     def collides(self, centres: np.ndarray, radii: np.ndarray, gap: float) -> bool:
         # Plain floats: this runs for every candidate sphere, where numpy's per-call cost dominates.
         for (x, y, z), r in zip(centres.tolist(), radii.tolist()):
-            kx, ky, kz = self._key(np.array([x, y, z]))
+            kx, ky, kz = (math.floor(v / self.cell) for v in (x, y, z))
             for dx in (-1, 0, 1):
                 for dy in (-1, 0, 1):
                     for dz in (-1, 0, 1):
