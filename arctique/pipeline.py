@@ -21,10 +21,10 @@ from .appearance import cell_stains, tissue_textures
 from .classes import class_table
 from .config import ArctiqueConf, NoiseConf, to_dict
 from .io import dataset as ds
-from .io.preview import preview
+from .io.sample import RenderedSample, write_sample
 from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue_mask
 from .labels.noise import cell_footprints, foreground, level_name, noisy_labels, three_class
-from .scene import SceneModel, build_scene, load, save
+from .scene import SceneModel, build_scene, load
 from .scene.cells import nucleus_mesh
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,6 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         stains = cell_stains(cfg, scene)
         textures = tissue_textures(cfg, scene)
     staged = dataset.staging(seed)
-    files = ds.sample_files(seed)
     blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
     if blend is not None:
         blend.parent.mkdir(parents=True, exist_ok=True)
@@ -103,30 +102,14 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*nuclei, len(scene.cells)))
         tissue = tissue_mask(scene, cfg.optics.image_size, cfg.optics.mpp)
         image = srgb_uint8(raw["image"])
-    with timer("write"):
-        mpp = cfg.optics.mpp
-        ds.write_png(staged / files["image"], image)
-        ds.write_label_tiff(staged / files["instance"], labels.instance, mpp)
-        ds.write_label_tiff(staged / files["semantic"], labels.semantic, mpp)
-        ds.write_label_tiff(staged / files["cytoplasm"], labels.cytoplasm, mpp)
-        ds.write_label_tiff(staged / files["tissue"], tissue, mpp)
-        stack_path = staged / files["stack"]
-        stack_path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(stack_path, labels.stack)
-        for k, plane in enumerate(labels.stack):
-            ds.write_label_tiff(staged / ds.slice_file(seed, k), plane, mpp)
-    with timer("label_noise"):
-        write_targets(staged, seed, labels.instance, labels.semantic, labels.stack, cfg.noise, mpp)
-    with timer("write"):
-        (staged / files["scene"]).parent.mkdir(parents=True, exist_ok=True)
-        save(scene, staged / files["scene"])
         meta = {"sample": _sample_values(cfg, scene, focus_z), "software": software_versions(),
                 "cells": labels.cells}
-        ds.write_text(staged / files["metadata"], ds.to_json(meta))
-        ds.write_cells_csv(staged / files["cells_csv"], labels.cells)
-        ds.write_text(staged / files["parameters"], ds.to_json({**parameters, "seed": seed}))
-        if cfg.output.preview:
-            ds.write_png(staged / files["preview"], preview(image, labels.instance, labels.semantic))
+    with timer("write"):
+        write_sample(staged, RenderedSample(seed, cfg.optics.mpp, image, labels, tissue, scene, meta,
+                                            {**parameters, "seed": seed}), cfg.output.preview)
+    with timer("label_noise"):
+        write_targets(staged, seed, labels.instance, labels.semantic, labels.stack, cfg.noise, cfg.optics.mpp)
+    with timer("write"):
         dataset.commit(seed, staged, {
             "index": seed, "seed": seed, "n_instances": len(labels.cells),
             "seconds": round(sum(timer.seconds.values()), 2), "host": socket.gethostname(),
