@@ -1,0 +1,125 @@
+"""Exports of a finished dataset into the layouts of the public nuclei datasets (``arctique-export``).
+
+Every format is one module with a ``Writer`` fed the same patches (``patches.py``) of the same
+reader (``io.reader``), so a new format is one new module added to ``FORMATS``. Nothing is
+rendered: an export only reads the dataset's images and label maps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Type
+
+from ...rng import stream
+from ..reader import Dataset
+from .arctique_v3 import ArctiqueV3
+from .base import Writer
+from .coco import Coco
+from .conic import Conic
+from .hovernet import HoverNet
+from .lizard import Lizard
+from .pannuke import PanNuke
+from .patches import field_size, sample_patches, tile_starts
+
+FORMATS: Dict[str, Type[Writer]] = {w.name: w for w in (ArctiqueV3, Lizard, Conic, PanNuke, HoverNet, Coco)}
+RECORD = "export.json"
+
+
+def parse_split(text: str) -> Dict[str, float]:
+    """``train=0.8,val=0.1,test=0.1`` -> {"train": 0.8, ...}; fractions in (0, 1] summing to 1."""
+    fractions: Dict[str, float] = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise ValueError(f"--split: '{part}' is not NAME=FRACTION (e.g. train=0.8,val=0.1,test=0.1)") from None
+        if not name or name in fractions or not 0 < fraction <= 1:
+            raise ValueError(f"--split: '{part}' needs a new name and a fraction in (0, 1]")
+        fractions[name] = fraction
+    if not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
+        raise ValueError(f"--split: fractions must sum to 1, got {sum(fractions.values()):g} ({text})")
+    return fractions
+
+
+def assign_splits(indices: List[int], fractions: Dict[str, float], seed: int) -> Dict[int, str]:
+    """Sample index -> split: the samples shuffled by ``seed`` (stream ``export/split``) and cut in
+    the given order into parts of round(fraction x n), remainders to the largest fractional parts."""
+    n = len(indices)
+    exact = [f * n for f in fractions.values()]
+    sizes = [math.floor(e) for e in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda k: (-(exact[k] - sizes[k]), k))
+    for k in by_remainder[: n - sum(sizes)]:
+        sizes[k] += 1
+    order = [indices[k] for k in stream(seed, "export/split").permutation(n)]
+    out, start = {}, 0
+    for name, size in zip(fractions, sizes):
+        out.update({i: name for i in order[start:start + size]})
+        start += size
+    return out
+
+
+def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None, tile: Optional[int] = None,
+           split: Optional[str] = None, split_seed: int = 0, noise: Optional[float] = None) -> Dict[str, Any]:
+    """Write the complete samples of dataset ``root`` into ``out`` in format ``format_name``.
+
+    Args:
+        mpp: target pixel size in um (default: the dataset's own).
+        tile: cut each field into tiles of this side (px); formats with a fixed patch size
+            (CoNIC, PanNuke: 256) always tile at that size.
+        split: e.g. ``train=0.8,val=0.1,test=0.1``: samples (all tiles of a field together) go to
+            ``out/<split>/`` by a shuffle of seed ``split_seed``.
+        noise: export the label-noise variant of this level instead of the clean labels.
+
+    Returns the export record, also written to ``out/export.json``. Every argument is checked, with
+    a one-line ``ValueError`` naming the option, before anything is written.
+    """
+    if format_name not in FORMATS:
+        raise ValueError(f"--format: '{format_name}' is not one of {', '.join(FORMATS)}")
+    writer_type = FORMATS[format_name]
+    if mpp is not None and not mpp > 0:
+        raise ValueError(f"--mpp must be > 0 um per pixel, got {mpp:g}")
+    if writer_type.patch_px is not None and tile not in (None, writer_type.patch_px):
+        raise ValueError(f"--tile: {format_name} patches are {writer_type.patch_px} px, got {tile}")
+    tile = tile or writer_type.patch_px
+    if tile is not None and tile < 1:
+        raise ValueError(f"--tile must be >= 1 px, got {tile}")
+    fractions = parse_split(split) if split else {"": 1.0}
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out: {out} is not empty; choose a new folder")
+    dataset = Dataset(root, noise=noise)
+    if not len(dataset):
+        raise ValueError(f"{root} has no complete sample to export")
+
+    targets, tiles = {}, {}
+    for sample in dataset:
+        target = mpp or sample.mpp
+        size = field_size(int(sample.metadata["sample"]["image_size_px"]), sample.mpp, target)
+        if tile is not None and size < tile:
+            raise ValueError(f"--tile {tile}: sample {sample.index} is {size} px at {target:g} um/px, smaller "
+                             "than one tile (a larger optics.image_size or a smaller --mpp fits)")
+        targets[sample.index] = target
+        tiles[sample.index] = len(tile_starts(size, tile)) ** 2 if tile else 1
+    splits = assign_splits(list(dataset.indices), fractions, split_seed)
+
+    patches: List[Dict[str, Any]] = []
+    for name in fractions:
+        members = [s for s in dataset if splits[s.index] == name]
+        writer = writer_type(out / name, sum(tiles[s.index] for s in members))
+        for sample in members:
+            for patch in sample_patches(sample, sorted(writer_type.codes), targets[sample.index], tile):
+                writer.add(patch)
+                patches.append({"name": patch.name, "split": name, "sample": patch.index,
+                                "y_px": patch.y, "x_px": patch.x, "mpp_um": patch.mpp, "instances": patch.n})
+        writer.close()
+    record = {
+        "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
+        "noise_level": dataset.noise, "split": split, "split_seed": split_seed,
+        "class_codes": {c.name: writer_type.codes.get(c.id) for c in dataset.classes},
+        "samples": {str(i): splits[i] for i in dataset.indices}, "patches": patches,
+    }
+    (out / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    return record

@@ -1,0 +1,35 @@
+"""Lizard: ``images/<name>.png`` and ``labels/<name>.mat`` holding ``inst_map`` (int32), ``id``
+(N, 1), ``class`` (N, 1; Lizard codes), ``bbox`` (N, 4: y1, y2, x1, x2, end-exclusive) and
+``centroid`` (N, 2: x, y in pixels, the mean of the visible pixels)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.io import savemat
+
+from .base import Writer, registry_codes, write_rgb_png
+from .patches import Patch
+
+
+class Lizard(Writer):
+    name = "lizard"
+    codes = registry_codes("lizard")
+    native_mpp = 0.5
+    feeds = "Lizard loaders and the CoNIC/HoVer-Net data preparation that reads the .mat files"
+
+    def add(self, patch: Patch) -> None:
+        write_rgb_png(self.out / f"images/{patch.name}.png", patch.image)
+        ids = np.arange(1, patch.n + 1)
+        boxes = ndimage.find_objects(patch.instance, max_label=patch.n)
+        bbox = np.array([[b[0].start, b[0].stop, b[1].start, b[1].stop] for b in boxes], np.int32).reshape(-1, 4)
+        rows_cols = np.array(ndimage.center_of_mass(np.ones_like(patch.instance), patch.instance, ids)).reshape(-1, 2)
+        path = self.out / f"labels/{patch.name}.mat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        savemat(path, {
+            "inst_map": patch.instance.astype(np.int32),
+            "id": ids.reshape(-1, 1).astype(np.int32),
+            "class": self.code_table()[patch.classes[1:]].reshape(-1, 1).astype(np.int32),
+            "bbox": bbox,
+            "centroid": rows_cols[:, ::-1].astype(np.float64),
+        }, do_compression=True)

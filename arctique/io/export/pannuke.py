@@ -1,0 +1,45 @@
+"""PanNuke: ``images.npy`` (N, 256, 256, 3), ``masks.npy`` (N, 256, 256, 6) and ``types.npy`` (N,)
+tissue names, float64 as in the published folds. Mask channels 0 neoplastic, 1 inflammatory,
+2 connective, 3 dead, 4 epithelial hold the instance ids of their nuclei; channel 5 is 1 on
+background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Writer, open_npy, registry_codes
+from .patches import Patch
+
+CHANNELS = ("Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial", "Background")
+TISSUE = "Colon"  # PanNuke's tissue type name
+
+
+class PanNuke(Writer):
+    name = "pannuke"
+    codes = registry_codes("pannuke")
+    patch_px = 256
+    native_mpp = 0.25
+    feeds = "PanNuke loaders (CellViT, HoVer-Net's PanNuke preparation, torch_em)"
+
+    def __init__(self, out: Path, n_patches: int) -> None:
+        super().__init__(out, n_patches)
+        side = self.patch_px
+        self.images = open_npy(out / "images.npy", (n_patches, side, side, 3), np.float64)
+        self.masks = open_npy(out / "masks.npy", (n_patches, side, side, len(CHANNELS)), np.float64)
+        self.added = 0
+
+    def add(self, patch: Patch) -> None:
+        k = self.added
+        channel = self.code_table()[patch.classes][patch.instance]
+        self.images[k] = patch.image
+        for c in range(len(CHANNELS) - 1):
+            self.masks[k, ..., c] = np.where((patch.instance > 0) & (channel == c), patch.instance, 0)
+        self.masks[k, ..., -1] = patch.instance == 0
+        self.added += 1
+
+    def close(self) -> None:
+        self.images.flush()
+        self.masks.flush()
+        np.save(self.out / "types.npy", np.array([TISSUE] * self.n_patches))

@@ -1,0 +1,107 @@
+"""From a dataset's samples to export patches: classes a format lacks dropped, fields resampled to
+the target pixel size, cut into tiles, and each patch's instances renumbered 1..n. numpy and Pillow.
+
+Labels are resampled by nearest neighbour through pixel centres (an output pixel takes the label of
+the input pixel containing its centre), so ids and classes stay exact; images by Pillow's Lanczos
+filter, whose support widens with the reduction (anti-aliasing). An instance with no pixel left in
+a patch is not in that patch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from ..reader import Sample
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One exported image with its labels."""
+
+    name: str  # file stem: "<index>" for a whole field, "<index>_<k:03d>" for tile k
+    index: int  # the source sample
+    y: int  # top-left corner in the resampled field (px)
+    x: int
+    mpp: float  # um per pixel
+    image: np.ndarray  # (h, w, 3) uint8
+    instance: np.ndarray  # (h, w) int32 ids 1..n, 0 background
+    classes: np.ndarray  # (n + 1,) our class id of each id (0 at index 0)
+
+    @property
+    def semantic(self) -> np.ndarray:
+        return self.classes[self.instance]
+
+    @property
+    def n(self) -> int:
+        return len(self.classes) - 1
+
+
+def field_size(size: int, mpp: float, target_mpp: float) -> int:
+    """Side in pixels of a field of ``size`` px at ``mpp`` resampled to ``target_mpp``."""
+    return max(1, int(round(size * mpp / target_mpp)))
+
+
+def tile_starts(size: int, tile: int) -> List[int]:
+    """Tile origins along one axis: every ``tile`` px, the last one moved back to end at the edge."""
+    starts = list(range(0, size - tile + 1, tile))
+    if starts[-1] + tile < size:
+        starts.append(size - tile)
+    return starts
+
+
+def instance_classes(instance: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+    """(max id + 1,) class of each instance: the most frequent class of its pixels (one class for
+    clean labels; falsely merged noisy instances take the majority, ties to the smaller id)."""
+    n = int(instance.max(initial=0)) + 1
+    k = int(semantic.max(initial=0)) + 1
+    votes = np.bincount(instance.ravel().astype(np.int64) * k + semantic.ravel(), minlength=n * k)
+    out = votes.reshape(n, k).argmax(1)
+    out[0] = 0
+    return out
+
+
+def nearest(labels: np.ndarray, mpp: float, target_mpp: float, size: int) -> np.ndarray:
+    """``labels`` resampled to ``size`` x ``size`` pixels of ``target_mpp`` by pixel centres."""
+    src = np.minimum(((np.arange(size) + 0.5) * target_mpp / mpp).astype(np.int64), labels.shape[0] - 1)
+    return labels[np.ix_(src, src)]
+
+
+def smooth(image: np.ndarray, mpp: float, target_mpp: float, size: int) -> np.ndarray:
+    """``image`` resampled to ``size`` x ``size`` pixels of ``target_mpp`` (Lanczos, anti-aliased)."""
+    extent = min(size * target_mpp / mpp, image.shape[0])
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS,
+                                                   box=(0, 0, extent, extent)))
+
+
+def renumber(instance: np.ndarray, classes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Ids 1..n in the order of the old ids; the class table follows."""
+    ids, inverse = np.unique(instance, return_inverse=True)
+    if ids[0] != 0:
+        ids, inverse = np.concatenate([[0], ids]), inverse + 1
+    return inverse.reshape(instance.shape).astype(np.int32), classes[ids]
+
+
+def sample_patches(sample: Sample, kept_classes: Sequence[int], target_mpp: float,
+                   tile: Optional[int]) -> Iterator[Patch]:
+    """The patches of one sample: nuclei of ``kept_classes`` only, at ``target_mpp``, cut into
+    ``tile`` px tiles unless ``tile`` is None."""
+    instance, semantic = sample.instance.astype(np.int64), sample.semantic
+    classes = instance_classes(instance, semantic)
+    instance = np.where(np.isin(classes, kept_classes)[instance], instance, 0)
+    size = field_size(instance.shape[0], sample.mpp, target_mpp)
+    if target_mpp != sample.mpp:
+        instance = nearest(instance, sample.mpp, target_mpp, size)
+        image = smooth(sample.image, sample.mpp, target_mpp, size)
+    else:
+        image = sample.image
+    tiled = tile is not None
+    starts = tile_starts(size, tile) if tiled else [0]
+    side = tile if tiled else size
+    for k, (y, x) in enumerate((y, x) for y in starts for x in starts):
+        ids, table = renumber(instance[y:y + side, x:x + side], classes)
+        yield Patch(f"{sample.index}_{k:03d}" if tiled else str(sample.index), sample.index, y, x,
+                    target_mpp, np.ascontiguousarray(image[y:y + side, x:x + side]), ids, table)
