@@ -32,3 +32,12 @@ def render_small(cwd: Path, seed: int = 3, extra: Sequence[str] = ()) -> Path:
 def small_dataset(tmp_path_factory) -> Path:
     """One small sample (seed 3) rendered from the command line."""
     return render_small(tmp_path_factory.mktemp("small"))
+
+
+@pytest.fixture(scope="session")
+def export_dataset(tmp_path_factory) -> Path:
+    """Three small samples (seeds 3-5, 128 x 128 px at 1 um/px) with label noise at level 50."""
+    cwd = tmp_path_factory.mktemp("export")
+    small = [o for o in SMALL if not o.startswith("optics.image_size=")]
+    run_cli(cwd, "seed=3", "n_samples=3", *small, "optics.image_size=128", "noise.levels=[50]")
+    return cwd / "rendered"

@@ -1,0 +1,364 @@
+"""Exports read back with each format's own conventions, compared pixel by pixel with the dataset's
+label files after mapping and resampling (computed here, independently); the reader and its
+PyTorch adapter; splits; option errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import arctique
+from arctique.export import main as export_main
+
+# The public datasets' codes, by our class name, as their documentation gives them.
+LIZARD = {"NEU": 1, "EPI": 2, "LYM": 3, "PLA": 4, "EOS": 5, "FIB": 6}
+REFERENCE_V3 = {"EPI": 1, "PLA": 2, "LYM": 3, "EOS": 4, "FIB": 5}
+PANNUKE_CHANNEL = {"EPI": 4, "PLA": 1, "LYM": 1, "EOS": 1, "NEU": 1, "FIB": 2}
+SEEDS = (3, 4, 5)
+
+
+def source(root: Path, seed: int, noise: str = ""):
+    """The dataset's image, instance and semantic maps, read straight from its files."""
+    suffix = f"_noise_{noise}" if noise else ""
+    image = np.asarray(Image.open(root / f"images/image_{seed}.png").convert("RGB"))
+    instance = tifffile.imread(root / f"masks/instance{suffix}/{seed}.tif").astype(np.int64)
+    semantic = tifffile.imread(root / f"masks/semantic{suffix}/{seed}.tif").astype(np.int64)
+    return image, instance, semantic
+
+
+def name_table(root: Path, seed: int) -> dict:
+    """Semantic value -> class name, from the sample's metadata."""
+    meta = json.loads((root / f"metadata/{seed}.json").read_text())
+    return {int(k): v for k, v in meta["sample"]["class_table"].items()}
+
+
+def code_lut(root: Path, seed: int, codes: dict) -> np.ndarray:
+    """Array: our semantic value -> the format's code (0 for classes the format lacks)."""
+    table = name_table(root, seed)
+    lut = np.zeros(max(table) + 1, np.int64)
+    for value, name in table.items():
+        lut[value] = codes.get(name, 0)
+    return lut
+
+
+def upsample(a: np.ndarray, k: int) -> np.ndarray:
+    return np.repeat(np.repeat(a, k, axis=0), k, axis=1)
+
+
+def assert_same_instances(got: np.ndarray, expected: np.ndarray) -> None:
+    """``got`` has ids 1..n, the same background and a one-to-one map to the ids of ``expected``."""
+    got, expected = got.astype(np.int64), expected.astype(np.int64)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got == 0, expected == 0)
+    ids = np.unique(got)
+    np.testing.assert_array_equal(ids, np.arange(len(ids)))  # contiguous, 0 background
+    fg = got > 0
+    pairs = np.unique(np.stack([got[fg], expected[fg]]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+    assert pairs.shape[1] == len(np.unique(expected[fg]))
+
+
+def run_export(root: Path, out: Path, *args: str) -> Path:
+    export_main([str(root), "--out", str(out), *args])
+    return out
+
+
+# ------------------------------------------------------------------------------------------- formats
+
+
+def test_lizard_mat_at_half_the_pixel_size(export_dataset, tmp_path):
+    from scipy.io import loadmat
+
+    out = run_export(export_dataset, tmp_path / "lizard", "--format", "lizard", "--mpp", "0.5")
+    for seed in SEEDS:
+        image, instance, semantic = source(export_dataset, seed)
+        mat = loadmat(out / f"labels/{seed}.mat")
+        inst = mat["inst_map"]
+        assert inst.dtype == np.int32 and inst.shape == (256, 256)
+        assert_same_instances(inst, upsample(instance, 2))
+        n = int(inst.max())
+        assert mat["id"].shape == mat["class"].shape == (n, 1) and mat["bbox"].shape == (n, 4)
+        np.testing.assert_array_equal(mat["id"].ravel(), np.arange(1, n + 1))
+        lizard = code_lut(export_dataset, seed, LIZARD)[upsample(semantic, 2)]
+        per_pixel_class = np.zeros(n + 1, np.int64)
+        per_pixel_class[mat["id"].ravel()] = mat["class"].ravel()
+        np.testing.assert_array_equal(per_pixel_class[inst], np.where(inst > 0, lizard, 0))
+        for row, i in enumerate(mat["id"].ravel()):
+            ys, xs = np.nonzero(inst == i)
+            np.testing.assert_array_equal(mat["bbox"][row], [ys.min(), ys.max() + 1, xs.min(), xs.max() + 1])
+            np.testing.assert_allclose(mat["centroid"][row], [xs.mean(), ys.mean()])
+        png = np.asarray(Image.open(out / f"images/{seed}.png"))
+        assert png.shape == (256, 256, 3) and png.dtype == np.uint8
+        assert np.abs(png.mean((0, 1)) - image.mean((0, 1))).max() < 1.0
+
+
+def test_conic_arrays_counts_and_patch_info(export_dataset, tmp_path):
+    out = run_export(export_dataset, tmp_path / "conic", "--format", "conic", "--mpp", "0.5")
+    images, labels = np.load(out / "images.npy"), np.load(out / "labels.npy")
+    assert images.shape == (3, 256, 256, 3) and images.dtype == np.uint8
+    assert labels.shape == (3, 256, 256, 2) and labels.dtype == np.uint16
+    with open(out / "counts.csv", newline="") as f:
+        counts = list(csv.DictReader(f))
+    with open(out / "patch_info.csv", newline="") as f:
+        info = list(csv.DictReader(f))
+    assert list(counts[0]) == ["neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective"]
+    assert [int(r["sample"]) for r in info] == list(SEEDS)
+    for k, seed in enumerate(SEEDS):
+        _, instance, semantic = source(export_dataset, seed)
+        ref_instance = upsample(instance, 2)
+        assert_same_instances(labels[k, ..., 0], ref_instance)
+        lizard = code_lut(export_dataset, seed, LIZARD)[upsample(semantic, 2)]
+        np.testing.assert_array_equal(labels[k, ..., 1], np.where(ref_instance > 0, lizard, 0))
+        centre_ids = np.unique(ref_instance[16:240, 16:240])
+        centre_ids = centre_ids[centre_ids > 0]
+        class_of = {int(i): int(lizard[ref_instance == i][0]) for i in centre_ids}
+        expected = {name: sum(1 for c in class_of.values() if c == code)
+                    for code, name in enumerate(counts[0], start=1)}
+        assert {name: int(v) for name, v in counts[k].items()} == expected
+        assert sum(expected.values()) > 0
+
+
+def test_pannuke_tiles_with_instances_in_their_class_channel(export_dataset, tmp_path):
+    out = run_export(export_dataset, tmp_path / "pannuke", "--format", "pannuke", "--mpp", "0.25")
+    images, masks, types = (np.load(out / f) for f in ("images.npy", "masks.npy", "types.npy"))
+    assert images.shape == (12, 256, 256, 3) and masks.shape == (12, 256, 256, 6)
+    assert list(types) == ["Colon"] * 12
+    k = 0
+    for seed in SEEDS:
+        image, instance, semantic = source(export_dataset, seed)
+        ref_instance, ref_semantic = upsample(instance, 4), upsample(semantic, 4)  # 512 px: 2 x 2 tiles
+        channel_of = code_lut(export_dataset, seed, PANNUKE_CHANNEL)
+        for y in (0, 256):
+            for x in (0, 256):
+                m = masks[k]
+                crop = (slice(y, y + 256), slice(x, x + 256))
+                assert_same_instances(m[..., :5].sum(-1), ref_instance[crop])
+                assert np.all((m[..., :5] > 0).sum(-1) <= 1)  # one channel per pixel
+                np.testing.assert_array_equal(m[..., 5], ref_instance[crop] == 0)
+                for c in range(5):
+                    np.testing.assert_array_equal(m[..., c] > 0, (ref_instance[crop] > 0)
+                                                  & (channel_of[ref_semantic[crop]] == c))
+                assert np.abs(images[k].mean((0, 1)) - upsample(image, 4)[crop].mean((0, 1))).max() < 2.0
+                k += 1
+
+
+def test_arctique_v3_16bit_pngs_read_by_pillow_and_scikit_image(export_dataset, tmp_path):
+    from skimage.io import imread
+
+    out = run_export(export_dataset, tmp_path / "v3", "--format", "arctique-v3")
+    for seed in SEEDS:
+        image, instance, semantic = source(export_dataset, seed)
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"images/img_{seed}.png")), image)
+        maps = {}
+        for kind in ("instance", "semantic"):
+            path = out / f"masks/{kind}/{seed}.png"
+            with Image.open(path) as im:
+                assert im.mode == "I;16"
+                pil = np.asarray(im)
+            ski = imread(path)
+            assert ski.dtype == np.uint16
+            np.testing.assert_array_equal(pil, ski)
+            maps[kind] = ski
+        v3 = code_lut(export_dataset, seed, REFERENCE_V3)[semantic]
+        kept = np.where(v3 > 0, instance, 0)  # the v3 classes have no neutrophils
+        assert_same_instances(maps["instance"], kept)
+        np.testing.assert_array_equal(maps["semantic"], np.where(kept > 0, v3, 0))
+
+
+def test_hovernet_tiles_hold_rgb_instance_and_type(export_dataset, tmp_path):
+    out = run_export(export_dataset, tmp_path / "hovernet", "--format", "hovernet", "--tile", "64")
+    assert len(list(out.glob("*.npy"))) == 12
+    for seed in SEEDS:
+        image, instance, semantic = source(export_dataset, seed)
+        lizard = code_lut(export_dataset, seed, LIZARD)[semantic]
+        for k, (y, x) in enumerate([(0, 0), (0, 64), (64, 0), (64, 64)]):
+            patch = np.load(out / f"{seed}_{k:03d}.npy")
+            assert patch.shape == (64, 64, 5)
+            crop = (slice(y, y + 64), slice(x, x + 64))
+            np.testing.assert_array_equal(patch[..., :3], image[crop])
+            assert_same_instances(patch[..., 3], instance[crop])
+            np.testing.assert_array_equal(patch[..., 4], np.where(instance[crop] > 0, lizard[crop], 0))
+
+
+def test_coco_rle_masks_decode_to_the_instances(export_dataset, tmp_path):
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    out = run_export(export_dataset, tmp_path / "coco", "--format", "coco")
+    coco = COCO(str(out / "annotations.json"))
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    assert sorted(names.values()) == sorted(set(name_table(export_dataset, 3).values()) - {"background"})
+    for image_id in coco.getImgIds():
+        info = coco.loadImgs(image_id)[0]
+        seed = int(Path(info["file_name"]).stem)
+        image, instance, semantic = source(export_dataset, seed)
+        np.testing.assert_array_equal(np.asarray(Image.open(out / info["file_name"])), image)
+        table = name_table(export_dataset, seed)
+        decoded = np.zeros(instance.shape, np.int64)
+        class_names = np.full(instance.shape, "", object)
+        for k, ann in enumerate(coco.loadAnns(coco.getAnnIds(imgIds=image_id)), start=1):
+            m = mask_utils.decode(mask_utils.frPyObjects(ann["segmentation"], info["height"], info["width"]))
+            m = m.astype(bool)
+            assert not (decoded[m] > 0).any()  # nuclei do not overlap
+            decoded[m] = k
+            class_names[m] = names[ann["category_id"]]
+            ys, xs = np.nonzero(m)
+            assert ann["area"] == m.sum() and ann["iscrowd"] == 0
+            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        assert_same_instances(decoded, instance)
+        fg = instance > 0
+        assert list(class_names[fg]) == [table[v] for v in semantic[fg]]
+
+
+def test_module_entry_point(export_dataset, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "arctique.export", str(export_dataset), "--format", "coco",
+                           "--out", str(tmp_path / "c")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c/annotations.json").is_file() and len(list((tmp_path / "c/images").glob("*.png"))) == 3
+
+
+# ------------------------------------------------------------------------------- resampling and noise
+
+
+def test_downsampling_keeps_ids_exact_and_drops_vanished_nuclei(export_dataset, tmp_path):
+    out = run_export(export_dataset, tmp_path / "down", "--format", "hovernet", "--mpp", "1.5")
+    vanished = 0
+    for seed in SEEDS:
+        image, instance, semantic = source(export_dataset, seed)
+        patch = np.load(out / f"{seed}.npy")
+        size = round(128 * 1.0 / 1.5)
+        assert patch.shape == (size, size, 5)
+        centre_um = (np.arange(size) + 0.5) * 1.5  # pixel centres of the new grid
+        src = np.floor(centre_um / 1.0).astype(int)  # the 1 um pixel holding each centre
+        expected = instance[np.ix_(src, src)]
+        assert_same_instances(patch[..., 3], expected)
+        vanished += len(np.unique(instance)) - len(np.unique(expected))
+        lizard = code_lut(export_dataset, seed, LIZARD)[semantic[np.ix_(src, src)]]
+        np.testing.assert_array_equal(patch[..., 4], np.where(expected > 0, lizard, 0))
+        assert np.abs(patch[..., :3].mean((0, 1)) - image.mean((0, 1))).max() < 1.0
+    assert vanished > 0  # some nuclei have no pixel centre left and are not in the export
+
+
+def test_image_downsampling_is_anti_aliased():
+    """Stripes of period 2 px, above the Nyquist limit of a 1.5 px grid: plain sampling turns
+    them into a coarse false pattern, the anti-aliasing filter into even grey."""
+    from arctique.io.export.patches import smooth
+
+    stripes = np.zeros((120, 120, 3), np.uint8)
+    stripes[:, ::2] = 255
+    out = smooth(stripes, 1.0, 1.5, 80).astype(float)[4:-4, 4:-4]  # away from the borders
+    plain = stripes[:, np.floor((np.arange(80) + 0.5) * 1.5).astype(int)].astype(float)
+    assert plain.std() > 100
+    assert abs(out.mean() - 127.5) < 3 and out.std() < 10
+
+
+def test_noise_level_exports_the_noisy_labels(export_dataset, tmp_path):
+    from scipy.io import loadmat
+
+    out = run_export(export_dataset, tmp_path / "noisy", "--format", "lizard", "--noise", "50")
+    differs = 0
+    for seed in SEEDS:
+        _, clean, _ = source(export_dataset, seed)
+        _, instance, semantic = source(export_dataset, seed, noise="50")
+        mat = loadmat(out / f"labels/{seed}.mat")
+        assert_same_instances(mat["inst_map"], instance)
+        lizard = code_lut(export_dataset, seed, LIZARD)
+        for i, cls in zip(mat["id"].ravel(), mat["class"].ravel()):
+            votes = np.bincount(lizard[semantic[mat["inst_map"] == i]])
+            assert votes[cls] == votes.max()  # falsely merged nuclei take their majority class
+        differs += len(np.unique(instance)) != len(np.unique(clean))
+    assert differs > 0
+
+
+# ------------------------------------------------------------------------------------------- splits
+
+
+def split_members(out: Path) -> dict:
+    return {split.name: sorted(p.stem for p in split.glob("*.npy")) for split in out.iterdir() if split.is_dir()}
+
+
+def test_split_by_seed_is_reproducible_and_keeps_a_fields_tiles_together(export_dataset, tmp_path):
+    args = ("--format", "hovernet", "--tile", "64", "--split", "train=0.34,val=0.33,test=0.33")
+    first = split_members(run_export(export_dataset, tmp_path / "a", *args))
+    again = split_members(run_export(export_dataset, tmp_path / "b", *args))
+    assert first == again
+    for name in first:
+        assert (tmp_path / "a" / name / first[name][0]).with_suffix(".npy").read_bytes() == \
+            (tmp_path / "b" / name / first[name][0]).with_suffix(".npy").read_bytes()
+    assert set(first) == {"train", "val", "test"}
+    seeds_of = {name: {p.split("_")[0] for p in patches} for name, patches in first.items()}
+    assert all(len(s) == 1 for s in seeds_of.values())  # one sample each, with all 4 of its tiles
+    assert all(len(p) == 4 for p in first.values())
+    assert set().union(*seeds_of.values()) == {str(s) for s in SEEDS}
+    assignments = {tuple(sorted((n, min(s)) for n, s in seeds_of.items()))}
+    for split_seed in range(1, 8):
+        other = split_members(run_export(export_dataset, tmp_path / f"s{split_seed}", *args,
+                                         "--split-seed", str(split_seed)))
+        assignments.add(tuple(sorted((n, p[0].split("_")[0]) for n, p in other.items())))
+    assert len(assignments) > 1  # the split seed shuffles
+
+
+# ------------------------------------------------------------------------------------ option errors
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--format", "lizard", "--mpp", "0"], "--mpp must be > 0"),
+    (["--format", "conic", "--tile", "128", "--mpp", "0.5"], "--tile: conic patches are 256 px"),
+    (["--format", "conic"], "--tile 256: sample 3 is 128 px"),
+    (["--format", "lizard", "--split", "train=0.5,val=0.2"], "--split: fractions must sum to 1"),
+    (["--format", "lizard", "--split", "train"], "--split: 'train' is not NAME=FRACTION"),
+    (["--format", "lizard", "--noise", "20"], "noise level 20 is missing"),
+])
+def test_bad_options_stop_with_one_line_before_writing(export_dataset, tmp_path, capsys, args, says):
+    with pytest.raises(SystemExit) as exit_:
+        export_main([str(export_dataset), "--out", str(tmp_path / "x"), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+# -------------------------------------------------------------------------------------------- reader
+
+
+def test_reader_gives_each_sample_and_the_class_table(export_dataset):
+    data = arctique.Dataset(export_dataset)
+    assert len(data) == 3 and data.indices == SEEDS
+    assert {str(k): v for k, v in data.class_table.items()} == json.loads(
+        (export_dataset / "metadata/3.json").read_text())["sample"]["class_table"]
+    for s in data:
+        assert s.image.shape == (128, 128, 3) and s.image.dtype == np.uint8
+        assert s.tissue.shape == (128, 128) and s.stack.shape == (4, 128, 128)
+        assert s.mpp == 1.0
+        assert int(s.instance.max()) == len(s.cells)  # one table row per id
+        for row in s.cells:
+            on = s.instance == row["id"]
+            assert on.sum() == row["visible_area_px"]
+            assert set(np.unique(s.semantic[on])) <= {row["class_id"]}
+            assert (s.stack == row["id"]).sum() == row["voxels"]
+    noisy = arctique.Dataset(export_dataset, noise=50)
+    assert all(not np.array_equal(n.instance, c.instance) for n, c in zip(noisy, data))
+    with pytest.raises(ValueError, match="levels written: 50"):
+        arctique.Dataset(export_dataset, noise=20)
+
+
+def test_torch_adapter(export_dataset):
+    torch = pytest.importorskip("torch", reason="torch is not installed: the [torch] extra is optional "
+                                                "and not in the test extra")
+    from arctique.io.torch_dataset import TorchDataset
+
+    data = arctique.Dataset(export_dataset)
+    loader = torch.utils.data.DataLoader(TorchDataset(data), batch_size=3)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (3, 3, 128, 128) and batch["image"].dtype == torch.float32
+    assert batch["instance"].dtype == torch.int64 and batch["index"].tolist() == list(SEEDS)
+    for k, s in enumerate(data):
+        np.testing.assert_array_equal(batch["semantic"][k].numpy(), s.semantic)
+        np.testing.assert_allclose(batch["image"][k].numpy().transpose(1, 2, 0) * 255, s.image, atol=1e-3)
