@@ -218,6 +218,26 @@ def test_coco_rle_masks_decode_to_the_instances(export_dataset, tmp_path):
         assert list(class_names[fg]) == [table[v] for v in semantic[fg]]
 
 
+def test_coco_rle_of_masks_touching_the_first_pixel():
+    from pycocotools import mask as mask_utils
+
+    from arctique.io.export.coco import rle
+
+    rng = np.random.default_rng(0)
+    for mask in (np.ones((5, 7), bool), np.eye(6, 4, dtype=bool), rng.random((9, 8)) > 0.5,
+                 np.zeros((3, 3), bool)):
+        decoded = mask_utils.decode(mask_utils.frPyObjects(rle(mask), *mask.shape))
+        np.testing.assert_array_equal(decoded.astype(bool), mask)
+
+
+def test_reader_and_exports_import_without_blender():
+    code = ("import sys; sys.modules['bpy'] = None\n"
+            "import arctique, arctique.io.reader, arctique.io.export, arctique.export\n"
+            "arctique.Dataset\n"
+            "assert 'arctique.render' not in sys.modules and 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_module_entry_point(export_dataset, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "arctique.export", str(export_dataset), "--format", "coco",
                            "--out", str(tmp_path / "c")], capture_output=True, text=True)
@@ -323,6 +343,15 @@ def test_bad_options_stop_with_one_line_before_writing(export_dataset, tmp_path,
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and says in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_with_files_is_not_overwritten(export_dataset, tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x/keep.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        export_main([str(export_dataset), "--out", str(tmp_path / "x"), "--format", "coco"])
+    assert f"--out: {tmp_path / 'x'} is not empty" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["keep.txt"]
 
 
 # -------------------------------------------------------------------------------------------- reader
