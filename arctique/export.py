@@ -14,7 +14,10 @@ from .io.export import FORMATS, export
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="arctique-export", description=__doc__.split("\n\n")[0])
+    formats = "\n".join(f"  {name:12s} {w.feeds}" for name, w in FORMATS.items())
+    parser = argparse.ArgumentParser(prog="arctique-export", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=f"formats and the code they feed:\n{formats}")
     parser.add_argument("dataset", type=Path, help="an arctique-gen output folder")
     parser.add_argument("--format", required=True, choices=list(FORMATS), help="the layout to write")
     parser.add_argument("--out", required=True, type=Path, help="a new (or empty) folder")
@@ -32,6 +35,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except ValueError as e:
         print(f"arctique-export: {e}", file=sys.stderr)
         sys.exit(2)
+    native = FORMATS[args.format].native_mpp
+    off = sorted({p["mpp_um"] for p in record["patches"]} - {native}) if native else []
+    if off:
+        print(f"arctique-export: note: {args.format} data are {native:g} um/px, these patches "
+              f"{', '.join(f'{m:g}' for m in off)} um/px (--mpp {native:g} resamples)", file=sys.stderr)
     per_split = Counter(p["split"] for p in record["patches"])
     parts = ", ".join(f"{name} {n}" for name, n in per_split.items() if name)
     print(f"{len(record['patches'])} patches{f' ({parts})' if parts else ''} of {len(record['samples'])} "

@@ -26,16 +26,16 @@ class Writer:
     name: str = ""
     codes: Dict[int, int] = {}  # our class id -> the format's class code; other classes are dropped
     patch_px: Optional[int] = None  # the format's fixed patch side, when it has one
-    native_mpp: Optional[float] = None  # the pixel size of the public dataset (um)
-    feeds: str = ""  # the public training code it is read by (README)
+    native_mpp: Optional[float] = None  # the pixel size of the public dataset (um), when it has one
+    feeds: str = ""  # the public training code that reads it
 
     def __init__(self, out: Path, n_patches: int) -> None:
         self.out, self.n_patches = out, n_patches
         out.mkdir(parents=True, exist_ok=True)
 
-    def code_table(self, size: Optional[int] = None) -> np.ndarray:
+    def code_table(self) -> np.ndarray:
         """Array mapping our class id (index) to the format's code."""
-        table = np.zeros(size or max(c.id for c in CLASSES) + 1, np.int64)
+        table = np.zeros(max(c.id for c in CLASSES) + 1, np.int64)
         for ours, code in self.codes.items():
             table[ours] = code
         return table
