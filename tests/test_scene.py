@@ -17,7 +17,7 @@ from arctique.config import CellTypeConf, scene_part
 from arctique.labels.exact import tissue_mask
 from arctique.scene import build as scene_build
 from arctique.scene import build_scene, load, save, scene_key
-from arctique.scene.architecture import compartments, crypt_coordinates, crypt_tree
+from arctique.scene.architecture import CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates, crypt_tree
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
 from arctique.scene.geometry import bend, icosphere, unbend
 from arctique.scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Ellipsoids, SceneModel
@@ -330,9 +330,10 @@ def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     lumen = ~outside & (rho < lumen_radius)
     epithelium = ~outside & ~lumen & ((rho < basal) | (depth < cr.surface))
     stroma = ~outside & ~lumen & ~epithelium
-    damaged = waves(rips.patch_waves, p[:, :2]) > rips.patch_threshold
+    excess = waves(rips.patch_waves, p[:, :2]) - rips.patch_threshold
     crack = 1 - np.abs(waves(rips.waves, p[:, :2])) > rips.threshold
-    tear = stroma & damaged & (crack | (rho - basal < rips.cleft_um))
+    cleft = rips.cleft_um * np.minimum(excess / CLEFT_TAPER, 1) * (1 + CLEFT_VARIATION * waves(rips.waves, p[:, :2]))
+    tear = stroma & (excess > 0) & (crack | (rho - basal < cleft))
     expected = np.full(len(p), STROMA, np.uint8)
     for code, where in ((OUTSIDE, outside), (LUMEN, lumen), (EPITHELIUM, epithelium), (RIP, tear),
                         (MUCIN, epithelium & inside_any(p, scene.mucin)),

@@ -121,6 +121,8 @@ class SceneRenderer:
         c.use_animated_seed = False
         c.use_adaptive_sampling = False
         c.use_denoising = False
+        c.denoiser = "OPENIMAGEDENOISE"
+        c.denoising_input_passes = "RGB"  # albedo and normals mean nothing in a pure absorber
         # Pure absorption: the only light is the back-light seen straight through the volumes.
         c.max_bounces = c.volume_bounces = c.diffuse_bounces = c.glossy_bounces = 0
         c.transmission_bounces = 0
@@ -262,6 +264,7 @@ class SceneRenderer:
             cam.dof.aperture_fstop = 1.0 / (2.0 * o.aperture * distance)
         c = self.bscene.cycles
         c.samples = o.samples
+        c.use_denoising = o.denoise
         self.bscene.cycles.filter_width = 1.5
         return self._render(workdir, "image", "Image")[..., :3]
 
@@ -274,6 +277,7 @@ class SceneRenderer:
         cam.clip_start = self.camera.location.z - clip_top
         cam.clip_end = cam.clip_start + 1e4
         self.bscene.cycles.samples = 1
+        self.bscene.cycles.use_denoising = False
         self.bscene.cycles.filter_width = 0.01
         values = self._render(workdir, "label", materials.LABEL_AOV)[..., 0]
         ids = np.rint(values).astype(np.int64)
