@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,12 +12,12 @@ from PIL import Image
 
 from arctique import classes
 from arctique.compose import load_config
-from arctique.io.dataset import sample_files, slice_file
+from arctique.io.dataset import Dataset, sample_files, slice_file
 from arctique.labels.exact import tissue_classes
 from arctique.scene import load
 from arctique.scene.cells import nucleus_mesh
 
-from .conftest import SMALL, render_small
+from .conftest import NO_GPU_ENV, SMALL, render_small, run_cli
 
 SEED = 3
 
@@ -234,3 +235,139 @@ def test_rendering_twice_gives_identical_labels_and_metadata(tmp_path, small_dat
 
 def test_config_used_by_the_small_render_validates():
     load_config(list(SMALL))
+
+
+# ----------------------------------------------------------------------------------------- devices
+
+
+def test_backend_and_device_are_recorded_and_blender_output_is_logged(small_dataset):
+    import bpy  # noqa: F401  (makes Cycles' own module importable)
+    import _cycles
+
+    cpu_name = _cycles.available_devices("CPU")[0][0]
+    sample = read(small_dataset, "metadata")["sample"]
+    assert (sample["render_backend"], sample["render_device"]) == ("CPU", cpu_name)
+    row = Dataset(small_dataset).manifest()[0]
+    assert (row["render_backend"], row["render_device"]) == ("CPU", cpu_name)
+    logs = list((small_dataset / "logs").glob("blender_*.log"))
+    assert len(logs) == 1 and "Fra:" in logs[0].read_text()  # Blender's progress lines
+
+
+class FakeDevice:
+    def __init__(self, name: str, kind: str, ident: str) -> None:
+        self.name, self.type, self.id, self.use = name, kind, ident, kind != "CPU"
+
+
+class FakeCyclesPreferences:
+    """Cycles' add-on preferences on a machine with the GPUs ``found`` (backend -> device names);
+    records which backends were probed."""
+
+    def __init__(self, found, offered=("CUDA", "OPTIX", "HIP", "ONEAPI")) -> None:
+        self.found, self.offered, self.probed, self.devices = found, offered, [], []
+        self._type = "NONE"
+
+    @property
+    def compute_device_type(self) -> str:
+        return self._type
+
+    @compute_device_type.setter
+    def compute_device_type(self, value: str) -> None:
+        if value not in self.offered:
+            raise TypeError(f'enum "{value}" not found')
+        self._type = value
+
+    def get_devices_for_type(self, kind: str):
+        self.probed.append(kind)
+        gpus = [FakeDevice(name, kind, f"{kind}_{k}") for k, name in enumerate(self.found.get(kind, []))]
+        self.devices = gpus + [FakeDevice("CPU", "CPU", "CPU")]
+        return self.devices if gpus else []
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """A process that has not chosen a GPU backend yet."""
+    from arctique.render import blender
+
+    monkeypatch.setattr(blender, "_auto_backend", {})
+    return blender
+
+
+def test_auto_backend_probes_in_order_then_keeps_its_choice(fresh_process):
+    found = {"CUDA": ["GPU A", "GPU B"], "HIP": ["GPU C"]}
+    first = FakeCyclesPreferences(found)
+    backend, devices = fresh_process.choose_gpus(first, "auto", {})
+    assert backend == "CUDA" and [d.name for d in devices] == ["GPU A"]  # one GPU unless told otherwise
+    assert first.probed == ["OPTIX", "CUDA"]
+    later = FakeCyclesPreferences(found)
+    assert fresh_process.choose_gpus(later, "auto", {})[0] == "CUDA" and later.probed == ["CUDA"]
+
+
+def test_visible_devices_variable_gives_the_job_every_gpu_it_names(fresh_process):
+    prefs = FakeCyclesPreferences({"OPTIX": ["GPU A", "GPU B"]})
+    _, devices = fresh_process.choose_gpus(prefs, "optix", {"CUDA_VISIBLE_DEVICES": "2,3"})
+    assert [d.name for d in devices] == ["GPU A", "GPU B"]
+
+
+def test_pinned_backend_is_the_only_one_probed_and_fails_clearly(fresh_process):
+    prefs = FakeCyclesPreferences({"CUDA": ["GPU A"]}, offered=("CUDA", "OPTIX"))
+    for backend in ("hip", "optix"):  # HIP: not in this build; OptiX: no device
+        with pytest.raises(RuntimeError, match=f"no GPU for optics.gpu_backend={backend} .*use optics.device=cpu"):
+            fresh_process.choose_gpus(prefs, backend, {"CUDA_VISIBLE_DEVICES": ""})
+    assert prefs.probed == ["OPTIX"]
+    assert fresh_process._auto_backend == {}
+
+
+def test_gpu_request_without_a_gpu_fails_the_sample_clearly(tmp_path):
+    proc = run_cli(tmp_path, "seed=2", *SMALL, "optics.device=gpu", check=False, env=NO_GPU_ENV)
+    assert proc.returncode != 0
+    failure = Dataset(tmp_path / "rendered").failures()[2]["error"]
+    assert "optics.device=gpu but Cycles finds no GPU" in failure and "CUDA_VISIBLE_DEVICES=''" in failure
+    kept = tmp_path / "rendered/logs/failed_2.log"
+    assert str(kept) in failure or "logs/failed_2.log" in failure
+    assert kept.read_text().startswith("--- devices (gpu")
+
+
+@pytest.mark.parametrize("broken, message", [("image", "came back black"), ("label", "came back empty")])
+def test_black_image_or_empty_labels_fail_the_sample(tmp_path, monkeypatch, broken, message):
+    """A device that returns nothing (all-zero image or id passes) fails the sample instead of
+    writing it."""
+    from arctique.pipeline import run
+    from arctique.render.blender import SceneRenderer
+
+    real = SceneRenderer._render
+
+    def nothing_from_the_device(self, workdir, name, socket):
+        out = real(self, workdir, name, socket)
+        return np.zeros_like(out) if name == broken else out
+
+    monkeypatch.setattr(SceneRenderer, "_render", nothing_from_the_device)
+    cfg = load_config([*SMALL, "seed=3", f"output.root={tmp_path / 'data'}"])
+    counts = run(cfg, {}, progress=False)
+    dataset = Dataset(tmp_path / "data")
+    assert counts.failed == [3] and dataset.completed() == set()
+    error = dataset.failures()[3]["error"]
+    assert message in error and "on CPU" in error and "logs/failed_3.log" in error
+    assert "Fra:" in (tmp_path / "data/logs/failed_3.log").read_text()
+
+
+def _gpu_or_skip() -> None:
+    import bpy
+
+    from arctique.render.blender import choose_gpus
+
+    try:
+        choose_gpus(bpy.context.preferences.addons["cycles"].preferences, "auto", os.environ)
+    except RuntimeError as exc:
+        pytest.skip(f"no GPU here: {exc}")
+
+
+@pytest.mark.gpu
+def test_gpu_render_matches_the_cpu_render(tmp_path, small_dataset):
+    """Same labels byte for byte, and an image within a small tolerance of the CPU's."""
+    _gpu_or_skip()
+    gpu = render_small(tmp_path, SEED, extra=("optics.device=gpu",))
+    assert read(gpu, "metadata")["sample"]["render_backend"] in ("OPTIX", "CUDA", "HIP", "ONEAPI")
+    for key in ("instance", "semantic", "cytoplasm", "stack"):
+        assert (gpu / sample_files(SEED)[key]).read_bytes() == (small_dataset / sample_files(SEED)[key]).read_bytes(), key
+    difference = np.abs(read(gpu, "image").astype(float) - read(small_dataset, "image"))
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 8, (difference.mean(), difference.max())
