@@ -367,11 +367,13 @@ class SceneRenderer:
         depths = slice_depths(sec.z0, sec.z1, z_slices)
         out["stack"] = np.stack([self._label_pass(workdir, self.nuclei, z, inside=True)
                                  for z in depths])
-        centres = self.model.cells.centre
-        in_view = (np.abs(centres[:, :2]).max(1) < sec.field_um / 2) & (centres[:, 2] > sec.z0) & (centres[:, 2] < sec.z1)
-        if in_view.any() and not out["instance"].any():
-            raise self.failure(f"the nucleus label pass on {self.device.backend} ({self.device.name}) came back "
-                               f"empty although {int(in_view.sum())} nuclei are centred in the field and the slab")
+        cells = self.model.cells
+        in_view = ((np.abs(cells.centre[:, :2]).max(1) < sec.field_um / 2)
+                   & (cells.centre[:, 2] > sec.z0) & (cells.centre[:, 2] < sec.z1))
+        for name, shown in (("instance", in_view), ("cytoplasm", in_view & (cells.body_axes[:, 0] > 0))):
+            if shown.any() and not out[name].any():
+                raise self.failure(f"the {name} label pass on {self.device.backend} ({self.device.name}) came back "
+                                   f"empty although {int(shown.sum())} such cells are centred in the field and the slab")
         return out
 
     def save_blend(self, path: Path) -> None:
