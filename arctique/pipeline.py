@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import tifffile
@@ -26,6 +26,9 @@ from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue
 from .labels.noise import cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load, save
 from .scene.cells import nucleus_mesh
+
+if TYPE_CHECKING:  # bpy is imported only when something is rendered
+    from .render.blender import RenderDevice
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ def software_versions() -> Dict[str, str]:
             "python": platform.python_version()}
 
 
-def _sample_values(cfg: ArctiqueConf, scene, focus_z: float, device) -> Dict[str, Any]:
+def _sample_values(cfg: ArctiqueConf, scene, focus_z: float, device: "RenderDevice") -> Dict[str, Any]:
     s = scene.section
     return {
         "render_backend": device.backend, "render_device": device.name,

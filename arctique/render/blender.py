@@ -99,9 +99,9 @@ def gpu_devices(prefs, backend: str) -> list:
 
 def choose_gpus(prefs, gpu_backend: str, environ: Mapping[str, str]) -> Tuple[str, list]:
     """The backend and devices to render on. A named backend is used or fails; ``auto`` probes the
-    backends in turn until one finds a device, then keeps it for the rest of the process (one sweep
-    never mixes backends). Without a visible-device variable in ``environ`` only
-    the first device is used."""
+    backends in turn until one finds a device, then keeps it for the rest of the process (one job
+    never mixes backends). Without a visible-device variable in ``environ`` only the first device
+    is used."""
     pinned = gpu_backend.upper() if gpu_backend != "auto" else _auto_backend.get("backend")
     for backend in (pinned,) if pinned else GPU_BACKENDS:
         devices = gpu_devices(prefs, backend)
