@@ -228,7 +228,10 @@ class OpticsConf:
     # four, Cycles 4.5 returned pure black for about 0.3 % of pixels, inside nuclei where several
     # sheets cross overlapping cell volumes.
     layers: int = 1
-    device: str = "cpu"  # cpu | gpu (CUDA or OptiX; an error when no GPU exists)
+    device: str = "cpu"  # cpu | gpu (an error when the GPU backend finds no device)
+    # Cycles GPU backend for optics.device=gpu: auto takes the first of OptiX, CUDA, HIP, oneAPI that
+    # finds a device and keeps it for the rest of the job; a named backend is used or fails.
+    gpu_backend: str = field(default="auto", metadata={"choices": ("auto", "optix", "cuda", "hip", "oneapi")})
     threads: int = 0  # CPU render threads; 0 = all cores
 
 
@@ -358,10 +361,14 @@ def _od_vector(key: str, value: List[float]) -> None:
 
 
 def _declared_ranges(prefix: str, node: Any) -> None:
-    """Check the fields of ``node`` that declare their range in their metadata."""
+    """Check the fields of ``node`` that declare their range or their allowed values in their metadata."""
     for f in fields(node):
+        value = getattr(node, f.name)
         if "range" in f.metadata:
-            _between(f"{prefix}.{f.name}", getattr(node, f.name), *f.metadata["range"])
+            _between(f"{prefix}.{f.name}", value, *f.metadata["range"])
+        if "choices" in f.metadata:
+            choices = f.metadata["choices"]
+            _check(value in choices, f"{prefix}.{f.name}", value, " | ".join(choices))
 
 
 def validate(cfg: ArctiqueConf) -> None:
@@ -474,6 +481,7 @@ def validate(cfg: ArctiqueConf) -> None:
     _between("optics.layers", o.layers, 1, 16)
     _check(o.device in ("cpu", "gpu"), "optics.device", o.device, "'cpu' or 'gpu'")
     _between("optics.threads", o.threads, 0, 1024)
+    _declared_ranges("optics", o)
 
     nz = cfg.noise
     for lv in nz.levels:

@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import tifffile
@@ -26,6 +26,9 @@ from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue
 from .labels.noise import cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load, save
 from .scene.cells import nucleus_mesh
+
+if TYPE_CHECKING:  # bpy is imported only when something is rendered
+    from .render.blender import RenderDevice
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +64,10 @@ def software_versions() -> Dict[str, str]:
             "python": platform.python_version()}
 
 
-def _sample_values(cfg: ArctiqueConf, scene, focus_z: float) -> Dict[str, Any]:
+def _sample_values(cfg: ArctiqueConf, scene, focus_z: float, device: "RenderDevice") -> Dict[str, Any]:
     s = scene.section
     return {
+        "render_backend": device.backend, "render_device": device.name,
         "seed": scene.seed, "mpp_um": cfg.optics.mpp, "image_size_px": cfg.optics.image_size,
         "field_um": s.field_um, "slab_um": [s.z0, s.z1], "thickness_um": s.thickness,
         "section_depth_um": s.depth, "section_tilt_deg": s.tilt_deg, "section_azimuth_deg": s.azimuth_deg,
@@ -97,7 +101,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
     if blend is not None:
         blend.parent.mkdir(parents=True, exist_ok=True)
-    raw = render_scene(cfg, scene, stains, textures, nuclei, timer, save_blend=blend)
+    raw, device = render_scene(cfg, scene, stains, textures, nuclei, timer, save_blend=blend)
     with timer("labels"):
         focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
         labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*nuclei, len(scene.cells)))
@@ -120,7 +124,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     with timer("write"):
         (staged / files["scene"]).parent.mkdir(parents=True, exist_ok=True)
         save(scene, staged / files["scene"])
-        meta = {"sample": _sample_values(cfg, scene, focus_z), "software": software_versions(),
+        meta = {"sample": _sample_values(cfg, scene, focus_z, device), "software": software_versions(),
                 "cells": labels.cells}
         ds.write_text(staged / files["metadata"], ds.to_json(meta))
         ds.write_cells_csv(staged / files["cells_csv"], labels.cells)
@@ -130,6 +134,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         dataset.commit(seed, staged, {
             "index": seed, "seed": seed, "n_instances": len(labels.cells),
             "seconds": round(sum(timer.seconds.values()), 2), "host": socket.gethostname(),
+            "render_backend": device.backend, "render_device": device.name,
             "software": json.dumps(software_versions(), sort_keys=True),
         })
     return labels

@@ -34,6 +34,7 @@ def test_20x_preset_keeps_the_field():
     ("optics.image_size=0", "optics.image_size=0 is out of range: allowed [8, 8192]"),
     ("nuclei.intensity=2", "nuclei.intensity=2.0 is out of range: allowed [0, 1]"),
     ("optics.device=tpu", "optics.device='tpu' is out of range: allowed 'cpu' or 'gpu'"),
+    ("optics.gpu_backend=metal", "optics.gpu_backend='metal' is out of range: allowed auto | optix | cuda | hip | oneapi"),
     ("tissue.crypt.spacing_um=50", "tissue.crypt.spacing_um=50.0 is out of range"),
 ])
 def test_bad_values_name_key_value_and_range(override, message):

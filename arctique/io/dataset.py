@@ -26,7 +26,8 @@ import tifffile
 from PIL import Image
 
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("index", "seed", "n_instances", "seconds", "host", "software")
+MANIFEST_FIELDS = ("index", "seed", "n_instances", "seconds", "host", "render_backend", "render_device",
+                   "software")
 
 
 def sample_files(index: int) -> Dict[str, str]:
