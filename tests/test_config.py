@@ -35,6 +35,8 @@ def test_20x_preset_keeps_the_field():
     ("nuclei.intensity=2", "nuclei.intensity=2.0 is out of range: allowed [0, 1]"),
     ("optics.device=tpu", "optics.device='tpu' is out of range: allowed 'cpu' or 'gpu'"),
     ("tissue.crypt.spacing_um=50", "tissue.crypt.spacing_um=50.0 is out of range"),
+    ("noise.annotators=-1", "noise.annotators=-1 is out of range: allowed [0, 100]"),
+    ("output.soft_subsamples=3", "output.soft_subsamples=3 is out of range: allowed [4, 16]"),
 ])
 def test_bad_values_name_key_value_and_range(override, message):
     with pytest.raises(ConfigError) as err:
