@@ -23,7 +23,7 @@ from arctique.scene import load
 from arctique.scene.cells import nucleus_mesh
 from arctique.vary import main as vary_main
 
-from .conftest import SMALL, render_small, run_cli
+from .conftest import render_small, run_cli
 from .test_noise import grid_labels
 
 SEED = 3

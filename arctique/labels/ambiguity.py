@@ -144,8 +144,25 @@ def _distinct_per(group: np.ndarray, row: np.ndarray, n_groups: int) -> np.ndarr
     return np.bincount(pairs[:, 0], minlength=n_groups)
 
 
+def _mid_depth(iv: Intervals, rays: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """For each (ray, nucleus row) asked: the mid-depth of that nucleus's topmost piece on that ray
+    (NaN where there is none), and whether there is one."""
+    if len(iv.ray) == 0:
+        return np.full(len(rays), np.nan), np.zeros(len(rays), bool)
+    n_rows = int(max(iv.row.max(), rows.max(initial=0))) + 1
+    order = np.lexsort((-iv.top, iv.row, iv.ray))
+    key = iv.ray[order] * n_rows + iv.row[order]
+    head = np.r_[True, key[1:] != key[:-1]]
+    key, order = key[head], order[head]
+    at = np.clip(np.searchsorted(key, rays * n_rows + rows), 0, len(key) - 1)
+    found = key[at] == rays * n_rows + rows
+    return np.where(found, (iv.top + iv.bottom)[order[at]] / 2, np.nan), found
+
+
 @dataclass(frozen=True)
 class AmbiguityMaps:
+    """The maps of one sample and the per-sample values written into its metadata."""
+
     soft: np.ndarray  # (H, W) float32 in [0, 1]
     soft_instances: np.ndarray  # (H, W) uint8
     overlap: np.ndarray  # (H, W) uint8
@@ -194,19 +211,11 @@ def ambiguity_maps(scene: SceneModel, mesh: Mesh, instance: np.ndarray, instance
 
     # Defocus: the visible nucleus is the one the mask shows; its topmost piece on the pixel's ray.
     defocus = np.full(size * size, np.nan)
-    visible_row = instance_rows[instance.ravel()]
-    order = np.lexsort((-centre.top, centre.row, centre.ray))
-    n_rows = len(scene.cells)
-    key = centre.ray[order] * n_rows + centre.row[order]
-    head = order[np.r_[True, key[1:] != key[:-1]]] if len(key) else order
-    head_key = centre.ray[head] * n_rows + centre.row[head]
     pixels = np.flatnonzero(labelled.ravel())
-    wanted = pixels * n_rows + visible_row[pixels]
-    at = np.clip(np.searchsorted(head_key, wanted), 0, max(len(head_key) - 1, 0))
-    found = (head_key[at] == wanted) if len(head_key) else np.zeros(len(wanted), bool)
-    mid = (centre.top[head[at]] + centre.bottom[head[at]]) / 2 if len(head_key) else np.zeros(len(wanted))
+    visible_row = instance_rows[instance.ravel()[pixels]]
+    mid, found = _mid_depth(centre, pixels, visible_row)
     # A grazing pixel the trace misses takes its nucleus's centre depth, clipped to the slab.
-    fallback = np.clip(scene.cells.centre[visible_row[pixels], 2], sec.z0, sec.z1)
+    fallback = np.clip(scene.cells.centre[visible_row, 2], sec.z0, sec.z1)
     defocus[pixels] = np.where(found, mid, fallback) - focus_z
     return AmbiguityMaps(
         soft=soft, soft_instances=np.minimum(soft_instances, 255).astype(np.uint8),
