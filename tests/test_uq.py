@@ -37,6 +37,12 @@ def uq_dataset(tmp_path_factory) -> Path:
     return render_small(tmp_path_factory.mktemp("uq"), SEED, UQ)
 
 
+def pixels_per_cm(path: Path) -> float:
+    with tifffile.TiffFile(path) as tif:
+        num, den = tif.pages[0].tags["XResolution"].value
+    return num / den
+
+
 def read(root: Path, key: str, seed: int = SEED):
     path = root / sample_files(seed)[key]
     return tifffile.imread(path) if path.suffix == ".tif" else json.loads(path.read_text())
@@ -98,6 +104,8 @@ def test_soft_mask_is_the_sub_pixel_share_whose_first_hit_is_a_nucleus(uq_datase
     instance = read(uq_dataset, "instance")
     assert soft.dtype == np.float32 and soft.shape == instance.shape
     assert soft.min() >= 0 and soft.max() <= 1 and soft_instances.dtype == np.uint8
+    for key in MAPS:  # the pixel size, as on every label (1 um/px)
+        assert pixels_per_cm(uq_dataset / sample_files(SEED)[key]) == 1e4, key
     # Thresholded at 0.5 the soft mask is the hard foreground almost everywhere.
     assert np.mean((soft >= 0.5) == (instance > 0)) >= 0.98
     # Independent: 4 x 4 BVH rays in every partly covered pixel and in some others.
@@ -242,6 +250,7 @@ def test_annotator_files_agreement_and_rates_in_a_render(uq_dataset):
     assert np.allclose(agreement, modal.count / ANNOTATORS)
     assert agreement.min() < 1, "annotators disagree somewhere"
     assert np.allclose(tifffile.imread(uq_dataset / files["foreground_votes"]), np.mean(votes, 0))
+    assert all(pixels_per_cm(uq_dataset / rel) == 1e4 for rel in files.values())
 
 
 def test_an_annotator_does_not_depend_on_how_many_there_are(uq_dataset, tmp_path):

@@ -140,8 +140,8 @@ def _first_hits(iv: Intervals) -> Tuple[np.ndarray, np.ndarray]:
 
 def _distinct_per(group: np.ndarray, row: np.ndarray, n_groups: int) -> np.ndarray:
     """Number of distinct ``row`` values in each group."""
-    pairs = np.unique(np.stack([group, row], 1), axis=0) if len(group) else np.zeros((0, 2), np.int64)
-    return np.bincount(pairs[:, 0], minlength=n_groups)
+    span = int(row.max(initial=0)) + 1
+    return np.bincount(np.unique(group * span + row) // span, minlength=n_groups)
 
 
 def _mid_depth(iv: Intervals, rays: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
