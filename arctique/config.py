@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """A configuration value outside its allowed range; the message names key, value and range."""
 
 
+def _ranged(default: float, lo: float, hi: float) -> Any:
+    """A value with its allowed range in the field's metadata, checked by ``validate``."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
 # --------------------------------------------------------------------------------------------- tissue
 
 
@@ -97,11 +102,6 @@ class TissueConf:
 
 
 # ---------------------------------------------------------------------------------------------- cells
-
-
-def _ranged(default: float, lo: float, hi: float) -> Any:
-    """A value with its allowed range in the field's metadata, checked by ``validate``."""
-    return field(default=default, metadata={"range": (lo, hi)})
 
 
 def _look(default: float, lo: float, hi: float) -> Any:

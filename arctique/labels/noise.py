@@ -5,6 +5,8 @@ as in the reference's recipes: at level 100 the defaults flip every class, merge
 pair and give each cell a 1-in-4 chance of each foreground distortion. Every part draws from its
 own stream ``labels/noise/<L>/<part>`` of the sample seed, and draws for every instance whether or
 not the change is applied, so that changing one probability never reshuffles the others.
+Simulated annotator k of a level draws in the same way from ``labels/noise/<L>/annotator/<k>/<part>``,
+so annotators are independent of each other, of the single-annotator variant and of their number.
 """
 
 from __future__ import annotations
