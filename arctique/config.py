@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """A configuration value outside its allowed range; the message names key, value and range."""
 
 
+def _ranged(default: float, lo: float, hi: float) -> Any:
+    """A value with its allowed range in the field's metadata, checked by ``validate``."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
 # --------------------------------------------------------------------------------------------- tissue
 
 
@@ -272,6 +277,8 @@ class NoiseConf:
     instance: InstanceNoiseConf = field(default_factory=InstanceNoiseConf)
     foreground: ForegroundNoiseConf = field(default_factory=ForegroundNoiseConf)
     border_px: int = 2  # border width of the 3-class (background, interior, border) targets [1, 20]
+    # simulated annotators: per level, this many more label sets, each from its own streams
+    annotators: int = _ranged(0, 0, 100)
 
 
 @dataclass
@@ -281,6 +288,8 @@ class OutputConf:
     z_slices: int = 10  # slices of the 3D instance stack through the slab [1, 100]
     preview: bool = True  # write previews/<i>.png (image beside an instance overlay)
     save_blend: bool = False  # also save the Blender scene (scenes/<i>.blend); large
+    # sub-pixel rays per pixel side of the partial-volume maps (masks/soft, masks/soft_instances)
+    soft_subsamples: int = _ranged(4, 4, 16)
 
 
 @dataclass
@@ -504,10 +513,12 @@ def validate(cfg: ArctiqueConf) -> None:
     _range("noise.foreground.elastic_alpha_px", fg.elastic_alpha_px, 0, 100)
     _range("noise.foreground.elastic_sigma_px", fg.elastic_sigma_px, 0.1, 20)
     _between("noise.border_px", nz.border_px, 1, 20)
+    _declared_ranges("noise", nz)
 
     out = cfg.output
     _check(bool(out.root), "output.root", out.root, "a non-empty path")
     _between("output.z_slices", out.z_slices, 1, 100)
+    _declared_ranges("output", out)
 
 
 def to_dict(node: Any, scene_only: bool = False) -> Any:

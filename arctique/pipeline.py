@@ -10,20 +10,21 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import tifffile
 
 from . import __version__
-from .appearance import cell_stains, tissue_textures
+from .appearance import appearance_mixture, cell_stains, tissue_textures
 from .classes import class_table
 from .config import ArctiqueConf, NoiseConf, to_dict
 from .io import dataset as ds
 from .io.preview import preview
+from .labels.ambiguity import ambiguity_maps, cell_columns, instance_rows
 from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue_mask
-from .labels.noise import cell_footprints, foreground, level_name, noisy_labels, three_class
+from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load, save
 from .scene.cells import nucleus_mesh
 
@@ -107,6 +108,12 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*nuclei, len(scene.cells)))
         tissue = tissue_mask(scene, cfg.optics.image_size, cfg.optics.mpp)
         image = srgb_uint8(raw["image"])
+    with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
+        rows = instance_rows(labels.cells)
+        ambiguity = ambiguity_maps(scene, nuclei, labels.instance, rows, cfg.optics.mpp,
+                                   cfg.output.soft_subsamples, focus_z)
+        labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
+                                                    cfg.optics.aperture, cfg.optics.mpp))
     with timer("write"):
         mpp = cfg.optics.mpp
         ds.write_png(staged / files["image"], image)
@@ -119,6 +126,8 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         np.save(stack_path, labels.stack)
         for k, plane in enumerate(labels.stack):
             ds.write_label_tiff(staged / ds.slice_file(seed, k), plane, mpp)
+        for key, array in ambiguity.maps().items():
+            ds.write_label_tiff(staged / files[key], array, mpp)
     with timer("label_noise"):
         write_targets(staged, seed, labels.instance, labels.semantic, labels.stack, cfg.noise, mpp)
     with timer("write"):
@@ -126,6 +135,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         save(scene, staged / files["scene"])
         meta = {"sample": _sample_values(cfg, scene, focus_z, device), "software": software_versions(),
                 "cells": labels.cells}
+        meta["sample"]["ambiguity"] = ambiguity.record
         ds.write_text(staged / files["metadata"], ds.to_json(meta))
         ds.write_cells_csv(staged / files["cells_csv"], labels.cells)
         ds.write_text(staged / files["parameters"], ds.to_json({**parameters, "seed": seed}))
@@ -148,12 +158,19 @@ def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.n
     ds.write_label_tiff(folder / files["three_class"], three_class(instance, noise.border_px), mpp)
     footprints = cell_footprints(instance, stack) if noise.levels else None
     for level in noise.levels:
-        variant = noisy_labels(instance, semantic, stack, index, level, noise, footprints)
-        out = ds.noise_files(index, level_name(level))
-        for key in ("semantic", "instance", "three_class", "foreground"):
-            ds.write_label_tiff(folder / out[key], getattr(variant, key), mpp)
-        ds.write_text(folder / out["record"], ds.to_json({"seed": index, "noise": to_dict(noise),
-                                                           **variant.record}))
+        # the single-annotator variant, then the simulated annotators and their agreement
+        variants = [noisy_labels(instance, semantic, stack, index, level, noise, footprints, k)
+                    for k in [None, *range(noise.annotators)]]
+        for variant in variants:
+            out = ds.noise_files(index, level_name(level), variant.record["annotator"])
+            for key in ("semantic", "instance", "three_class", "foreground"):
+                ds.write_label_tiff(folder / out[key], getattr(variant, key), mpp)
+            ds.write_text(folder / out["record"], ds.to_json({"seed": index, "noise": to_dict(noise),
+                                                               **variant.record}))
+        if noise.annotators:
+            out = ds.agreement_files(index, level_name(level))
+            for key, array in annotator_agreement(variants[1:]).items():
+                ds.write_label_tiff(folder / out[key], array, mpp)
 
 
 def _z_range(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, n_cells: int) -> np.ndarray:

@@ -36,6 +36,8 @@ def test_20x_preset_keeps_the_field():
     ("optics.device=tpu", "optics.device='tpu' is out of range: allowed 'cpu' or 'gpu'"),
     ("optics.gpu_backend=metal", "optics.gpu_backend='metal' is out of range: allowed auto | optix | cuda | hip | oneapi"),
     ("tissue.crypt.spacing_um=50", "tissue.crypt.spacing_um=50.0 is out of range"),
+    ("noise.annotators=-1", "noise.annotators=-1 is out of range: allowed [0, 100]"),
+    ("output.soft_subsamples=3", "output.soft_subsamples=3 is out of range: allowed [4, 16]"),
 ])
 def test_bad_values_name_key_value_and_range(override, message):
     with pytest.raises(ConfigError) as err:
