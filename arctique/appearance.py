@@ -51,15 +51,23 @@ class CellStains:
     body: Dict[str, np.ndarray]
 
 
+def appearance_mixture(cfg: ArctiqueConf, cls: np.ndarray) -> np.ndarray:
+    """(N, classes) share of each class's look in each cell, columns in ``classes.NAMES`` order:
+    one-hot, except that lymphocytes take ``nuclei.lym_to_pla`` of the plasma-cell look (label
+    ambiguity with a known mixture)."""
+    column = {name: k for k, name in enumerate(NAMES)}
+    out = np.zeros((len(cls), len(NAMES)))
+    out[np.arange(len(cls)), [column[CLASS_NAMES[int(c)]] for c in cls]] = 1.0
+    lym = cls == CLASS_IDS["LYM"]
+    out[lym, column["LYM"]] = 1 - cfg.nuclei.lym_to_pla
+    out[lym, column["PLA"]] = cfg.nuclei.lym_to_pla
+    return out
+
+
 def _per_class(scene: SceneModel, cfg: ArctiqueConf, key: str) -> np.ndarray:
-    """``cells.types.<class>.<key>`` of every cell; lymphocytes morph towards plasma cells by
-    ``nuclei.lym_to_pla`` (label ambiguity with a known mixture)."""
-    table = {name: getattr(getattr(cfg.cells.types, name), key) for name in NAMES}
-    values = np.array([table[CLASS_NAMES[int(c)]] for c in scene.cells.cls], float)
-    mix = cfg.nuclei.lym_to_pla
-    if mix > 0:
-        values[scene.cells.cls == CLASS_IDS["LYM"]] = (1 - mix) * table["LYM"] + mix * table["PLA"]
-    return values
+    """``cells.types.<class>.<key>`` of every cell, blended by its ``appearance_mixture``."""
+    table = np.array([getattr(getattr(cfg.cells.types, name), key) for name in NAMES], float)
+    return appearance_mixture(cfg, scene.cells.cls) @ table
 
 
 def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:

@@ -27,6 +27,11 @@ class ConfigError(ValueError):
     """A configuration value outside its allowed range; the message names key, value and range."""
 
 
+def _ranged(default: float, lo: float, hi: float) -> Any:
+    """A value with its allowed range in the field's metadata, checked by ``validate``."""
+    return field(default=default, metadata={"range": (lo, hi)})
+
+
 # --------------------------------------------------------------------------------------------- tissue
 
 
@@ -73,10 +78,10 @@ class EpitheliumConf:
 
 @dataclass
 class RipsConf:
-    strength: float = 0.03  # share of the field torn open (white tears) [0, 0.5]
+    strength: float = 0.02  # share of the field torn open (white tears) [0, 0.5]
     scale_um: float = 45.0  # spacing of the crack network
     patch_um: float = 60.0  # size of the damaged patches that carry cracks
-    cleft_um: float = 1.5  # width of the retraction clefts along crypt walls in damaged patches [0, 10]
+    cleft_um: float = 2.0  # greatest width of the retraction clefts along crypt walls in damaged patches [0, 10]
 
 
 @dataclass
@@ -114,6 +119,9 @@ class CellTypeConf:
     lobes: List[int] = field(default_factory=lambda: [1, 1])  # number of nuclear lobes (range)
     bend_deg: float = 0.0  # maximal bend of the nucleus along its long axis
     shape_noise: float = 0.06  # relative amplitude of the per-instance surface variation [0, 0.3]
+    # spatial frequency range of that variation, radians per unit of direction: low values bend the
+    # outline, high values dent it (real nuclei are notched) [0.5, 8]
+    shape_frequency: List[float] = field(default_factory=lambda: [1.5, 3.5])
     cytoplasm_scale: float = 0.0  # cell body size / nucleus size; 0 = no cytoplasm drawn
     eccentricity: float = 0.0  # offset of the nucleus in its cell, fraction of the free space [0, 1]
     # Appearance (OD per um of path, at nuclei.intensity = 1 and stain.eosin_intensity = 1):
@@ -134,14 +142,16 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[8.0, 13.0], elongation=[1.7, 2.8], shape_noise=0.15, hematoxylin=1.0,
+        length_um=[8.0, 13.0], elongation=[1.5, 2.3], shape_noise=0.22, shape_frequency=[3.5, 7.0],
+        hematoxylin=1.0,
         chromatin=1.0, rim=0.6, nucleoli=0.8)
     PLA: CellTypeConf = _type(
-        length_um=[5.5, 7.0], elongation=[1.05, 1.3], shape_noise=0.12, cytoplasm_scale=1.8,
-        eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=1.2, cytoplasm_eosin=0.26,
-        cytoplasm_hematoxylin=0.12, hof=0.6)
+        length_um=[5.5, 7.0], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=1.2,
+        cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.1, hof=0.35)
     LYM: CellTypeConf = _type(
-        length_um=[5.0, 6.5], elongation=[1.0, 1.15], shape_noise=0.12, cytoplasm_scale=1.12,
+        length_um=[5.0, 6.5], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        cytoplasm_scale=1.12,
         hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.24, cytoplasm_hematoxylin=0.06)
     EOS: CellTypeConf = _type(
         length_um=[7.0, 9.0], elongation=[1.5, 1.9], lobes=[2, 2], shape_noise=0.08,
@@ -158,7 +168,7 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = 1.25  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = 1.15  # stroma cells per 1000 um^3 of lamina propria (all types)
     ratios: Dict[str, float] = field(
         default_factory=lambda: {"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02}
     )  # relative abundance of the stroma types; normalised
@@ -175,7 +185,7 @@ class CellsConf:
 
 @dataclass
 class NucleiConf:
-    intensity: float = 0.6  # slider: hematoxylin uptake of all nuclei [0, 1]
+    intensity: float = 0.7  # slider: hematoxylin uptake of all nuclei [0, 1]
     chromatin_contrast: float = 0.55  # strength of the chromatin texture [0, 1]
     chromatin_scale_um: float = 0.9  # grain size of the chromatin texture
     lym_to_pla: float = 0.0  # slider: lymphocytes take on plasma-cell appearance [0, 1]
@@ -191,17 +201,17 @@ class StainConf:
     eosin_od: List[float] = field(default_factory=lambda: [0.2159, 0.8012, 0.5581])
     blood_od: List[float] = field(default_factory=lambda: [0.10, 0.80, 0.59])
     eosin_intensity: float = 1.0  # slider: multiplies every eosin concentration [0, 3]
-    stroma_eosin: float = 0.22  # OD per um of the stroma matrix between fibres
+    stroma_eosin: float = 0.2  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = 0.05  # OD per um added on collagen fibres
-    stroma_hematoxylin: float = 0.06  # OD per um of stroma background
-    epithelium_eosin: float = 0.15  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = 0.07
+    stroma_hematoxylin: float = 0.09  # OD per um of stroma background
+    epithelium_eosin: float = 0.17  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = 0.09
     apical_eosin: float = 0.25  # OD per um of the brush border lining the lumen
     apical_um: float = 0.8  # width of that border
     blood_density: float = 0.6  # OD per um of red blood cells
     goblet_clarity: float = 0.95  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm [0, 1]
     overstaining: float = 0.0  # slider: extra eosin filling the space between fibres [0, 1]
-    fibre_contrast: float = 0.45  # contrast of the stroma fibre texture [0, 1]
+    fibre_contrast: float = 0.3  # contrast of the stroma fibre texture [0, 1]
     fibre_width_um: float = 0.4  # width of collagen fibres
     fibre_wave_um: float = 6.0  # length over which fibres wave
     colour_shift: float = 0.0  # slider: rotates both stain OD vectors (-1 bluer, +1 redder) [-1, 1]
@@ -212,6 +222,9 @@ class OpticsConf:
     image_size: int = 512  # pixels per side (square images)
     mpp: float = 0.25  # micrometres per pixel (0.25: 40x scan, 0.5: 20x scan)
     samples: int = 16  # Cycles samples per pixel of the H&E image [1, 4096]
+    # OpenImageDenoise on the H&E image (never on labels): smooths the Monte-Carlo grain of blur
+    # discs and thin cell edges that a microscope does not show
+    denoise: bool = True
     focus_offset_um: float = 0.0  # focal plane relative to the slab centre (+ = towards the camera)
     aperture: float = 0.3  # blur-disc radius per um of defocus (tan of the cone half-angle) [0, 2]
     volume_step_rate: float = 3.0  # Cycles ray-marching step rate in cells (smaller: finer, slower)
@@ -220,7 +233,10 @@ class OpticsConf:
     # four, Cycles 4.5 returned pure black for about 0.3 % of pixels, inside nuclei where several
     # sheets cross overlapping cell volumes.
     layers: int = 1
-    device: str = "cpu"  # cpu | gpu (CUDA or OptiX; an error when no GPU exists)
+    device: str = "cpu"  # cpu | gpu (an error when the GPU backend finds no device)
+    # Cycles GPU backend for optics.device=gpu: auto takes the first of OptiX, CUDA, HIP, oneAPI that
+    # finds a device and keeps it for the rest of the job; a named backend is used or fails.
+    gpu_backend: str = field(default="auto", metadata={"choices": ("auto", "optix", "cuda", "hip", "oneapi")})
     threads: int = 0  # CPU render threads; 0 = all cores
 
 
@@ -261,6 +277,8 @@ class NoiseConf:
     instance: InstanceNoiseConf = field(default_factory=InstanceNoiseConf)
     foreground: ForegroundNoiseConf = field(default_factory=ForegroundNoiseConf)
     border_px: int = 2  # border width of the 3-class (background, interior, border) targets [1, 20]
+    # simulated annotators: per level, this many more label sets, each from its own streams
+    annotators: int = _ranged(0, 0, 100)
 
 
 @dataclass
@@ -270,6 +288,8 @@ class OutputConf:
     z_slices: int = 10  # slices of the 3D instance stack through the slab [1, 100]
     preview: bool = True  # write previews/<i>.png (image beside an instance overlay)
     save_blend: bool = False  # also save the Blender scene (scenes/<i>.blend); large
+    # sub-pixel rays per pixel side of the partial-volume maps (masks/soft, masks/soft_instances)
+    soft_subsamples: int = _ranged(4, 4, 16)
 
 
 @dataclass
@@ -350,10 +370,14 @@ def _od_vector(key: str, value: List[float]) -> None:
 
 
 def _declared_ranges(prefix: str, node: Any) -> None:
-    """Check the fields of ``node`` that declare their range in their metadata."""
+    """Check the fields of ``node`` that declare their range or their allowed values in their metadata."""
     for f in fields(node):
+        value = getattr(node, f.name)
         if "range" in f.metadata:
-            _between(f"{prefix}.{f.name}", getattr(node, f.name), *f.metadata["range"])
+            _between(f"{prefix}.{f.name}", value, *f.metadata["range"])
+        if "choices" in f.metadata:
+            choices = f.metadata["choices"]
+            _check(value in choices, f"{prefix}.{f.name}", value, " | ".join(choices))
 
 
 def validate(cfg: ArctiqueConf) -> None:
@@ -428,6 +452,7 @@ def validate(cfg: ArctiqueConf) -> None:
         _range(f"{key}.lobes", ct.lobes, 1, 6)
         _between(f"{key}.bend_deg", ct.bend_deg, 0, 120)
         _between(f"{key}.shape_noise", ct.shape_noise, 0, 0.3)
+        _range(f"{key}.shape_frequency", ct.shape_frequency, 0.5, 8)
         _check(ct.cytoplasm_scale == 0 or 1.05 <= ct.cytoplasm_scale <= 4,
                f"{key}.cytoplasm_scale", ct.cytoplasm_scale, "0 (none) or [1.05, 4]")
         _between(f"{key}.eccentricity", ct.eccentricity, 0, 1)
@@ -465,6 +490,7 @@ def validate(cfg: ArctiqueConf) -> None:
     _between("optics.layers", o.layers, 1, 16)
     _check(o.device in ("cpu", "gpu"), "optics.device", o.device, "'cpu' or 'gpu'")
     _between("optics.threads", o.threads, 0, 1024)
+    _declared_ranges("optics", o)
 
     nz = cfg.noise
     for lv in nz.levels:
@@ -487,10 +513,12 @@ def validate(cfg: ArctiqueConf) -> None:
     _range("noise.foreground.elastic_alpha_px", fg.elastic_alpha_px, 0, 100)
     _range("noise.foreground.elastic_sigma_px", fg.elastic_sigma_px, 0.1, 20)
     _between("noise.border_px", nz.border_px, 1, 20)
+    _declared_ranges("noise", nz)
 
     out = cfg.output
     _check(bool(out.root), "output.root", out.root, "a non-empty path")
     _between("output.z_slices", out.z_slices, 1, 100)
+    _declared_ranges("output", out)
 
 
 def to_dict(node: Any, scene_only: bool = False) -> Any:

@@ -10,22 +10,26 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import tifffile
 
 from . import __version__
-from .appearance import cell_stains, tissue_textures
+from .appearance import appearance_mixture, cell_stains, tissue_textures
 from .classes import class_table
 from .config import ArctiqueConf, NoiseConf, to_dict
 from .io import dataset as ds
 from .io.sample import RenderedSample, write_sample
+from .labels.ambiguity import ambiguity_maps, cell_columns, instance_rows
 from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue_mask
-from .labels.noise import cell_footprints, foreground, level_name, noisy_labels, three_class
+from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load
 from .scene.cells import nucleus_mesh
+
+if TYPE_CHECKING:  # bpy is imported only when something is rendered
+    from .render.blender import RenderDevice
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +65,10 @@ def software_versions() -> Dict[str, str]:
             "python": platform.python_version()}
 
 
-def _sample_values(cfg: ArctiqueConf, scene, focus_z: float) -> Dict[str, Any]:
+def _sample_values(cfg: ArctiqueConf, scene, focus_z: float, device: "RenderDevice") -> Dict[str, Any]:
     s = scene.section
     return {
+        "render_backend": device.backend, "render_device": device.name,
         "seed": scene.seed, "mpp_um": cfg.optics.mpp, "image_size_px": cfg.optics.image_size,
         "field_um": s.field_um, "slab_um": [s.z0, s.z1], "thickness_um": s.thickness,
         "section_depth_um": s.depth, "section_tilt_deg": s.tilt_deg, "section_azimuth_deg": s.azimuth_deg,
@@ -96,23 +101,31 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
     if blend is not None:
         blend.parent.mkdir(parents=True, exist_ok=True)
-    raw = render_scene(cfg, scene, stains, textures, nuclei, timer, save_blend=blend)
+    raw, device = render_scene(cfg, scene, stains, textures, nuclei, timer, save_blend=blend)
     with timer("labels"):
         focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
         labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*nuclei, len(scene.cells)))
         tissue = tissue_mask(scene, cfg.optics.image_size, cfg.optics.mpp)
         image = srgb_uint8(raw["image"])
-        meta = {"sample": _sample_values(cfg, scene, focus_z), "software": software_versions(),
-                "cells": labels.cells}
+    with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
+        rows = instance_rows(labels.cells)
+        ambiguity = ambiguity_maps(scene, nuclei, labels.instance, rows, cfg.optics.mpp,
+                                   cfg.output.soft_subsamples, focus_z)
+        labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
+                                                    cfg.optics.aperture, cfg.optics.mpp))
+        meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record},
+                "software": software_versions(), "cells": labels.cells}
     with timer("write"):
         write_sample(staged, RenderedSample(seed, cfg.optics.mpp, image, labels, tissue, scene, meta,
-                                            {**parameters, "seed": seed}), cfg.output.preview)
+                                            {**parameters, "seed": seed}, ambiguity.maps()),
+                     cfg.output.preview)
     with timer("label_noise"):
         write_targets(staged, seed, labels.instance, labels.semantic, labels.stack, cfg.noise, cfg.optics.mpp)
     with timer("write"):
         dataset.commit(seed, staged, {
             "index": seed, "seed": seed, "n_instances": len(labels.cells),
             "seconds": round(sum(timer.seconds.values()), 2), "host": socket.gethostname(),
+            "render_backend": device.backend, "render_device": device.name,
             "software": json.dumps(software_versions(), sort_keys=True),
         })
     return labels
@@ -126,12 +139,19 @@ def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.n
     ds.write_label_tiff(folder / files["three_class"], three_class(instance, noise.border_px), mpp)
     footprints = cell_footprints(instance, stack) if noise.levels else None
     for level in noise.levels:
-        variant = noisy_labels(instance, semantic, stack, index, level, noise, footprints)
-        out = ds.noise_files(index, level_name(level))
-        for key in ("semantic", "instance", "three_class", "foreground"):
-            ds.write_label_tiff(folder / out[key], getattr(variant, key), mpp)
-        ds.write_text(folder / out["record"], ds.to_json({"seed": index, "noise": to_dict(noise),
-                                                           **variant.record}))
+        # the single-annotator variant, then the simulated annotators and their agreement
+        variants = [noisy_labels(instance, semantic, stack, index, level, noise, footprints, k)
+                    for k in [None, *range(noise.annotators)]]
+        for variant in variants:
+            out = ds.noise_files(index, level_name(level), variant.record["annotator"])
+            for key in ("semantic", "instance", "three_class", "foreground"):
+                ds.write_label_tiff(folder / out[key], getattr(variant, key), mpp)
+            ds.write_text(folder / out["record"], ds.to_json({"seed": index, "noise": to_dict(noise),
+                                                               **variant.record}))
+        if noise.annotators:
+            out = ds.agreement_files(index, level_name(level))
+            for key, array in annotator_agreement(variants[1:]).items():
+                ds.write_label_tiff(folder / out[key], array, mpp)
 
 
 def _z_range(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, n_cells: int) -> np.ndarray:

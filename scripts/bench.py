@@ -6,6 +6,7 @@ Usage::
     python scripts/bench.py --scene-only    # no Blender
     python scripts/bench.py --composition   # only the tissue and nuclei composition (no Blender)
     python scripts/bench.py --noise         # render stages with noise=levels (5 label-noise levels)
+    python scripts/bench.py --noise --annotators 3  # ... and 3 simulated annotators per level
 
 Reports medians over seeds; the machines are shared, so compare ratios rather than absolutes.
 """
@@ -137,6 +138,8 @@ def render_stages(seeds: range, overrides: list) -> None:
         total += value
         print(f"  {stage:14s} {value:7.2f}")
     print(f"  {'total':14s} {total:7.2f}")
+    share = statistics.median(r["ambiguity"] / sum(r.values()) for r in rows)
+    print(f"ambiguity maps (soft, soft instances, overlap, defocus): {100 * share:.1f} % of the sample time")
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory: {peak_mb:.0f} MB")
 
@@ -146,6 +149,7 @@ def main() -> None:
     parser.add_argument("--scene-only", action="store_true", help="skip the Blender stages")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per measurement")
     parser.add_argument("--noise", action="store_true", help="render with noise=levels")
+    parser.add_argument("--annotators", type=int, default=0, help="with --noise: simulated annotators per level")
     parser.add_argument("--composition", action="store_true",
                         help="only the composition of seeds 0-19 (tissue mask, nuclei; no Blender)")
     args = parser.parse_args()
@@ -160,7 +164,8 @@ def main() -> None:
     saved_scene_timing(seeds)
     composition(range(20))
     if not args.scene_only:
-        render_stages(range(min(args.seeds, 3)), ["noise=levels"] if args.noise else [])
+        noise = ["noise=levels", f"noise.annotators={args.annotators}"] if args.noise else []
+        render_stages(range(min(args.seeds, 3)), noise)
 
 
 if __name__ == "__main__":

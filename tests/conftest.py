@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 import pytest
+
+# Hide every GPU from CUDA/OptiX and HIP, so that optics.device=gpu fails on any machine.
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": "", "ROCR_VISIBLE_DEVICES": ""}
 
 # A small but complete sample: 96 x 96 px at 1 um/px, 4 samples per pixel, 4 slices.
 SMALL = ("optics.image_size=96", "optics.mpp=1.0", "optics.samples=4", "output.z_slices=4",
          "cells.mesh_subdivisions=2", "output.preview=true")
 
 
-def run_cli(cwd: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    """``arctique-gen <overrides>`` in ``cwd`` (the installed entry point's module)."""
+def run_cli(cwd: Path, *overrides: str, check: bool = True,
+            env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
+    """``arctique-gen <overrides>`` in ``cwd`` (the installed entry point's module), with ``env``
+    added to the environment."""
     proc = subprocess.run([sys.executable, "-m", "arctique.cli", *overrides], cwd=cwd,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"arctique-gen failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc

@@ -16,14 +16,16 @@ import pytest
 from arctique.io.dataset import Dataset, sample_files
 from arctique.summary import main as summary_main
 
-from .conftest import run_cli
+from .conftest import NO_GPU_ENV, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("optics.image_size=64", "optics.mpp=1.0", "optics.samples=2", "output.z_slices=2",
         "cells.mesh_subdivisions=2")
-SWEEP = ("-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=null",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
-         "n_samples=6", "shard.size=3", "shard.index=range(0,2)", *TINY)
+# The SLURM preset on a CPU-only cluster: no GPU requested, and rendering on the CPU.
+ON_CPU = ("hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=null", "hydra.launcher.cpus_per_task=1",
+          "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10")
+SWEEP = ("-m", "hydra/launcher=slurm", *ON_CPU, "optics.device=cpu", "n_samples=6", "shard.size=3",
+         "shard.index=range(0,2)", *TINY)
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +117,11 @@ def test_killed_job_is_completed_by_resubmitting(slurm_conf, local_reference, tm
 
 
 def test_failed_seed_makes_the_sweep_fail_and_is_reported(slurm_conf, tmp_path):
-    """A seed whose config cannot render (an unreachable GPU) is recorded; the other shard completes."""
-    env = {**os.environ, "SLURM_CONF": slurm_conf}
-    proc = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=slurm",
-                           "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=null",
-                           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2",
-                           "hydra.launcher.timeout_min=10", "optics.device=cpu,gpu", "seed=7", *TINY,
-                           "output.root=data/${optics.device}"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    """A seed whose config cannot render (GPUs hidden) is recorded; the other shard completes."""
+    env = {**os.environ, "SLURM_CONF": slurm_conf, **NO_GPU_ENV}
+    proc = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=slurm", *ON_CPU,
+                           "optics.device=cpu,gpu", "seed=7", *TINY, "output.root=data/${optics.device}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert Dataset(tmp_path / "data/cpu").completed() == {7}
     failures = Dataset(tmp_path / "data/gpu").failures()
@@ -130,6 +129,17 @@ def test_failed_seed_makes_the_sweep_fail_and_is_reported(slurm_conf, tmp_path):
     with pytest.raises(SystemExit) as summary_exit:
         summary_main([str(tmp_path / "data/gpu")])
     assert summary_exit.value.code == 1
+
+
+def test_slurm_preset_renders_on_the_gpu_by_default(slurm_conf, tmp_path):
+    """Without optics.device on the command line a job of the preset renders on its GPU: with every
+    GPU hidden, its sample fails for want of one."""
+    env = {**os.environ, "SLURM_CONF": slurm_conf, **NO_GPU_ENV}
+    proc = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=slurm", *ON_CPU, "seed=7",
+                           *TINY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    failures = Dataset(tmp_path / "rendered").failures()
+    assert list(failures) == [7] and "optics.device=gpu but Cycles finds no GPU" in failures[7]["error"]
 
 
 def test_bounded_local_launcher_renders_every_seed(local_reference, tmp_path):

@@ -16,7 +16,7 @@ def test_defaults_compose_to_the_documented_values():
     cfg = load_config()
     assert cfg.optics.image_size == 512 and cfg.optics.mpp == 0.25
     assert cfg.tissue.section.thickness_um == [3.0, 5.0]
-    assert cfg.nuclei.intensity == 0.6
+    assert cfg.nuclei.intensity == 0.7
     assert cfg.output.root == "rendered"
 
 
@@ -34,7 +34,10 @@ def test_20x_preset_keeps_the_field():
     ("optics.image_size=0", "optics.image_size=0 is out of range: allowed [8, 8192]"),
     ("nuclei.intensity=2", "nuclei.intensity=2.0 is out of range: allowed [0, 1]"),
     ("optics.device=tpu", "optics.device='tpu' is out of range: allowed 'cpu' or 'gpu'"),
+    ("optics.gpu_backend=metal", "optics.gpu_backend='metal' is out of range: allowed auto | optix | cuda | hip | oneapi"),
     ("tissue.crypt.spacing_um=50", "tissue.crypt.spacing_um=50.0 is out of range"),
+    ("noise.annotators=-1", "noise.annotators=-1 is out of range: allowed [0, 100]"),
+    ("output.soft_subsamples=3", "output.soft_subsamples=3 is out of range: allowed [4, 16]"),
 ])
 def test_bad_values_name_key_value_and_range(override, message):
     with pytest.raises(ConfigError) as err:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import csv
 import os
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
+
+import arctique.render
 
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset, sample_files
 from arctique import pipeline
-from arctique.pipeline import Counts, run
+from arctique.pipeline import Counts, generate, run
+from arctique.scene import build_scene
 
 from .conftest import SMALL, run_cli
 
@@ -37,28 +43,65 @@ def test_output_root_is_honoured_and_the_log_is_ours(tmp_path):
     assert "Fra:" not in proc.stdout and "Saved:" not in proc.stdout  # Blender's progress lines
 
 
-def test_sample_killed_while_committing_is_not_complete_and_is_redone(tmp_path, monkeypatch):
-    cfg = load_config([*SMALL, "seed=8", f"output.root={tmp_path / 'data'}"])
-    real_replace = os.replace
-    moved = []
+def manifest_indices(root: Path) -> set:
+    """Sample indices in ``manifest.csv``, read with the csv module."""
+    path = root / "manifest.csv"
+    if not path.exists():
+        return set()
+    with open(path, newline="") as f:
+        return {int(row["index"]) for row in csv.DictReader(f)}
 
-    def dying_replace(src, dst):
-        if len(moved) == 4:
-            raise KeyboardInterrupt("killed")
-        moved.append(dst)
+
+def test_sample_killed_at_any_point_of_its_commit_is_not_complete_and_is_redone(tmp_path, monkeypatch):
+    """The sample is interrupted at every file move of its commit in turn (the render is reused): its
+    manifest row never exists before all its files are in place, and a re-run completes it."""
+    cfg = load_config([*SMALL, "seed=8", f"output.root={tmp_path / 'data'}"])
+    scene = build_scene(cfg, 8)
+    real_render, rendered = arctique.render.render_scene, []
+
+    def render_once(*args, **kwargs):
+        if not rendered:
+            rendered.append(real_render(*args, **kwargs))
+        return rendered[0]
+
+    monkeypatch.setattr(arctique.render, "render_scene", render_once)
+    real_replace = os.replace
+    moves: list = []
+
+    def counting_replace(src, dst):
+        moves.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr("arctique.io.dataset.os.replace", dying_replace)
-    with pytest.raises(KeyboardInterrupt):
-        run(cfg, {}, progress=False)
-    dataset = Dataset(tmp_path / "data")
-    assert len(moved) == 4 and not dataset.is_complete(8)
-    monkeypatch.setattr("arctique.io.dataset.os.replace", real_replace)
-    counts = run(cfg, {}, progress=False)
-    assert counts == Counts(rendered=1, skipped=0)
-    assert dataset.is_complete(8)
-    for rel in sample_files(8).values():
-        assert (tmp_path / "data" / rel).is_file()
+    monkeypatch.setattr(os, "replace", counting_replace)
+    generate(cfg, 8, Dataset(tmp_path / "reference"), {}, scene=scene)
+    files = set(sample_files(8).values())
+    n_moves = len(moves)
+    assert n_moves > len(files)
+
+    for k in range(n_moves):
+        root = tmp_path / f"killed_at_{k}"
+        done: list = []
+
+        def dying_replace(src, dst):
+            if len(done) == k:
+                raise KeyboardInterrupt(f"killed before move {k}")
+            done.append(dst)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", dying_replace)
+        with pytest.raises(KeyboardInterrupt):
+            generate(cfg, 8, Dataset(root), {}, scene=scene)
+        assert 8 not in manifest_indices(root), f"complete after {k} of {n_moves} moves"
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert manifest_indices(tmp_path / "reference") == {8}
+    assert all((tmp_path / "reference" / rel).is_file() for rel in files)
+
+    # the run redoes the sample left half-committed and completes it
+    root = tmp_path / f"killed_at_{n_moves - 1}"
+    counts = run(replace(cfg, output=replace(cfg.output, root=str(root))), {}, progress=False)
+    assert counts == Counts(rendered=1, skipped=0) and manifest_indices(root) == {8}
+    for rel in files:
+        assert (root / rel).read_bytes() == (tmp_path / "reference" / rel).read_bytes(), rel
 
 
 def test_failed_sample_is_recorded_and_the_job_goes_on(tmp_path, monkeypatch):

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pytest
 import tifffile
 from PIL import Image
 
 from arctique import classes
 from arctique.compose import load_config
-from arctique.io.dataset import sample_files, slice_file
+from arctique.io.dataset import Dataset, sample_files, slice_file
 from arctique.labels.exact import tissue_classes
 from arctique.scene import load
 from arctique.scene.cells import nucleus_mesh
 
-from .conftest import SMALL, render_small
+from .conftest import NO_GPU_ENV, SMALL, render_small, run_cli
 
 SEED = 3
 
@@ -78,40 +80,72 @@ def test_label_contract(small_dataset):
 
 
 def test_first_hit_along_z_matches_the_2d_mask(small_dataset):
+    """Nuclei never overlap, so along a pixel's column the 2D mask's nucleus comes before any other:
+    wherever the stack's slices see it, it is the first nucleus they see (elsewhere it lies between
+    the slab top and the first slice that hits)."""
     instance, stack = read(small_dataset, "instance"), read(small_dataset, "stack")
     hit = stack != 0
     first = np.where(hit.any(0), np.take_along_axis(stack, hit.argmax(0)[None], 0)[0], 0)
-    both = (first > 0) & (instance > 0)
-    # Slices sample the slab at 4 depths: where the stack sees a nucleus, the mask agrees.
-    assert np.mean(first[both] == instance[both]) > 0.97
+    seen = (instance > 0) & (stack == instance[None]).any(0)
+    assert seen.sum() > 0.75 * (instance > 0).sum()  # the slices see most of the mask
+    assert np.array_equal(first[seen], instance[seen])
     assert np.all(instance[first > 0] > 0)
+
+
+def scene_meshes(root):
+    """BVH tree (mathutils) of the saved scene's nucleus meshes, the scene cell row of each face and
+    the map from scene cell ids to label ids."""
+    import bpy  # noqa: F401  (makes Blender's mathutils importable)
+    from mathutils.bvhtree import BVHTree
+
+    scene = load(root / sample_files(SEED)["scene"])
+    verts, faces, rows = nucleus_mesh(scene.cells, 2)
+    to_new = {c["scene_cell_id"]: c["id"] for c in read(root, "metadata")["cells"]}
+    return scene, BVHTree.FromPolygons(verts.tolist(), faces.tolist()), rows, to_new
+
+
+def pixel_xy(size: int, mpp: float):
+    """Section-frame (x, y) of pixel (r, c) centres: row 0 at +y, column 0 at -x."""
+    for r in range(size):
+        for c in range(size):
+            yield r, c, (c - size / 2 + 0.5) * mpp, (size / 2 - 0.5 - r) * mpp
 
 
 def test_instance_mask_matches_independent_ray_casting(small_dataset):
     """BVH ray casts (mathutils) on the scene's own meshes give the same first-hit mask."""
-    import bpy  # noqa: F401  (makes Blender's mathutils importable)
+    scene, tree, rows, to_new = scene_meshes(small_dataset)
     from mathutils import Vector
-    from mathutils.bvhtree import BVHTree
-
-    root = small_dataset
-    scene = load(root / sample_files(SEED)["scene"])
-    meta = read(root, "metadata")
-    verts, faces, rows = nucleus_mesh(scene.cells, 2)
-    tree = BVHTree.FromPolygons(verts.tolist(), faces.tolist())
-    to_new = {c["scene_cell_id"]: c["id"] for c in meta["cells"]}
     s = scene.section
-    size, mpp = 96, 1.0
-    expected = np.zeros((size, size), np.int64)
+    expected = np.zeros((96, 96), np.int64)
     down = Vector((0.0, 0.0, -1.0))
-    for r in range(size):
-        y = (size / 2 - 0.5 - r) * mpp
-        for c in range(size):
-            x = (c - size / 2 + 0.5) * mpp
-            loc, normal, face, _ = tree.ray_cast(Vector((x, y, s.z1)), down, 1e4)
-            # A hit counts inside the slab, or on a back face: the ray started in that nucleus.
-            if face is not None and (loc.z >= s.z0 or normal.dot(down) > 0):
-                expected[r, c] = to_new.get(int(scene.cells.cell_id[rows[face]]), -1)
-    agreement = np.mean(expected == read(root, "instance"))
+    for r, c, x, y in pixel_xy(96, 1.0):
+        loc, normal, face, _ = tree.ray_cast(Vector((x, y, s.z1)), down, 1e4)
+        # A hit counts inside the slab, or on a back face: the ray started in that nucleus.
+        if face is not None and (loc.z >= s.z0 or normal.dot(down) > 0):
+            expected[r, c] = to_new.get(int(scene.cells.cell_id[rows[face]]), -1)
+    agreement = np.mean(expected == read(small_dataset, "instance"))
+    assert agreement >= 0.999, agreement
+
+
+def test_stack_slices_hold_the_nuclei_at_the_documented_depths(small_dataset):
+    """Slice k samples depth z1 - (k + 1/2) * thickness / Z (centres of Z equal parts, camera side
+    first): the metadata says so, and a point-in-mesh test there (the first face above a point inside
+    a closed mesh is a back face) gives the slice."""
+    scene, tree, rows, to_new = scene_meshes(small_dataset)
+    from mathutils import Vector
+    s, stack = scene.section, read(small_dataset, "stack")
+    n_slices = stack.shape[0]
+    depths = s.z1 - (s.z1 - s.z0) * (np.arange(n_slices) + 0.5) / n_slices
+    assert np.allclose(read(small_dataset, "metadata")["sample"]["z_slices_um"], depths, atol=1e-5)
+    up = Vector((0.0, 0.0, 1.0))
+    expected = np.zeros_like(stack, np.int64)
+    for k, z in enumerate(depths):
+        for r, c, x, y in pixel_xy(96, 1.0):
+            loc, normal, face, _ = tree.ray_cast(Vector((x, y, z)), up, 1e4)
+            if face is not None and normal.dot(up) > 0:
+                expected[k, r, c] = to_new.get(int(scene.cells.cell_id[rows[face]]), -1)
+    # A quarter-slice error in depth changes about 1.5 % of the pixels of this sample.
+    agreement = np.mean(expected == stack)
     assert agreement >= 0.999, agreement
 
 
@@ -130,15 +164,48 @@ def test_hematoxylin_marks_the_nuclei_and_glass_is_white(small_dataset):
     assert np.percentile(image.mean(2), 99.5) > 225
 
 
-def test_hematoxylin_channel_segments_the_in_focus_nuclei(tmp_path):
-    """At 40x (0.25 um/px) Otsu on the hematoxylin channel finds the nuclei near the focal plane."""
+# 96 um field at 0.5 um/px: seed 1 shows 23 nuclei within 1 um of the focal plane.
+IN_FOCUS_SEED = 1
+IN_FOCUS_FIELD = ("optics.image_size=192", "optics.mpp=0.5", "optics.samples=8")
+
+
+@pytest.fixture(scope="module")
+def in_focus_field(tmp_path_factory):
+    """Image, instance mask and in-focus nuclei mask of a field with enough sharp nuclei to measure."""
+    root = render_small(tmp_path_factory.mktemp("in_focus"), IN_FOCUS_SEED, extra=IN_FOCUS_FIELD)
+    cells = read(root, "metadata", IN_FOCUS_SEED)["cells"]
+    instance = read(root, "instance", IN_FOCUS_SEED)
+    sharp = [c["id"] for c in cells if abs(c["depth_to_focus_um"]) <= 1.0 and c["visible_area_px"] > 0]
+    assert len(sharp) >= 20, len(sharp)
+    return read(root, "image", IN_FOCUS_SEED), instance, cells, np.isin(instance, sharp)
+
+
+def test_hematoxylin_channel_segments_the_in_focus_nuclei(in_focus_field):
+    """Otsu on the hematoxylin channel finds the nuclei near the focal plane."""
     from arctique.labels.quality import in_focus_hematoxylin_dice
 
-    root = render_small(tmp_path, 1, extra=("optics.mpp=0.25", "optics.image_size=160", "optics.samples=16",
-                                            "cells.mesh_subdivisions=3"))
-    cells = read(root, "metadata", 1)["cells"]
-    dice = in_focus_hematoxylin_dice(read(root, "image", 1), read(root, "instance", 1), cells)
+    image, instance, cells, _ = in_focus_field
+    dice = in_focus_hematoxylin_dice(image, instance, cells)
     assert dice >= 0.8, dice
+
+
+def test_image_and_labels_are_aligned_to_the_pixel(in_focus_field):
+    """The cross-correlation of the hematoxylin channel (colour deconvolution) with the in-focus nuclei
+    mask peaks at zero shift, and its parabolic sub-pixel peak lies within a quarter pixel of it."""
+    from skimage.color import rgb2hed
+
+    image, _, _, sharp = in_focus_field
+    h = rgb2hed(image)[..., 0]
+    h, m = h - h.mean(), sharp - sharp.mean()
+    reach = 3
+    inner = (slice(reach, -reach),) * 2
+    corr = np.array([[np.sum(np.roll(h, (dy, dx), (0, 1))[inner] * m[inner]) for dx in range(-reach, reach + 1)]
+                     for dy in range(-reach, reach + 1)])
+    peak = np.unravel_index(corr.argmax(), corr.shape)
+    assert peak == (reach, reach), f"peak at shift {np.subtract(peak, reach)} (dy, dx)"
+    for before, at, after in (corr[reach - 1:reach + 2, reach], corr[reach, reach - 1:reach + 2]):
+        offset = 0.5 * (before - after) / (before - 2 * at + after)
+        assert abs(offset) < 0.25, offset
 
 
 def test_same_seed_is_byte_identical_and_appearance_keeps_labels(tmp_path, small_dataset):
@@ -168,3 +235,139 @@ def test_rendering_twice_gives_identical_labels_and_metadata(tmp_path, small_dat
 
 def test_config_used_by_the_small_render_validates():
     load_config(list(SMALL))
+
+
+# ----------------------------------------------------------------------------------------- devices
+
+
+def test_backend_and_device_are_recorded_and_blender_output_is_logged(small_dataset):
+    import bpy  # noqa: F401  (makes Cycles' own module importable)
+    import _cycles
+
+    cpu_name = _cycles.available_devices("CPU")[0][0]
+    sample = read(small_dataset, "metadata")["sample"]
+    assert (sample["render_backend"], sample["render_device"]) == ("CPU", cpu_name)
+    row = Dataset(small_dataset).manifest()[0]
+    assert (row["render_backend"], row["render_device"]) == ("CPU", cpu_name)
+    logs = list((small_dataset / "logs").glob("blender_*.log"))
+    assert len(logs) == 1 and "Fra:" in logs[0].read_text()  # Blender's progress lines
+
+
+class FakeDevice:
+    def __init__(self, name: str, kind: str, ident: str) -> None:
+        self.name, self.type, self.id, self.use = name, kind, ident, kind != "CPU"
+
+
+class FakeCyclesPreferences:
+    """Cycles' add-on preferences on a machine with the GPUs ``found`` (backend -> device names);
+    records which backends were probed."""
+
+    def __init__(self, found, offered=("CUDA", "OPTIX", "HIP", "ONEAPI")) -> None:
+        self.found, self.offered, self.probed, self.devices = found, offered, [], []
+        self._type = "NONE"
+
+    @property
+    def compute_device_type(self) -> str:
+        return self._type
+
+    @compute_device_type.setter
+    def compute_device_type(self, value: str) -> None:
+        if value not in self.offered:
+            raise TypeError(f'enum "{value}" not found')
+        self._type = value
+
+    def get_devices_for_type(self, kind: str):
+        self.probed.append(kind)
+        gpus = [FakeDevice(name, kind, f"{kind}_{k}") for k, name in enumerate(self.found.get(kind, []))]
+        self.devices = gpus + [FakeDevice("CPU", "CPU", "CPU")]
+        return self.devices if gpus else []
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """A process that has not chosen a GPU backend yet."""
+    from arctique.render import blender
+
+    monkeypatch.setattr(blender, "_auto_backend", {})
+    return blender
+
+
+def test_auto_backend_probes_in_order_then_keeps_its_choice(fresh_process):
+    found = {"CUDA": ["GPU A", "GPU B"], "HIP": ["GPU C"]}
+    first = FakeCyclesPreferences(found)
+    backend, devices = fresh_process.choose_gpus(first, "auto", {})
+    assert backend == "CUDA" and [d.name for d in devices] == ["GPU A"]  # one GPU unless told otherwise
+    assert first.probed == ["OPTIX", "CUDA"]
+    later = FakeCyclesPreferences(found)
+    assert fresh_process.choose_gpus(later, "auto", {})[0] == "CUDA" and later.probed == ["CUDA"]
+
+
+def test_visible_devices_variable_gives_the_job_every_gpu_it_names(fresh_process):
+    prefs = FakeCyclesPreferences({"OPTIX": ["GPU A", "GPU B"]})
+    _, devices = fresh_process.choose_gpus(prefs, "optix", {"CUDA_VISIBLE_DEVICES": "2,3"})
+    assert [d.name for d in devices] == ["GPU A", "GPU B"]
+
+
+def test_pinned_backend_is_the_only_one_probed_and_fails_clearly(fresh_process):
+    prefs = FakeCyclesPreferences({"CUDA": ["GPU A"]}, offered=("CUDA", "OPTIX"))
+    for backend in ("hip", "optix"):  # HIP: not in this build; OptiX: no device
+        with pytest.raises(RuntimeError, match=f"no GPU for optics.gpu_backend={backend} .*use optics.device=cpu"):
+            fresh_process.choose_gpus(prefs, backend, {"CUDA_VISIBLE_DEVICES": ""})
+    assert prefs.probed == ["OPTIX"]
+    assert fresh_process._auto_backend == {}
+
+
+def test_gpu_request_without_a_gpu_fails_the_sample_clearly(tmp_path):
+    proc = run_cli(tmp_path, "seed=2", *SMALL, "optics.device=gpu", check=False, env=NO_GPU_ENV)
+    assert proc.returncode != 0
+    failure = Dataset(tmp_path / "rendered").failures()[2]["error"]
+    assert "optics.device=gpu but Cycles finds no GPU" in failure and "CUDA_VISIBLE_DEVICES=''" in failure
+    kept = tmp_path / "rendered/logs/failed_2.log"
+    assert str(kept) in failure or "logs/failed_2.log" in failure
+    assert kept.read_text().startswith("--- devices (gpu")
+
+
+@pytest.mark.parametrize("broken, message", [("image", "came back black"), ("label", "came back empty")])
+def test_black_image_or_empty_labels_fail_the_sample(tmp_path, monkeypatch, broken, message):
+    """A device that returns nothing (all-zero image or id passes) fails the sample instead of
+    writing it."""
+    from arctique.pipeline import run
+    from arctique.render.blender import SceneRenderer
+
+    real = SceneRenderer._render
+
+    def nothing_from_the_device(self, workdir, name, socket):
+        out = real(self, workdir, name, socket)
+        return np.zeros_like(out) if name == broken else out
+
+    monkeypatch.setattr(SceneRenderer, "_render", nothing_from_the_device)
+    cfg = load_config([*SMALL, "seed=3", f"output.root={tmp_path / 'data'}"])
+    counts = run(cfg, {}, progress=False)
+    dataset = Dataset(tmp_path / "data")
+    assert counts.failed == [3] and dataset.completed() == set()
+    error = dataset.failures()[3]["error"]
+    assert message in error and "on CPU" in error and "logs/failed_3.log" in error
+    assert "Fra:" in (tmp_path / "data/logs/failed_3.log").read_text()
+
+
+def _gpu_or_skip() -> None:
+    import bpy
+
+    from arctique.render.blender import choose_gpus
+
+    try:
+        choose_gpus(bpy.context.preferences.addons["cycles"].preferences, "auto", os.environ)
+    except RuntimeError as exc:
+        pytest.skip(f"no GPU here: {exc}")
+
+
+@pytest.mark.gpu
+def test_gpu_render_matches_the_cpu_render(tmp_path, small_dataset):
+    """Same labels byte for byte, and an image within a small tolerance of the CPU's."""
+    _gpu_or_skip()
+    gpu = render_small(tmp_path, SEED, extra=("optics.device=gpu",))
+    assert read(gpu, "metadata")["sample"]["render_backend"] in ("OPTIX", "CUDA", "HIP", "ONEAPI")
+    for key in ("instance", "semantic", "cytoplasm", "stack"):
+        assert (gpu / sample_files(SEED)[key]).read_bytes() == (small_dataset / sample_files(SEED)[key]).read_bytes(), key
+    difference = np.abs(read(gpu, "image").astype(float) - read(small_dataset, "image"))
+    assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 8, (difference.mean(), difference.max())

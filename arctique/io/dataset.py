@@ -19,14 +19,15 @@ import traceback
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 import tifffile
 from PIL import Image
 
 MANIFEST = "manifest.csv"
-MANIFEST_FIELDS = ("index", "seed", "n_instances", "seconds", "host", "software")
+MANIFEST_FIELDS = ("index", "seed", "n_instances", "seconds", "host", "render_backend", "render_device",
+                   "software")
 
 
 def sample_files(index: int) -> Dict[str, str]:
@@ -46,18 +47,32 @@ def sample_files(index: int) -> Dict[str, str]:
         "parameters": f"parameters/{i}.json",
         "scene": f"scenes/{i}.npz",
         "preview": f"previews/{i}.png",
+        "soft": f"masks/soft/{i}.tif",
+        "soft_instances": f"masks/soft_instances/{i}.tif",
+        "overlap": f"masks/overlap/{i}.tif",
+        "defocus": f"masks/defocus/{i}.tif",
     }
 
 
-def noise_files(index: int, level: str) -> Dict[str, str]:
-    """Relative paths of one label-noise variant (the reference's ``{task}_noise_{level}`` folders)."""
+def noise_files(index: int, level: str, annotator: Optional[int] = None) -> Dict[str, str]:
+    """Relative paths of one label-noise variant (the reference's ``{task}_noise_{level}`` folders);
+    simulated annotator k of that level has the suffix ``_annotator_<k>``."""
     i = index
+    name = level if annotator is None else f"{level}_annotator_{annotator}"
     return {
-        "semantic": f"masks/semantic_noise_{level}/{i}.tif",
-        "instance": f"masks/instance_noise_{level}/{i}.tif",
-        "three_class": f"masks/instance_3class_noise_{level}/{i}.tif",
-        "foreground": f"masks/foreground_noise_{level}/{i}.tif",
-        "record": f"metadata/noise_{level}/{i}.json",
+        "semantic": f"masks/semantic_noise_{name}/{i}.tif",
+        "instance": f"masks/instance_noise_{name}/{i}.tif",
+        "three_class": f"masks/instance_3class_noise_{name}/{i}.tif",
+        "foreground": f"masks/foreground_noise_{name}/{i}.tif",
+        "record": f"metadata/noise_{name}/{i}.json",
+    }
+
+
+def agreement_files(index: int, level: str) -> Dict[str, str]:
+    """Relative paths of the per-pixel agreement of one level's simulated annotators."""
+    return {
+        "semantic_agreement": f"masks/semantic_agreement_noise_{level}/{index}.tif",
+        "foreground_votes": f"masks/foreground_votes_noise_{level}/{index}.tif",
     }
 
 

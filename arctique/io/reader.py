@@ -98,9 +98,10 @@ class Dataset(Sequence[Sample]):
                                  f"{self.root} (levels written: {levels})")
 
     def noise_levels(self) -> List[str]:
-        """The label-noise levels that have instance maps in this dataset."""
+        """The label-noise levels that have instance maps in this dataset (simulated annotators aside)."""
         prefix = "instance_noise_"
-        return sorted((p.name[len(prefix):] for p in (self.root / "masks").glob(prefix + "*")), key=float)
+        names = (p.name[len(prefix):] for p in (self.root / "masks").glob(prefix + "*"))
+        return sorted((n for n in names if "_annotator_" not in n), key=float)
 
     @property
     def classes(self) -> Tuple[CellClass, ...]:

@@ -3,9 +3,9 @@ sample's staging folder under the names of ``dataset.sample_files``. numpy only 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
 import numpy as np
 
@@ -27,11 +27,12 @@ class RenderedSample:
     scene: SceneModel
     metadata: Dict[str, Any]  # per-sample values, software versions and the per-cell table
     parameters: Dict[str, Any]  # the fully resolved configuration, seed included
+    more_maps: Mapping[str, np.ndarray] = field(default_factory=dict)  # further 2D maps (ambiguity), by key
 
     def label_maps(self) -> Dict[str, np.ndarray]:
         """The 2D label maps, by their key in ``dataset.sample_files``."""
         return {"instance": self.labels.instance, "semantic": self.labels.semantic,
-                "cytoplasm": self.labels.cytoplasm, "tissue": self.tissue}
+                "cytoplasm": self.labels.cytoplasm, "tissue": self.tissue, **self.more_maps}
 
 
 def write_sample(folder: Path, sample: RenderedSample, with_preview: bool) -> None:

@@ -5,6 +5,8 @@ as in the reference's recipes: at level 100 the defaults flip every class, merge
 pair and give each cell a 1-in-4 chance of each foreground distortion. Every part draws from its
 own stream ``labels/noise/<L>/<part>`` of the sample seed, and draws for every instance whether or
 not the change is applied, so that changing one probability never reshuffles the others.
+Simulated annotator k of a level draws in the same way from ``labels/noise/<L>/annotator/<k>/<part>``,
+so annotators are independent of each other, of the single-annotator variant and of their number.
 """
 
 from __future__ import annotations
@@ -225,12 +227,13 @@ def cell_footprints(instance: np.ndarray, stack: np.ndarray) -> Dict[int, Tuple[
 
 
 def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, seed: int, level: float,
-                 cfg: NoiseConf, footprints: Optional[Dict] = None) -> NoisyLabels:
-    """The noise variant ``level`` of one sample's clean labels (see the module docstring)."""
-    name = level_name(level)
+                 cfg: NoiseConf, footprints: Optional[Dict] = None, annotator: Optional[int] = None) -> NoisyLabels:
+    """The noise variant ``level`` of one sample's clean labels (see the module docstring); with
+    ``annotator`` k, simulated annotator k of that level, drawn from ``labels/noise/<L>/annotator/<k>/*``."""
+    prefix = f"labels/noise/{level_name(level)}" + ("" if annotator is None else f"/annotator/{annotator}")
 
     def streams(part: str) -> np.random.Generator:
-        return stream(seed, f"labels/noise/{name}/{part}")
+        return stream(seed, f"{prefix}/{part}")
 
     n = int(instance.max(initial=0))
     ids = np.unique(instance)
@@ -255,6 +258,7 @@ def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, 
 
     record = {
         "level": level,
+        "annotator": annotator,
         "probabilities": {
             "semantic_flip": p_flip, "merge_fraction": p_merge, "split": p_split,
             **{f"foreground_{op}": _probability(getattr(cfg.foreground, f"{op}_prob"), level)
@@ -273,3 +277,13 @@ def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, 
     }
     return NoisyLabels(level=level, semantic=noisy_classes[instance], instance=noisy_instance,
                        three_class=three_class(noisy_instance, cfg.border_px), foreground=fg, record=record)
+
+
+def annotator_agreement(annotators: List[NoisyLabels]) -> Dict[str, np.ndarray]:
+    """Per-pixel agreement of one level's simulated annotators, float32 (H, W):
+    ``semantic_agreement``, the share of annotators giving the pixel its most frequent class
+    (background included), and ``foreground_votes``, the share marking it as nucleus."""
+    classes = np.stack([a.semantic for a in annotators])
+    counts = np.stack([(classes == c).sum(0) for c in range(int(classes.max(initial=0)) + 1)])
+    return {"semantic_agreement": (counts.max(0) / len(annotators)).astype(np.float32),
+            "foreground_votes": np.mean([a.foreground for a in annotators], 0).astype(np.float32)}

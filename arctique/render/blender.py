@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Tuple
 
 import numpy as np
 
 from ..appearance import CellStains, layer_depths, layer_transmittance, od_vectors
-from ..config import ArctiqueConf
+from ..config import ArctiqueConf, OpticsConf
 from ..labels.exact import slice_depths
 from ..scene.cells import body_mesh
 from ..scene.model import SceneModel
@@ -39,47 +42,104 @@ def reset() -> None:
             collection.remove(block)
 
 
+# optics.gpu_backend=auto tries these Cycles backends in this order (Metal is macOS only).
+GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI")
+# Variables by which a scheduler (SLURM sets CUDA_VISIBLE_DEVICES per job) or the user names the GPUs
+# a job may use; without any of them a job renders on the first GPU only.
+VISIBLE_DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
+                            "ONEAPI_DEVICE_SELECTOR")
+_auto_backend: Dict[str, str] = {}  # the backend optics.gpu_backend=auto chose in this process
+
+
+@dataclass(frozen=True)
+class RenderDevice:
+    """What renders a sample: the Cycles backend (CPU, OPTIX, CUDA, HIP, ONEAPI) and device names."""
+
+    backend: str
+    name: str
+
+
+def blender_log(cfg: ArctiqueConf) -> Path:
+    """This job's file for Blender's own output (progress, device and kernel messages) of the sample
+    in progress; a sample that fails keeps a copy (``SceneRenderer.failure``)."""
+    return Path(cfg.output.root) / "logs" / f"blender_{socket.gethostname()}_{os.getpid()}.log"
+
+
 @contextmanager
-def _blender_output_silenced() -> Iterator[None]:
-    """Blender's C code writes a progress line per render step and a 'Saved:' line per file to file
-    descriptor 1; keep them out of the job logs (errors still raise)."""
+def blender_output_to(log: Path, heading: str, start: bool = False) -> Iterator[None]:
+    """Send what Blender's C code writes to file descriptors 1 and 2 (a progress line per object and
+    render step, a 'Saved:' line per file, device and kernel errors) to ``log``, after a heading line,
+    and keep it out of the job's own output; ``start`` empties the log first (a new sample)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if start else os.O_APPEND), 0o644)
+    os.write(target, f"--- {heading}\n".encode())
     try:
-        os.dup2(devnull, 1)
+        os.dup2(target, 1)
+        os.dup2(target, 2)
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
 
 
-def configure_device(device: str, threads: int) -> None:
-    """Select CPU or a GPU backend (OptiX, then CUDA); a clear error when a GPU is asked for and absent."""
+def gpu_devices(prefs, backend: str) -> list:
+    """The devices Cycles finds for one backend, probing that backend only; [] when this Cycles
+    build lacks the backend or it finds none."""
+    try:
+        prefs.compute_device_type = backend
+    except TypeError:  # not among the backends this build of Cycles offers
+        return []
+    return [d for d in prefs.get_devices_for_type(backend) if d.type == backend]
+
+
+def choose_gpus(prefs, gpu_backend: str, environ: Mapping[str, str]) -> Tuple[str, list]:
+    """The backend and devices to render on. A named backend is used or fails; ``auto`` probes the
+    backends in turn until one finds a device, then keeps it for the rest of the process (one job
+    never mixes backends). Without a visible-device variable in ``environ`` only the first device
+    is used."""
+    pinned = gpu_backend.upper() if gpu_backend != "auto" else _auto_backend.get("backend")
+    for backend in (pinned,) if pinned else GPU_BACKENDS:
+        devices = gpu_devices(prefs, backend)
+        if devices:
+            break
+    else:
+        tried = pinned or ", ".join(GPU_BACKENDS)
+        visible = ", ".join(f"{v}={environ[v]!r}" for v in VISIBLE_DEVICE_VARIABLES if v in environ)
+        raise RuntimeError(f"optics.device=gpu but Cycles finds no GPU for optics.gpu_backend={gpu_backend} "
+                           f"(tried {tried}{'; ' + visible if visible else ''}); use optics.device=cpu")
+    if gpu_backend == "auto":
+        _auto_backend["backend"] = backend
+    if not any(environ.get(v) for v in VISIBLE_DEVICE_VARIABLES):
+        devices = devices[:1]
+    return backend, devices
+
+
+def configure_device(optics: OpticsConf, log: Path) -> RenderDevice:
+    """Select the CPU or a GPU backend and its devices; a clear error when a GPU is asked for and absent."""
     scene = bpy.context.scene
-    scene.render.threads_mode = "FIXED" if threads else "AUTO"
-    if threads:
-        scene.render.threads = threads
-    if device == "cpu":
-        scene.cycles.device = "CPU"
-        return
+    scene.render.threads_mode = "FIXED" if optics.threads else "AUTO"
+    if optics.threads:
+        scene.render.threads = optics.threads
     prefs = bpy.context.preferences.addons["cycles"].preferences
-    for backend in ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL"):
-        try:
-            prefs.compute_device_type = backend
-        except TypeError:
-            continue
-        prefs.get_devices()
-        gpus = [d for d in prefs.devices if d.type == backend]
-        if gpus:
-            for d in prefs.devices:
-                d.use = d.type == backend
-            scene.cycles.device = "GPU"
-            logger.info("rendering on %s: %s", backend, ", ".join(d.name for d in gpus))
-            return
-    raise RuntimeError("optics.device=gpu but Cycles finds no GPU (OptiX, CUDA, HIP, oneAPI or Metal); "
-                       "use optics.device=cpu")
+    with blender_output_to(log, f"devices ({optics.device}, gpu_backend={optics.gpu_backend})", start=True):
+        if optics.device == "cpu":
+            scene.cycles.device = "CPU"
+            return RenderDevice("CPU", ", ".join(d.name for d in prefs.get_devices_for_type("CPU")))
+        first_choice = optics.gpu_backend == "auto" and not _auto_backend
+        backend, devices = choose_gpus(prefs, optics.gpu_backend, os.environ)
+    if first_choice:
+        logger.info("optics.gpu_backend=auto chose %s (%s); this job keeps it", backend,
+                    ", ".join(d.name for d in devices))
+    chosen = {(d.type, d.id) for d in devices}
+    for d in prefs.devices:
+        d.use = (d.type, d.id) in chosen
+    scene.cycles.device = "GPU"
+    return RenderDevice(backend, ", ".join(d.name for d in devices))
 
 
 class SceneRenderer:
@@ -93,7 +153,11 @@ class SceneRenderer:
         self.cfg, self.model, self.optics = cfg, scene, cfg.optics
         reset()
         self.bscene = bpy.context.scene
-        configure_device(self.optics.device, self.optics.threads)
+        self.log = blender_log(cfg)
+        try:
+            self.device = configure_device(self.optics, self.log)
+        except RuntimeError as exc:
+            raise self.failure(str(exc)) from exc
         self._setup_cycles()
         self.camera = self._camera()
         od = od_vectors(cfg.stain)
@@ -108,6 +172,12 @@ class SceneRenderer:
         aov = self.bscene.view_layers[0].aovs.add()
         aov.name, aov.type = materials.LABEL_AOV, "VALUE"
 
+    def failure(self, message: str) -> RuntimeError:
+        """An error for this sample that names a kept copy of Blender's output for it."""
+        kept = self.log.with_name(f"failed_{self.model.seed}.log")
+        shutil.copyfile(self.log, kept)
+        return RuntimeError(f"{message}; Blender's output is in {kept}")
+
     # ------------------------------------------------------------------------------- setup
 
     def _setup_cycles(self) -> None:
@@ -121,6 +191,8 @@ class SceneRenderer:
         c.use_animated_seed = False
         c.use_adaptive_sampling = False
         c.use_denoising = False
+        c.denoiser = "OPENIMAGEDENOISE"
+        c.denoising_input_passes = "RGB"  # albedo and normals mean nothing in a pure absorber
         # Pure absorption: the only light is the back-light seen straight through the volumes.
         c.max_bounces = c.volume_bounces = c.diffuse_bounces = c.glossy_bounces = 0
         c.transmission_bounces = 0
@@ -233,8 +305,11 @@ class SceneRenderer:
         out.file_slots[0].path = f"{name}_"
         tree.links.new(layer.outputs[socket], out.inputs[0])
         s.render.filepath = str(workdir / "discard_")
-        with _blender_output_silenced():
-            bpy.ops.render.render(write_still=False)
+        with blender_output_to(self.log, f"sample {self.model.seed}: {name} pass on {self.device.backend}"):
+            try:
+                bpy.ops.render.render(write_still=False)
+            except RuntimeError as exc:
+                raise self.failure(str(exc)) from exc
         path = workdir / f"{name}_{s.frame_current:04d}.exr"
         image = bpy.data.images.load(str(path))
         image.colorspace_settings.name = "Non-Color"
@@ -262,8 +337,12 @@ class SceneRenderer:
             cam.dof.aperture_fstop = 1.0 / (2.0 * o.aperture * distance)
         c = self.bscene.cycles
         c.samples = o.samples
+        c.use_denoising = o.denoise
         self.bscene.cycles.filter_width = 1.5
-        return self._render(workdir, "image", "Image")[..., :3]
+        image = self._render(workdir, "image", "Image")[..., :3]
+        if not image.max() > 0:  # all black (or NaN): the device failed, not the tissue
+            raise self.failure(f"the H&E render on {self.device.backend} ({self.device.name}) came back black")
+        return image
 
     def _label_pass(self, workdir: Path, objects, clip_top: float, inside: bool) -> np.ndarray:
         self._show(objects)
@@ -274,6 +353,7 @@ class SceneRenderer:
         cam.clip_start = self.camera.location.z - clip_top
         cam.clip_end = cam.clip_start + 1e4
         self.bscene.cycles.samples = 1
+        self.bscene.cycles.use_denoising = False
         self.bscene.cycles.filter_width = 0.01
         values = self._render(workdir, "label", materials.LABEL_AOV)[..., 0]
         ids = np.rint(values).astype(np.int64)
@@ -291,6 +371,13 @@ class SceneRenderer:
         depths = slice_depths(sec.z0, sec.z1, z_slices)
         out["stack"] = np.stack([self._label_pass(workdir, self.nuclei, z, inside=True)
                                  for z in depths])
+        cells = self.model.cells
+        in_view = ((np.abs(cells.centre[:, :2]).max(1) < sec.field_um / 2)
+                   & (cells.centre[:, 2] > sec.z0) & (cells.centre[:, 2] < sec.z1))
+        for name, shown in (("instance", in_view), ("cytoplasm", in_view & (cells.body_axes[:, 0] > 0))):
+            if shown.any() and not out[name].any():
+                raise self.failure(f"the {name} label pass on {self.device.backend} ({self.device.name}) came back "
+                                   f"empty although {int(shown.sum())} such cells are centred in the field and the slab")
         return out
 
     def save_blend(self, path: Path) -> None:
@@ -299,8 +386,9 @@ class SceneRenderer:
 
 def render_scene(cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
                  nuclei: Mesh, timer: Callable[[str], object],
-                 save_blend: Path | None = None) -> Dict[str, np.ndarray]:
-    """Image (linear, (H, W, 3) float32) and label passes (scene cell ids) of one scene.
+                 save_blend: Path | None = None) -> Tuple[Dict[str, np.ndarray], RenderDevice]:
+    """Image (linear, (H, W, 3) float32) and label passes (scene cell ids) of one scene, and the
+    device that rendered them.
 
     ``nuclei`` is ``arctique.scene.cells.nucleus_mesh(cells, level)``, built once by the caller,
     which also needs it.
@@ -315,5 +403,5 @@ def render_scene(cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textu
             labels = r.render_labels(work, cfg.output.z_slices)
     if save_blend is not None:
         r.save_blend(save_blend)
-    return {"image": image, **labels}
+    return {"image": image, **labels}, r.device
 

@@ -190,6 +190,15 @@ def compartment_map(scene: SceneModel, points: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------ rips and blood
 
 
+# A retraction cleft is widest inside a damaged patch and narrows to nothing over this much of the
+# patch field (about unit spread) towards the patch edge; along the wall its width varies by this
+# share with the crack field, so clefts taper and swell instead of running as even bands.
+CLEFT_TAPER = 0.5
+CLEFT_VARIATION = 0.6
+# Clefts take at most this share of the torn area (narrower where crypt walls are long).
+CLEFT_SHARE = 0.7
+
+
 def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
                 rng: np.random.Generator, n_waves: int = 48, n_points: int = 8192) -> Rips:
     """Tears covering ``conf.strength`` of the field: retraction clefts along the crypt walls and a
@@ -204,7 +213,15 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     _, rho, _, basal, _ = crypt_coordinates(crypts, q, tree)
     stroma = compartments(np.column_stack([xy, np.zeros(n_points)]), section, crypts, tree) == STROMA
     damaged = stroma & (patch > patch_threshold)
-    cleft = damaged & (rho - basal < conf.cleft_um)
+    ratio = (rho - basal) / np.maximum(cleft_width(1.0, waves, patch - patch_threshold, xy), 1e-9)
+    allowed = int(CLEFT_SHARE * conf.strength * n_points)
+    walls = np.sort(ratio[damaged])
+    cleft_um = conf.cleft_um
+    if conf.strength <= 0:
+        cleft_um = 0.0
+    elif allowed < len(walls) and walls[allowed] < cleft_um:
+        cleft_um = float(walls[allowed])
+    cleft = damaged & (ratio < cleft_um)
     ridge = 1 - np.abs(wave_field(waves, xy))
     eligible = ridge[damaged & ~cleft]
     need = conf.strength * n_points - cleft.sum()
@@ -212,17 +229,23 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
         threshold = np.inf
     else:
         threshold = float(np.quantile(eligible, max(0.0, 1 - need / len(eligible))))
-    cleft_um = conf.cleft_um if conf.strength > 0 else 0.0
     return Rips(waves=waves, threshold=threshold, patch_waves=patch_waves,
                 patch_threshold=patch_threshold, cleft_um=cleft_um)
+
+
+def cleft_width(cleft_um: float, waves: np.ndarray, patch_excess: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Width of the retraction cleft along the crypt wall at section points ``xy``; ``patch_excess`` is
+    how far the damage field lies above its threshold there."""
+    taper = np.clip(patch_excess / CLEFT_TAPER, 0, 1)
+    return cleft_um * taper * np.clip(1 + CLEFT_VARIATION * wave_field(waves, xy), 0, None)
 
 
 def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
     """Whether section points ``xy`` (P, 2), at ``wall_distance`` from the nearest crypt wall, lie in a
     tear (tears run through the whole section)."""
-    damaged = wave_field(rips.patch_waves, xy) > rips.patch_threshold
+    excess = wave_field(rips.patch_waves, xy) - rips.patch_threshold
     cracks = 1 - np.abs(wave_field(rips.waves, xy)) > rips.threshold
-    return damaged & (cracks | (wall_distance < rips.cleft_um))
+    return (excess > 0) & (cracks | (wall_distance < cleft_width(rips.cleft_um, rips.waves, excess, xy)))
 
 
 def sample_blood(strength: float, diameter: float, section: Section, crypts: Crypts, tree: cKDTree,

@@ -31,7 +31,7 @@ def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generat
     elong = rng.uniform(*conf.elongation, size=n)
     flat = rng.uniform(0.8, 1.0, size=n)
     lobes = rng.integers(conf.lobes[0], conf.lobes[1] + 1, size=n)
-    noise = _noise_terms(conf.shape_noise, n, rng)
+    noise = _noise_terms(conf.shape_noise, conf.shape_frequency, n, rng)
     bend_angle = np.radians(rng.uniform(-1, 1, size=n) * conf.bend_deg)
     lobe_centre = np.zeros((n, MAX_LOBES, 3))
     lobe_axes = np.zeros((n, MAX_LOBES, 3))
@@ -81,10 +81,10 @@ def make_cells(cls: np.ndarray, centre: np.ndarray, rotation: np.ndarray, shapes
         body_centre=shapes["body_centre"], body_axes=shapes["body_axes"])
 
 
-def _noise_terms(amplitude: float, n: int, rng: np.random.Generator) -> np.ndarray:
+def _noise_terms(amplitude: float, frequency: List[float], n: int, rng: np.random.Generator) -> np.ndarray:
     k = rng.normal(size=(n, NOISE_TERMS, 3))
     k /= np.linalg.norm(k, axis=2, keepdims=True)
-    freq = rng.uniform(1.5, 3.5, size=(n, NOISE_TERMS))
+    freq = rng.uniform(*frequency, size=(n, NOISE_TERMS))
     phase = rng.uniform(0, 2 * np.pi, size=(n, NOISE_TERMS))
     amp = rng.uniform(0.2, 1.0, size=(n, NOISE_TERMS))
     amp *= amplitude / amp.sum(1, keepdims=True)  # |variation| <= amplitude everywhere
