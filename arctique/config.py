@@ -148,7 +148,7 @@ class CellTypesConf:
     PLA: CellTypeConf = _type(
         length_um=[5.5, 7.0], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=1.2,
-        cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.1, hof=0.35)
+        cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.18, hof=0.35)
     LYM: CellTypeConf = _type(
         length_um=[5.0, 6.5], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.12,
