@@ -185,7 +185,7 @@ class CellsConf:
 
 @dataclass
 class NucleiConf:
-    intensity: float = 0.7  # slider: hematoxylin uptake of all nuclei [0, 1]
+    intensity: float = 0.6  # slider: hematoxylin uptake of all nuclei [0, 1]
     chromatin_contrast: float = 0.55  # strength of the chromatin texture [0, 1]
     chromatin_scale_um: float = 0.9  # grain size of the chromatin texture
     lym_to_pla: float = 0.0  # slider: lymphocytes take on plasma-cell appearance [0, 1]
