@@ -88,7 +88,6 @@ def plan(source: Path, changes: DictConfig, out: Path, samples: Optional[List[in
             raise ConfigError(f"seed={cfg.seed} cannot be varied: a variation keeps each sample's seed")
         keeps_scene = scene_key(cfg) == scene_key(original)
         resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-        resolved.pop("defaults", None)
         if noise_only:
             jobs.append(SampleJob(index, cfg, resolved, rendered_in=source))
         else:
