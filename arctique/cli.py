@@ -96,13 +96,16 @@ def _main(cfg: DictConfig) -> None:
         typed = typed_config(cfg)
     except ConfigError as exc:
         _refuse(exc)
-    from .pipeline import run  # imports bpy lazily: validation errors come fast
+    from .pipeline import DiskFull, run  # imports bpy lazily: validation errors come fast
 
     parameters = OmegaConf.to_container(cfg, resolve=True)
     try:
         counts = run(typed, parameters, progress=sys.stderr.isatty())
     except ConfigError as exc:  # found by the checks at the start of the job, before any scene
         _refuse(exc)
+    except DiskFull as exc:
+        print(f"arctique-gen: {exc}", file=sys.stderr)
+        sys.exit(1)
     logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,
                 len(counts.failed), typed.output.root)
     if counts.failed:

@@ -241,7 +241,7 @@ def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite:
              and _recorded_fingerprint(dataset, rows[job.seed]) != fingerprint(to_dict(job.cfg))]
     if other:
         raise ConfigError(
-            f"output.root={str(dataset.root)!r} holds samples {compact(other)} made with another configuration "
+            f"output.root={str(dataset.root)!r} holds samples {ds.compact(other)} made with another configuration "
             "(scene, appearance, label noise or written layers differ): choose another output.root, or give "
             "output.overwrite=true to redo them")
 
@@ -320,11 +320,6 @@ def available_memory_bytes() -> Optional[int]:
         return int(fields["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
-
-
-def compact(seeds: Sequence[int]) -> str:
-    """``0-3,7`` for [0, 1, 2, 3, 7]."""
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ds.compact_runs(seeds))
 
 
 def _disk_full(dataset: ds.Dataset, seed: int, remaining: int) -> DiskFull:

@@ -4,8 +4,8 @@ Cycles renders in C with Python's lock released and calls back into Python only 
 where Blender prints and swallows a ``KeyboardInterrupt``: a Python signal handler alone runs after
 the render, if at all. The C part of Python's signal handling writes the signal number to a wakeup
 pipe at once, though. A watcher thread reads that pipe, waits until no sample is being committed
-(``Dataset.writing``), discards the staging folder of the sample in progress and the job's
-temporary folder (Blender's scratch files), records the sample as interrupted, says so on stderr
+(``Dataset.writing``), discards the staging folder of the sample in progress, the job's
+temporary folder and Blender's session folder, records the sample as interrupted, says so on stderr
 (stdout may be silenced during a render) and ends the process with the shell's status for the
 signal (130 for SIGINT, 143 for SIGTERM). Complete samples stay complete; the interrupted one is
 redone by the next run.
@@ -81,6 +81,8 @@ class StopOnSignal:
         with self.dataset.writing:  # a commit or record in progress finishes first
             seed = self.current
             shutil.rmtree(self._scratch, ignore_errors=True)
+            if "bpy" in sys.modules:  # Blender's session folder, which it removes only at a normal exit
+                shutil.rmtree(sys.modules["bpy"].app.tempdir, ignore_errors=True)
             if seed is None:
                 message = "job stopped between samples; every finished sample is complete"
             else:

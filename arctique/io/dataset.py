@@ -99,6 +99,11 @@ def compact_runs(seeds: Sequence[int]) -> List[List[int]]:
     return runs
 
 
+def compact(seeds: Sequence[int]) -> str:
+    """``0-3,7,9-10`` for [0, 1, 2, 3, 7, 9, 10]."""
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in compact_runs(seeds))
+
+
 class Dataset:
     """One dataset folder (``output.root``). ``fingerprint`` is the config fingerprint that
     :meth:`commit` records with each sample (``arctique.config.fingerprint``)."""
