@@ -237,8 +237,15 @@ def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite:
     if overwrite:
         return
     rows = {int(r["index"]): r for r in dataset.manifest()}
-    other = [job.seed for job in jobs if job.seed in rows
-             and _recorded_fingerprint(dataset, rows[job.seed]) != fingerprint(to_dict(job.cfg))]
+    of_config: Dict[int, str] = {}  # the jobs of arctique-gen share one config object
+
+    def job_fingerprint(job: SampleJob) -> str:
+        if id(job.cfg) not in of_config:
+            of_config[id(job.cfg)] = fingerprint(to_dict(job.cfg))
+        return of_config[id(job.cfg)]
+
+    other = [job.seed for job in jobs
+             if job.seed in rows and _recorded_fingerprint(dataset, rows[job.seed]) != job_fingerprint(job)]
     if other:
         raise ConfigError(
             f"output.root={str(dataset.root)!r} holds samples {ds.compact(other)} made with another configuration "
