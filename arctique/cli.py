@@ -6,7 +6,7 @@ import logging
 import sys
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -84,7 +84,7 @@ def place_sweep_job(cfg: DictConfig) -> None:
         cfg.output.root = f"{cfg.output.root}/{name}"
 
 
-def _refuse(exc: Exception) -> None:
+def _refuse(exc: Exception) -> NoReturn:
     print(f"arctique-gen: invalid configuration: {exc}", file=sys.stderr)
     sys.exit(2)
 
