@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from . import stats
 from .io import dataset as ds

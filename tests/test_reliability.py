@@ -17,7 +17,6 @@ import pytest
 import tifffile
 from PIL import Image
 
-from arctique import pipeline
 from arctique.compose import load_config
 from arctique.config import ConfigError
 from arctique.io import dataset as ds
@@ -26,7 +25,7 @@ from arctique.pipeline import DiskFull, check_memory, estimated_memory_bytes, ru
 from arctique.summary import main as summary_main
 from arctique.vary import main as vary_main
 
-from .conftest import SMALL, run_cli
+from .conftest import run_cli
 
 # Very small renders: 64 x 64 px at 1 um/px.
 TINY = ("optics.mpp=1.0", "optics.samples=2", "cells.mesh_subdivisions=2", "output.preview=false")
