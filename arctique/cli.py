@@ -84,9 +84,22 @@ def place_sweep_job(cfg: DictConfig) -> None:
         cfg.output.root = f"{cfg.output.root}/{name}"
 
 
+class JobStopped(RuntimeError):
+    """A job of a multirun stopped before or while rendering (its one-line reason is printed)."""
+
+
+def _stop(message: str, status: int) -> NoReturn:
+    """Print one line and end the job: a single run exits with ``status``; a multirun job raises,
+    because a launcher reports a raised error but may wait forever for a job process that exited
+    (submitit without SLURM accounting)."""
+    print(message, file=sys.stderr)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise JobStopped(message) from None
+    sys.exit(status)
+
+
 def _refuse(exc: Exception) -> NoReturn:
-    print(f"arctique-gen: invalid configuration: {exc}", file=sys.stderr)
-    sys.exit(2)
+    _stop(f"arctique-gen: invalid configuration: {exc}", 2)
 
 
 @hydra.main(config_path="pkg://arctique.conf", config_name="config", version_base="1.3")
@@ -104,8 +117,7 @@ def _main(cfg: DictConfig) -> None:
     except ConfigError as exc:  # found by the checks at the start of the job, before any scene
         _refuse(exc)
     except DiskFull as exc:
-        print(f"arctique-gen: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _stop(f"arctique-gen: {exc}", 1)
     logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,
                 len(counts.failed), typed.output.root)
     if counts.failed:
