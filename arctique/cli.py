@@ -6,7 +6,7 @@ import logging
 import sys
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ArctiqueConf, ConfigError, register_configs, validate
+from .config import ArctiqueConf, ConfigError, check_override_keys, register_configs, validate
 
 logger = logging.getLogger("arctique")
 
@@ -84,25 +84,54 @@ def place_sweep_job(cfg: DictConfig) -> None:
         cfg.output.root = f"{cfg.output.root}/{name}"
 
 
+class JobStopped(RuntimeError):
+    """A job of a multirun stopped before or while rendering (its one-line reason is printed)."""
+
+
+def _stop(message: str, status: int) -> NoReturn:
+    """Print one line and end the job: a single run exits with ``status``; a multirun job raises,
+    because a launcher reports a raised error but may wait forever for a job process that exited
+    (submitit without SLURM accounting)."""
+    print(message, file=sys.stderr)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise JobStopped(message) from None
+    sys.exit(status)
+
+
+def _refuse(exc: Exception) -> NoReturn:
+    _stop(f"arctique-gen: invalid configuration: {exc}", 2)
+
+
 @hydra.main(config_path="pkg://arctique.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
     place_sweep_job(cfg)
     try:
         typed = typed_config(cfg)
     except ConfigError as exc:
-        print(f"arctique-gen: invalid configuration: {exc}", file=sys.stderr)
-        sys.exit(2)
-    from .pipeline import run  # imports bpy lazily: validation errors come fast
+        _refuse(exc)
+    from .pipeline import DiskFull, run  # imports bpy lazily: validation errors come fast
 
     parameters = OmegaConf.to_container(cfg, resolve=True)
-    counts = run(typed, parameters, progress=sys.stderr.isatty() or typed.n_samples > 1)
+    try:
+        counts = run(typed, parameters, progress=sys.stderr.isatty())
+    except ConfigError as exc:  # found by the checks at the start of the job, before any scene
+        _refuse(exc)
+    except DiskFull as exc:
+        _stop(f"arctique-gen: {exc}", 1)
     logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,
                 len(counts.failed), typed.output.root)
     if counts.failed:
         raise SamplesFailed(typed.output.root, counts.failed)
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    """``arctique-gen [overrides]``: keys the schema lacks are refused before Hydra composes."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        check_override_keys([a for a in args if "=" in a and not a.startswith("-")])
+    except ConfigError as exc:
+        _refuse(exc)
+    sys.argv = [sys.argv[0], *args]
     _main()
 
 

@@ -9,15 +9,23 @@ changes:
 * ``nuclei``, ``stain``, ``optics``: appearance only (a sweep over them re-renders identical geometry);
 * ``noise``: label-noise variants written beside the clean labels;
 * ``output``: where and what is written.
+
+Each field declares its allowed values once, in its metadata (``_num``, ``_span``, ``_each``,
+``_choice``); ``validate()`` checks every field from those declarations and adds only the checks
+that relate several fields.
 """
 
 from __future__ import annotations
 
-import math
+import difflib
+import hashlib
+import json
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import MISSING
 
 from .classes import NAMES, STROMA_NAMES
@@ -27,9 +35,37 @@ class ConfigError(ValueError):
     """A configuration value outside its allowed range; the message names key, value and range."""
 
 
-def _ranged(default: float, lo: float, hi: float) -> Any:
-    """A value with its allowed range in the field's metadata, checked by ``validate``."""
-    return field(default=default, metadata={"range": (lo, hi)})
+def _default(value: Any) -> Dict[str, Any]:
+    if isinstance(value, (list, dict)):
+        return {"default_factory": lambda: type(value)(value)}
+    return {"default": value}
+
+
+def _num(default: float, lo: float, hi: float, appearance: bool = False, or_zero: bool = False) -> Any:
+    """A number allowed in [lo, hi] (``or_zero``: also exactly 0, meaning "none"). ``appearance``
+    marks a per-class value that changes how a class renders, never the scene: it is left out of
+    ``scene_part`` and re-rendering keeps geometry and labels."""
+    return field(**_default(default), metadata={"range": (lo, hi), "appearance": appearance, "or_zero": or_zero})
+
+
+def _look(default: float, lo: float, hi: float) -> Any:
+    return _num(default, lo, hi, appearance=True)
+
+
+def _span(default: List[float], lo: float, hi: float) -> Any:
+    """A range ``[min, max]`` sampled per sample, both ends in [lo, hi]."""
+    return field(**_default(default), metadata={"range": (lo, hi), "length": 2, "ordered": True})
+
+
+def _each(default: Any, lo: float, hi: float, length: Optional[int] = None,
+          keys: Optional[Sequence[str]] = None) -> Any:
+    """A list (of ``length`` values) or a mapping (with ``keys`` among the given names; nested
+    mappings alike) whose every value is in [lo, hi]."""
+    return field(**_default(default), metadata={"range": (lo, hi), "length": length, "keys": keys})
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"choices": choices})
 
 
 # --------------------------------------------------------------------------------------------- tissue
@@ -37,57 +73,57 @@ def _ranged(default: float, lo: float, hi: float) -> Any:
 
 @dataclass
 class CryptConf:
-    spacing_um: float = 108.0  # centre distance of neighbouring crypts (hexagonal lattice)
-    spacing_jitter: float = 0.1  # random displacement of crypt centres, fraction of spacing [0, 0.4]
-    radius_um: float = 37.0  # outer (basal) radius of a crypt
-    radius_jitter: float = 0.1  # per-crypt relative radius variation [0, 0.5]
-    lumen_radius_um: float = 7.0  # mean radius of the lumen
-    lumen_lobes: List[int] = field(default_factory=lambda: [2, 6])  # folds of the lumen (2: a slit)
-    lumen_fold: List[float] = field(default_factory=lambda: [0.35, 0.6])  # relative depth of the folds
-    depth_um: float = 420.0  # length of the tube below the luminal surface (its end is rounded)
-    warp_um: float = 5.0  # amplitude of the meander of the crypt axis
-    warp_wavelength_um: float = 160.0  # wavelength of that meander
-    wall_roughness: float = 0.08  # relative amplitude of the angular modulation of the wall [0, 0.3]
+    spacing_um: float = _num(108.0, 20, 1000)  # centre distance of neighbouring crypts (hexagonal lattice)
+    spacing_jitter: float = _num(0.1, 0, 0.4)  # random displacement of crypt centres, fraction of spacing
+    radius_um: float = _num(37.0, 5, 300)  # outer (basal) radius of a crypt
+    radius_jitter: float = _num(0.1, 0, 0.5)  # per-crypt relative radius variation
+    lumen_radius_um: float = _num(7.0, 0.5, 150)  # mean radius of the lumen
+    lumen_lobes: List[int] = _span([2, 6], 2, 12)  # folds of the lumen (2: a slit)
+    lumen_fold: List[float] = _span([0.35, 0.6], 0, 0.9)  # relative depth of the folds
+    depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
+    warp_um: float = _num(5.0, 0, 250)  # amplitude of the meander of the crypt axis (also <= spacing_um / 4)
+    warp_wavelength_um: float = _num(160.0, 10, 2000)  # wavelength of that meander
+    wall_roughness: float = _num(0.08, 0, 0.3)  # relative amplitude of the angular modulation of the wall
 
 
 @dataclass
 class SurfaceConf:
-    thickness_um: float = 18.0  # height of the surface epithelium lining the gut lumen
-    undulation_um: float = 4.0  # amplitude of the surface's gentle waves
-    wavelength_um: float = 90.0  # their wavelength
+    thickness_um: float = _num(18.0, 0, 60)  # height of the surface epithelium lining the gut lumen
+    undulation_um: float = _num(4.0, 0, 30)  # amplitude of the surface's gentle waves
+    wavelength_um: float = _num(90.0, 5, 1000)  # their wavelength
 
 
 @dataclass
 class SectionConf:
-    thickness_um: List[float] = field(default_factory=lambda: [3.0, 5.0])  # slab thickness range
-    depth_um: List[float] = field(default_factory=lambda: [40.0, 340.0])  # slab centre below the surface
-    tilt_deg: List[float] = field(default_factory=lambda: [0.0, 90.0])  # crypt axis vs. slab normal
+    thickness_um: List[float] = _span([3.0, 5.0], 0.5, 30)  # slab thickness range
+    depth_um: List[float] = _span([40.0, 340.0], 0, 2000)  # slab centre below the surface (<= crypt depth)
+    tilt_deg: List[float] = _span([0.0, 90.0], 0, 90)  # crypt axis vs. slab normal
 
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = 4.3  # centre distance of neighbouring epithelial nuclei around the wall
-    row_spacing_um: float = 5.5  # ... and along the crypt axis
-    basal_gap_um: float = 0.8  # gap between the basement boundary and the nucleus
-    stratification_um: float = 3.0  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = 0.34  # fraction of epithelial cells that are goblet cells [0, 1]
-    goblet_length_um: List[float] = field(default_factory=lambda: [18.0, 26.0])  # radial extent of mucin
-    goblet_width_um: List[float] = field(default_factory=lambda: [10.0, 13.0])  # tangential extent of mucin
-    goblet_fill: float = 1.0  # a vacuole spans at most this share of the wall between goblets [0.3, 1.5]
+    spacing_um: float = _num(4.3, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
+    row_spacing_um: float = _num(5.5, 1, 30)  # ... and along the crypt axis
+    basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
+    stratification_um: float = _num(3.0, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
+    goblet_fraction: float = _num(0.34, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_length_um: List[float] = _span([18.0, 26.0], 1, 40)  # radial extent of mucin
+    goblet_width_um: List[float] = _span([10.0, 13.0], 1, 40)  # tangential extent of mucin
+    goblet_fill: float = _num(1.0, 0.3, 1.5)  # a vacuole spans at most this share of the wall between goblets
 
 
 @dataclass
 class RipsConf:
-    strength: float = 0.02  # share of the field torn open (white tears) [0, 0.5]
-    scale_um: float = 45.0  # spacing of the crack network
-    patch_um: float = 60.0  # size of the damaged patches that carry cracks
-    cleft_um: float = 2.0  # greatest width of the retraction clefts along crypt walls in damaged patches [0, 10]
+    strength: float = _num(0.02, 0, 0.5)  # share of the field torn open (white tears)
+    scale_um: float = _num(45.0, 5, 500)  # spacing of the crack network
+    patch_um: float = _num(60.0, 5, 1000)  # size of the damaged patches that carry cracks
+    cleft_um: float = _num(2.0, 0, 10)  # greatest width of the retraction clefts along crypt walls in damaged patches
 
 
 @dataclass
 class BloodConf:
-    strength: float = 0.3  # red blood cells per 1000 um^2 of stroma in the section [0, 20]
-    diameter_um: float = 7.5  # red blood cell diameter
+    strength: float = _num(0.3, 0, 20)  # red blood cells per 1000 um^2 of stroma in the section
+    diameter_um: float = _num(7.5, 2, 20)  # red blood cell diameter
 
 
 @dataclass
@@ -98,32 +134,26 @@ class TissueConf:
     epithelium: EpitheliumConf = field(default_factory=EpitheliumConf)
     rips: RipsConf = field(default_factory=RipsConf)
     blood: BloodConf = field(default_factory=BloodConf)
-    margin_um: float = 8.0  # scene extends this far beyond the field of view (cells cut by the border)
+    margin_um: float = _num(8.0, 0, 100)  # scene extends this far beyond the field of view (cells cut by the border)
 
 
 # ---------------------------------------------------------------------------------------------- cells
-
-
-def _look(default: float, lo: float, hi: float) -> Any:
-    """A per-class appearance value with its allowed range: it changes how a class renders, never the
-    scene, so it is left out of ``scene_part`` and re-rendering keeps geometry and labels."""
-    return field(default=default, metadata={"appearance": True, "range": (lo, hi)})
 
 
 @dataclass
 class CellTypeConf:
     """Everything that makes one class look like itself: shape, size, cytoplasm, stain and texture."""
 
-    length_um: List[float] = field(default_factory=lambda: [6.0, 7.0])  # longest nucleus extent
-    elongation: List[float] = field(default_factory=lambda: [1.0, 1.2])  # longest / shortest extent
-    lobes: List[int] = field(default_factory=lambda: [1, 1])  # number of nuclear lobes (range)
-    bend_deg: float = 0.0  # maximal bend of the nucleus along its long axis
-    shape_noise: float = 0.06  # relative amplitude of the per-instance surface variation [0, 0.3]
+    length_um: List[float] = _span([6.0, 7.0], 1, 60)  # longest nucleus extent
+    elongation: List[float] = _span([1.0, 1.2], 1, 10)  # longest / shortest extent
+    lobes: List[int] = _span([1, 1], 1, 6)  # number of nuclear lobes (range)
+    bend_deg: float = _num(0.0, 0, 120)  # maximal bend of the nucleus along its long axis
+    shape_noise: float = _num(0.06, 0, 0.3)  # relative amplitude of the per-instance surface variation
     # spatial frequency range of that variation, radians per unit of direction: low values bend the
-    # outline, high values dent it (real nuclei are notched) [0.5, 8]
-    shape_frequency: List[float] = field(default_factory=lambda: [1.5, 3.5])
-    cytoplasm_scale: float = 0.0  # cell body size / nucleus size; 0 = no cytoplasm drawn
-    eccentricity: float = 0.0  # offset of the nucleus in its cell, fraction of the free space [0, 1]
+    # outline, high values dent it (real nuclei are notched)
+    shape_frequency: List[float] = _span([1.5, 3.5], 0.5, 8)
+    cytoplasm_scale: float = _num(0.0, 1.05, 4, or_zero=True)  # cell body size / nucleus size; 0 = no cytoplasm
+    eccentricity: float = _num(0.0, 0, 1)  # offset of the nucleus in its cell, fraction of the free space
     # Appearance (OD per um of path, at nuclei.intensity = 1 and stain.eosin_intensity = 1):
     hematoxylin: float = _look(1.0, 0, 5)  # nuclear hematoxylin
     chromatin: float = _look(1.0, 0, 2)  # multiplies nuclei.chromatin_contrast (coarse chromatin)
@@ -168,15 +198,14 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = 1.15  # stroma cells per 1000 um^3 of lamina propria (all types)
-    ratios: Dict[str, float] = field(
-        default_factory=lambda: {"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02}
-    )  # relative abundance of the stroma types; normalised
-    nucleus_scale: Dict[str, float] = field(
-        default_factory=lambda: {name: 1.0 for name in NAMES}
-    )  # slider: multiplies every size of that type's nuclei [0.5, 1.5]
-    min_gap_um: float = 0.3  # minimal distance between the collision shells of two stroma cells
-    mesh_subdivisions: int = 3  # icosphere level of nucleus meshes (3: 642 vertices) [1, 5]
+    stroma_density: float = _num(1.15, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
+    # relative abundance of the stroma types; normalised, not all zero
+    ratios: Dict[str, float] = _each({"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02},
+                                     0, 1000, keys=STROMA_NAMES)
+    # slider: multiplies every size of that type's nuclei
+    nucleus_scale: Dict[str, float] = _each({name: 1.0 for name in NAMES}, 0.5, 1.5, keys=NAMES)
+    min_gap_um: float = _num(0.3, 0, 5)  # minimal distance between the collision shells of two stroma cells
+    mesh_subdivisions: int = _num(3, 1, 5)  # icosphere level of nucleus meshes (3: 642 vertices)
     types: CellTypesConf = field(default_factory=CellTypesConf)
 
 
@@ -185,59 +214,62 @@ class CellsConf:
 
 @dataclass
 class NucleiConf:
-    intensity: float = 0.6  # slider: hematoxylin uptake of all nuclei [0, 1]
-    chromatin_contrast: float = 0.55  # strength of the chromatin texture [0, 1]
-    chromatin_scale_um: float = 0.9  # grain size of the chromatin texture
-    lym_to_pla: float = 0.0  # slider: lymphocytes take on plasma-cell appearance [0, 1]
+    intensity: float = _num(0.6, 0, 1)  # slider: hematoxylin uptake of all nuclei
+    chromatin_contrast: float = _num(0.55, 0, 1)  # strength of the chromatin texture
+    chromatin_scale_um: float = _num(0.9, 0.1, 10)  # grain size of the chromatin texture
+    lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
 
 
 @dataclass
 class StainConf:
-    # OD directions (RGB). Eosin: Macenko et al.'s typical-slide estimate. Hematoxylin: that
-    # estimate turned 3 degrees towards Ruifrok and Johnston's pure dye (0.65, 0.70, 0.29), because
-    # every rendered nucleus also holds some eosin: a Macenko estimate on the image then lands near
-    # the published slide vector and nuclei read purple-blue. Blood from oxyhaemoglobin.
-    hematoxylin_od: List[float] = field(default_factory=lambda: [0.5935, 0.7155, 0.3685])
-    eosin_od: List[float] = field(default_factory=lambda: [0.2159, 0.8012, 0.5581])
-    blood_od: List[float] = field(default_factory=lambda: [0.10, 0.80, 0.59])
-    eosin_intensity: float = 1.0  # slider: multiplies every eosin concentration [0, 3]
-    stroma_eosin: float = 0.2  # OD per um of the stroma matrix between fibres
-    fibre_eosin: float = 0.05  # OD per um added on collagen fibres
-    stroma_hematoxylin: float = 0.09  # OD per um of stroma background
-    epithelium_eosin: float = 0.17  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = 0.09
-    apical_eosin: float = 0.25  # OD per um of the brush border lining the lumen
-    apical_um: float = 0.8  # width of that border
-    blood_density: float = 0.6  # OD per um of red blood cells
-    goblet_clarity: float = 0.95  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm [0, 1]
-    overstaining: float = 0.0  # slider: extra eosin filling the space between fibres [0, 1]
-    fibre_contrast: float = 0.3  # contrast of the stroma fibre texture [0, 1]
-    fibre_width_um: float = 0.4  # width of collagen fibres
-    fibre_wave_um: float = 6.0  # length over which fibres wave
-    colour_shift: float = 0.0  # slider: rotates both stain OD vectors (-1 bluer, +1 redder) [-1, 1]
+    # OD directions (RGB; three values in [0, 5], not all zero). Eosin: Macenko et al.'s
+    # typical-slide estimate. Hematoxylin: that estimate turned 3 degrees towards Ruifrok and
+    # Johnston's pure dye (0.65, 0.70, 0.29), because every rendered nucleus also holds some eosin: a
+    # Macenko estimate on the image then lands near the published slide vector and nuclei read
+    # purple-blue. Blood from oxyhaemoglobin.
+    hematoxylin_od: List[float] = _each([0.5935, 0.7155, 0.3685], 0, 5, length=3)
+    eosin_od: List[float] = _each([0.2159, 0.8012, 0.5581], 0, 5, length=3)
+    blood_od: List[float] = _each([0.10, 0.80, 0.59], 0, 5, length=3)
+    eosin_intensity: float = _num(1.0, 0, 3)  # slider: multiplies every eosin concentration
+    stroma_eosin: float = _num(0.2, 0, 5)  # OD per um of the stroma matrix between fibres
+    fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
+    stroma_hematoxylin: float = _num(0.09, 0, 5)  # OD per um of stroma background
+    epithelium_eosin: float = _num(0.17, 0, 5)  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = _num(0.09, 0, 5)  # OD per um of epithelial cytoplasm
+    apical_eosin: float = _num(0.25, 0, 5)  # OD per um of the brush border lining the lumen
+    apical_um: float = _num(0.8, 0, 5)  # width of that border
+    blood_density: float = _num(0.6, 0, 5)  # OD per um of red blood cells
+    goblet_clarity: float = _num(0.95, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm
+    overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
+    fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
+    fibre_width_um: float = _num(0.4, 0.1, 5)  # width of collagen fibres
+    fibre_wave_um: float = _num(6.0, 1, 100)  # length over which fibres wave
+    colour_shift: float = _num(0.0, -1, 1)  # slider: rotates both stain OD vectors (-1 bluer, +1 redder)
 
 
 @dataclass
 class OpticsConf:
-    image_size: int = 512  # pixels per side (square images)
-    mpp: float = 0.25  # micrometres per pixel (0.25: 40x scan, 0.5: 20x scan)
-    samples: int = 16  # Cycles samples per pixel of the H&E image [1, 4096]
+    image_size: int = _num(512, 8, 8192)  # pixels per side (square images)
+    # micrometres per pixel (0.25: 40x scan, 0.5: 20x scan); the field, image_size * mpp, is at most
+    # MAX_FIELD_UM
+    mpp: float = _num(0.25, 0.05, 4)
+    samples: int = _num(16, 1, 4096)  # Cycles samples per pixel of the H&E image
     # OpenImageDenoise on the H&E image (never on labels): smooths the Monte-Carlo grain of blur
     # discs and thin cell edges that a microscope does not show
     denoise: bool = True
-    focus_offset_um: float = 0.0  # focal plane relative to the slab centre (+ = towards the camera)
-    aperture: float = 0.3  # blur-disc radius per um of defocus (tan of the cone half-angle) [0, 2]
-    volume_step_rate: float = 3.0  # Cycles ray-marching step rate in cells (smaller: finer, slower)
-    white_level: float = 0.96  # transmittance of empty glass (white point)
-    # Depth layers of the tissue texture through the slab [1, 16]. One sheet at the mid-plane: with
-    # four, Cycles 4.5 returned pure black for about 0.3 % of pixels, inside nuclei where several
-    # sheets cross overlapping cell volumes.
-    layers: int = 1
-    device: str = "cpu"  # cpu | gpu (an error when the GPU backend finds no device)
+    focus_offset_um: float = _num(0.0, -20, 20)  # focal plane relative to the slab centre (+ = towards the camera)
+    aperture: float = _num(0.3, 0, 2)  # blur-disc radius per um of defocus (tan of the cone half-angle)
+    volume_step_rate: float = _num(3.0, 0.01, 10)  # Cycles ray-marching step rate in cells (smaller: finer, slower)
+    white_level: float = _num(0.96, 0.5, 1)  # transmittance of empty glass (white point)
+    # Depth layers of the tissue texture through the slab. One sheet at the mid-plane: with four,
+    # Cycles 4.5 returned pure black for about 0.3 % of pixels, inside nuclei where several sheets
+    # cross overlapping cell volumes.
+    layers: int = _num(1, 1, 16)
+    device: str = _choice("cpu", "cpu", "gpu")  # gpu: checked before the first sample
     # Cycles GPU backend for optics.device=gpu: auto takes the first of OptiX, CUDA, HIP, oneAPI that
     # finds a device and keeps it for the rest of the job; a named backend is used or fails.
-    gpu_backend: str = field(default="auto", metadata={"choices": ("auto", "optix", "cuda", "hip", "oneapi")})
-    threads: int = 0  # CPU render threads; 0 = all cores
+    gpu_backend: str = _choice("auto", "auto", "optix", "cuda", "hip", "oneapi")
+    threads: int = _num(0, 0, 1024)  # CPU render threads; 0 = all cores
 
 
 # ------------------------------------------------------------------------------------ noise and output
@@ -245,74 +277,66 @@ class OpticsConf:
 
 @dataclass
 class SemanticNoiseConf:
-    flip_prob: float = 1.0  # probability that an instance's class is flipped, at level 100 [0, 1]
-    confusion: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    flip_prob: float = _num(1.0, 0, 1)  # probability that an instance's class is flipped, at level 100
     # per true class, weights of the wrong classes: +noise.semantic.confusion.LYM={PLA:3,EOS:1};
     # a class without a row flips uniformly to another class present in the image
+    confusion: Dict[str, Dict[str, float]] = _each({}, 0, 1000, keys=NAMES)
 
 
 @dataclass
 class InstanceNoiseConf:
-    merge_fraction: float = 1.0  # share of touching instance pairs falsely merged, at level 100 [0, 1]
-    split_prob: float = 0.0  # probability that an instance is cut in two, at level 100 [0, 1]
+    merge_fraction: float = _num(1.0, 0, 1)  # share of touching instance pairs falsely merged, at level 100
+    split_prob: float = _num(0.0, 0, 1)  # probability that an instance is cut in two, at level 100
 
 
 @dataclass
 class ForegroundNoiseConf:
-    dropout_prob: float = 0.25  # a cell vanishes from the foreground, at level 100 [0, 1]
-    scale_prob: float = 0.25  # a cell is dilated or eroded, at level 100 [0, 1]
-    scale_px: int = 6  # ... by 1 .. scale_px pixels [1, 50]
-    shift_prob: float = 0.25  # a cell is displaced, at level 100 [0, 1]
-    shift_px: int = 10  # ... by up to shift_px pixels per axis [1, 100]
-    elastic_prob: float = 0.25  # a cell is elastically warped, at level 100 [0, 1]
-    elastic_alpha_px: List[float] = field(default_factory=lambda: [5.0, 10.0])  # warp strength range
-    elastic_sigma_px: List[float] = field(default_factory=lambda: [0.5, 2.0])  # warp smoothness range
+    dropout_prob: float = _num(0.25, 0, 1)  # a cell vanishes from the foreground, at level 100
+    scale_prob: float = _num(0.25, 0, 1)  # a cell is dilated or eroded, at level 100
+    scale_px: int = _num(6, 1, 50)  # ... by 1 .. scale_px pixels
+    shift_prob: float = _num(0.25, 0, 1)  # a cell is displaced, at level 100
+    shift_px: int = _num(10, 1, 100)  # ... by up to shift_px pixels per axis
+    elastic_prob: float = _num(0.25, 0, 1)  # a cell is elastically warped, at level 100
+    elastic_alpha_px: List[float] = _span([5.0, 10.0], 0, 100)  # warp strength range
+    elastic_sigma_px: List[float] = _span([0.5, 2.0], 0.1, 20)  # warp smoothness range
 
 
 @dataclass
 class NoiseConf:
-    levels: List[float] = field(default_factory=list)  # noise levels in percent; empty = none [0, 100]
+    levels: List[float] = _each([], 0, 100)  # distinct noise levels in percent; empty = none
     # every probability below is multiplied by level / 100 (capped at 1)
     semantic: SemanticNoiseConf = field(default_factory=SemanticNoiseConf)
     instance: InstanceNoiseConf = field(default_factory=InstanceNoiseConf)
     foreground: ForegroundNoiseConf = field(default_factory=ForegroundNoiseConf)
-    border_px: int = 2  # border width of the 3-class (background, interior, border) targets [1, 20]
+    border_px: int = _num(2, 1, 20)  # border width of the 3-class (background, interior, border) targets
     # simulated annotators: per level, this many more label sets, each from its own streams
-    annotators: int = _ranged(0, 0, 100)
+    annotators: int = _num(0, 0, 100)
 
 
 @dataclass
 class OutputConf:
-    root: str = "rendered"  # dataset folder, relative to the working directory
-    overwrite: bool = False  # redo samples that are already complete
-    z_slices: int = 10  # slices of the 3D instance stack through the slab [1, 100]
+    root: str = "rendered"  # dataset folder, relative to the working directory; checked before the first sample
+    overwrite: bool = False  # redo samples that are already complete, or made with another config
+    z_slices: int = _num(10, 1, 100)  # slices of the 3D instance stack through the slab
     preview: bool = True  # write previews/<i>.png (image beside an instance overlay)
     save_blend: bool = False  # also save the Blender scene (scenes/<i>.blend); large
     # sub-pixel rays per pixel side of the partial-volume maps (masks/soft, masks/soft_instances)
-    soft_subsamples: int = _ranged(4, 4, 16)
+    soft_subsamples: int = _num(4, 4, 16)
+
+
+MAX_SEEDS = 10**6  # seeds per dataset: the job plan and the manifest stay small
 
 
 @dataclass
 class ShardConf:
-    size: int = 0  # seeds per job; 0 = this job renders all n_samples seeds
-    index: int = 0  # which block of `size` seeds this job renders (sweep it: shard.index=range(0,K))
+    size: int = _num(0, 0, MAX_SEEDS)  # seeds per job; 0 = this job renders all n_samples seeds
+    index: int = _num(0, 0, MAX_SEEDS)  # which block of `size` seeds this job renders (shard.index=range(0,K))
 
 
 @dataclass
 class ArctiqueConf:
-    defaults: List[Any] = field(
-        default_factory=lambda: [
-            {"tissue": "colon"},
-            {"cells": "lamina_propria"},
-            {"stain": "he"},
-            {"optics": "40x"},
-            {"noise": "none"},
-            {"output": "default"},
-            "_self_",
-        ]
-    )
-    seed: int = 0  # root seed of the first sample
-    n_samples: int = 1  # samples seed, seed+1, ... of the dataset
+    seed: int = _num(0, 0, 2**31 - 1)  # root seed of the first sample
+    n_samples: int = _num(1, 1, MAX_SEEDS)  # samples seed, seed+1, ... of the dataset
     shard: ShardConf = field(default_factory=ShardConf)
     tissue: TissueConf = MISSING
     cells: CellsConf = MISSING
@@ -324,24 +348,15 @@ class ArctiqueConf:
 
 
 def register_configs() -> None:
-    """Register the schema: ``conf/config.yaml`` and every group file extend these nodes."""
-    cs = ConfigStore.instance()
-    cs.store(name="arctique_schema", node=ArctiqueConf)
-    for group, node in [
-        ("tissue", TissueConf),
-        ("cells", CellsConf),
-        ("stain", StainConf),
-        ("optics", OpticsConf),
-        ("noise", NoiseConf),
-        ("output", OutputConf),
-    ]:
-        cs.store(group=group, name=f"base_{group}", node=node)
+    """Register the schema as the root of ``conf/config.yaml``; its typed nodes check every group
+    file merged into them, so the groups need no schema entries of their own (none to pick by
+    mistake, none in ``--help``)."""
+    ConfigStore.instance().store(name="arctique_schema", node=ArctiqueConf)
 
 
 # ------------------------------------------------------------------------------------------ validation
 
-STROMA_TYPES = STROMA_NAMES
-ALL_TYPES = NAMES
+MAX_FIELD_UM = 2048.0  # largest side of the field of view, optics.image_size * optics.mpp (um)
 
 
 def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
@@ -349,184 +364,141 @@ def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is out of range: allowed {allowed}")
 
 
-def _positive(key: str, value: float) -> None:
-    _check(isinstance(value, (int, float)) and value > 0 and math.isfinite(value), key, value, "> 0")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _between(key: str, value: float, lo: float, hi: float) -> None:
-    _check(isinstance(value, (int, float)) and lo <= value <= hi, key, value, f"[{lo}, {hi}]")
+def _check_declared(key: str, value: Any, meta: Dict[str, Any]) -> None:
+    """Check one value against the declaration in its field's metadata."""
+    if "choices" in meta:
+        _check(value in meta["choices"], key, value, " or ".join(map(repr, meta["choices"])))
+        return
+    if "range" not in meta:
+        return
+    lo, hi = meta["range"]
+    if isinstance(value, dict):
+        for name, v in value.items():
+            if meta["keys"] is not None:
+                _check(name in meta["keys"], f"{key}.{name}", v, f"keys among {list(meta['keys'])}")
+            _check_declared(f"{key}.{name}", v, meta)
+    elif isinstance(value, list):
+        length = meta.get("length")
+        if meta.get("ordered"):
+            _check(len(value) == length, key, list(value), "a list [min, max]")
+            _check(value[0] <= value[1], key, list(value), "min <= max")
+            _check(all(lo <= v <= hi for v in value), key, list(value), f"values in [{lo}, {hi}]")
+            return
+        if length is not None:
+            _check(len(value) == length, key, list(value), f"a list of {length} values")
+        for v in value:
+            _check(_is_number(v) and lo <= v <= hi, f"{key}[]", v, f"[{lo}, {hi}]")
+    elif meta.get("or_zero"):
+        _check(value == 0 or lo <= value <= hi, key, value, f"0 (none) or [{lo}, {hi}]")
+    else:
+        _check(_is_number(value) and lo <= value <= hi, key, value, f"[{lo}, {hi}]")
 
 
-def _range(key: str, value: List[float], lo: float, hi: float) -> None:
-    _check(len(value) == 2, key, list(value), "a list [min, max]")
-    _check(value[0] <= value[1], key, list(value), "min <= max")
-    for v in value:
-        _check(lo <= v <= hi, key, list(value), f"values in [{lo}, {hi}]")
-
-
-def _od_vector(key: str, value: List[float]) -> None:
-    _check(len(value) == 3 and all(v >= 0 for v in value) and sum(value) > 0,
-           key, list(value), "three non-negative optical densities, not all zero")
-
-
-def _declared_ranges(prefix: str, node: Any) -> None:
-    """Check the fields of ``node`` that declare their range or their allowed values in their metadata."""
+def _check_fields(node: Any, prefix: str = "") -> None:
+    """Check every field of ``node`` and its sub-nodes against its declaration."""
     for f in fields(node):
         value = getattr(node, f.name)
-        if "range" in f.metadata:
-            _between(f"{prefix}.{f.name}", value, *f.metadata["range"])
-        if "choices" in f.metadata:
-            choices = f.metadata["choices"]
-            _check(value in choices, f"{prefix}.{f.name}", value, " | ".join(choices))
+        if is_dataclass(value):
+            _check_fields(value, f"{prefix}{f.name}.")
+        else:
+            _check_declared(f"{prefix}{f.name}", value, f.metadata)
 
 
 def validate(cfg: ArctiqueConf) -> None:
-    """Check every value against its allowed range before any work starts.
+    """Check every value against its declared range, then the relations between values, before any
+    work starts.
 
     Raises:
         ConfigError: naming the first offending key, its value and the allowed range.
     """
-    _check(cfg.seed >= 0, "seed", cfg.seed, ">= 0")
-    _check(cfg.n_samples >= 1, "n_samples", cfg.n_samples, ">= 1")
-    _check(cfg.shard.size >= 0, "shard.size", cfg.shard.size, ">= 0 (0: no sharding)")
+    _check_fields(cfg)
     if cfg.shard.size:
         shards = -(-cfg.n_samples // cfg.shard.size)
-        _between("shard.index", cfg.shard.index, 0, shards - 1)
-
-    t = cfg.tissue
-    c = t.crypt
-    for name in ("spacing_um", "radius_um", "lumen_radius_um", "depth_um", "warp_wavelength_um"):
-        _positive(f"tissue.crypt.{name}", getattr(c, name))
-    _between("tissue.crypt.spacing_jitter", c.spacing_jitter, 0, 0.4)
-    _between("tissue.crypt.radius_jitter", c.radius_jitter, 0, 0.5)
-    _between("tissue.crypt.wall_roughness", c.wall_roughness, 0, 0.3)
-    _range("tissue.crypt.lumen_lobes", c.lumen_lobes, 2, 12)
-    _range("tissue.crypt.lumen_fold", c.lumen_fold, 0, 0.9)
-    _between("tissue.surface.thickness_um", t.surface.thickness_um, 0, 60)
-    _between("tissue.surface.undulation_um", t.surface.undulation_um, 0, 30)
-    _positive("tissue.surface.wavelength_um", t.surface.wavelength_um)
-    _between("tissue.crypt.warp_um", c.warp_um, 0, c.spacing_um / 4)
+        _check(cfg.shard.index < shards, "shard.index", cfg.shard.index,
+               f"[0, {shards - 1}] (n_samples / shard.size blocks)")
+    c = cfg.tissue.crypt
+    _check(c.warp_um <= c.spacing_um / 4, "tissue.crypt.warp_um", c.warp_um,
+           f"<= tissue.crypt.spacing_um / 4 = {c.spacing_um / 4:g}")
     _check(c.lumen_radius_um < 0.6 * c.radius_um, "tissue.crypt.lumen_radius_um", c.lumen_radius_um,
            f"< 0.6 * tissue.crypt.radius_um = {0.6 * c.radius_um:g}")
     _check(2 * c.radius_um * (1 + c.radius_jitter) < c.spacing_um * (1 - 2 * c.spacing_jitter),
            "tissue.crypt.spacing_um", c.spacing_um,
            "large enough that neighbouring crypts never touch: "
            "> 2 * radius_um * (1 + radius_jitter) / (1 - 2 * spacing_jitter)")
-    s = t.section
-    _range("tissue.section.thickness_um", s.thickness_um, 0.5, 30)
-    _range("tissue.section.depth_um", s.depth_um, 0, c.depth_um)
-    _range("tissue.section.tilt_deg", s.tilt_deg, 0, 90)
-    e = t.epithelium
-    _positive("tissue.epithelium.spacing_um", e.spacing_um)
-    _positive("tissue.epithelium.row_spacing_um", e.row_spacing_um)
-    _between("tissue.epithelium.basal_gap_um", e.basal_gap_um, 0, 10)
-    _between("tissue.epithelium.goblet_fraction", e.goblet_fraction, 0, 1)
-    _between("tissue.epithelium.stratification_um", e.stratification_um, 0, 10)
-    _between("tissue.epithelium.goblet_fill", e.goblet_fill, 0.3, 1.5)
-    _range("tissue.epithelium.goblet_length_um", e.goblet_length_um, 1, 40)
-    _range("tissue.epithelium.goblet_width_um", e.goblet_width_um, 1, 40)
-    _between("tissue.rips.strength", t.rips.strength, 0, 0.5)
-    _positive("tissue.rips.scale_um", t.rips.scale_um)
-    _positive("tissue.rips.patch_um", t.rips.patch_um)
-    _between("tissue.rips.cleft_um", t.rips.cleft_um, 0, 10)
-    _between("tissue.blood.strength", t.blood.strength, 0, 20)
-    _positive("tissue.blood.diameter_um", t.blood.diameter_um)
-    _between("tissue.margin_um", t.margin_um, 0, 100)
-
-    cl = cfg.cells
-    _between("cells.stroma_density", cl.stroma_density, 0, 10)
-    for name, v in cl.ratios.items():
-        _check(name in STROMA_TYPES, f"cells.ratios.{name}", v, f"keys among {list(STROMA_TYPES)}")
-        _check(v >= 0, f"cells.ratios.{name}", v, ">= 0")
-    _check(sum(cl.ratios.values()) > 0, "cells.ratios", dict(cl.ratios), "non-negative, not all zero")
-    for name, v in cl.nucleus_scale.items():
-        _check(name in ALL_TYPES, f"cells.nucleus_scale.{name}", v, f"keys among {list(ALL_TYPES)}")
-        _between(f"cells.nucleus_scale.{name}", v, 0.5, 1.5)
-    _between("cells.min_gap_um", cl.min_gap_um, 0, 5)
-    _between("cells.mesh_subdivisions", cl.mesh_subdivisions, 1, 5)
-    for name in ALL_TYPES:
-        ct: CellTypeConf = getattr(cl.types, name)
-        key = f"cells.types.{name}"
-        _range(f"{key}.length_um", ct.length_um, 1, 60)
-        _range(f"{key}.elongation", ct.elongation, 1, 10)
-        _range(f"{key}.lobes", ct.lobes, 1, 6)
-        _between(f"{key}.bend_deg", ct.bend_deg, 0, 120)
-        _between(f"{key}.shape_noise", ct.shape_noise, 0, 0.3)
-        _range(f"{key}.shape_frequency", ct.shape_frequency, 0.5, 8)
-        _check(ct.cytoplasm_scale == 0 or 1.05 <= ct.cytoplasm_scale <= 4,
-               f"{key}.cytoplasm_scale", ct.cytoplasm_scale, "0 (none) or [1.05, 4]")
-        _between(f"{key}.eccentricity", ct.eccentricity, 0, 1)
-        _declared_ranges(key, ct)
-
-    n = cfg.nuclei
-    _between("nuclei.intensity", n.intensity, 0, 1)
-    _between("nuclei.chromatin_contrast", n.chromatin_contrast, 0, 1)
-    _positive("nuclei.chromatin_scale_um", n.chromatin_scale_um)
-    _between("nuclei.lym_to_pla", n.lym_to_pla, 0, 1)
-
-    st = cfg.stain
-    for name in ("hematoxylin_od", "eosin_od", "blood_od"):
-        _od_vector(f"stain.{name}", getattr(st, name))
-    for name in ("stroma_eosin", "fibre_eosin", "stroma_hematoxylin", "epithelium_eosin",
-                 "epithelium_hematoxylin", "apical_eosin", "blood_density"):
-        _between(f"stain.{name}", getattr(st, name), 0, 5)
-    _between("stain.apical_um", st.apical_um, 0, 5)
-    _between("stain.fibre_width_um", st.fibre_width_um, 0.1, 5)
-    _between("stain.fibre_wave_um", st.fibre_wave_um, 1, 100)
-    _between("stain.eosin_intensity", st.eosin_intensity, 0, 3)
-    _between("stain.goblet_clarity", st.goblet_clarity, 0, 1)
-    _between("stain.overstaining", st.overstaining, 0, 1)
-    _between("stain.fibre_contrast", st.fibre_contrast, 0, 1)
-    _between("stain.colour_shift", st.colour_shift, -1, 1)
-
-    o = cfg.optics
-    _between("optics.image_size", o.image_size, 8, 8192)
-    _positive("optics.mpp", o.mpp)
-    _between("optics.samples", o.samples, 1, 4096)
-    _between("optics.focus_offset_um", o.focus_offset_um, -20, 20)
-    _between("optics.aperture", o.aperture, 0, 2)
-    _between("optics.volume_step_rate", o.volume_step_rate, 0.01, 10)
-    _between("optics.white_level", o.white_level, 0.5, 1)
-    _between("optics.layers", o.layers, 1, 16)
-    _check(o.device in ("cpu", "gpu"), "optics.device", o.device, "'cpu' or 'gpu'")
-    _between("optics.threads", o.threads, 0, 1024)
-    _declared_ranges("optics", o)
-
-    nz = cfg.noise
-    for lv in nz.levels:
-        _between("noise.levels[]", lv, 0, 100)
-    _check(len(set(nz.levels)) == len(nz.levels), "noise.levels", list(nz.levels), "distinct levels")
-    _between("noise.semantic.flip_prob", nz.semantic.flip_prob, 0, 1)
-    for true, row in nz.semantic.confusion.items():
-        _check(true in ALL_TYPES, f"noise.semantic.confusion.{true}", dict(row), f"keys among {list(ALL_TYPES)}")
+    depth = cfg.tissue.section.depth_um
+    _check(depth[1] <= c.depth_um, "tissue.section.depth_um", list(depth),
+           f"values <= tissue.crypt.depth_um = {c.depth_um:g}")
+    ratios = cfg.cells.ratios
+    _check(sum(ratios.values()) > 0, "cells.ratios", dict(ratios), "non-negative, not all zero")
+    for true, row in cfg.noise.semantic.confusion.items():
         for name, w in row.items():
-            key = f"noise.semantic.confusion.{true}.{name}"
-            _check(name in ALL_TYPES and name != true, key, w, f"another class among {list(ALL_TYPES)}")
-            _check(w >= 0, key, w, ">= 0")
-    _between("noise.instance.merge_fraction", nz.instance.merge_fraction, 0, 1)
-    _between("noise.instance.split_prob", nz.instance.split_prob, 0, 1)
-    fg = nz.foreground
-    for op in ("dropout", "scale", "shift", "elastic"):
-        _between(f"noise.foreground.{op}_prob", getattr(fg, f"{op}_prob"), 0, 1)
-    _between("noise.foreground.scale_px", fg.scale_px, 1, 50)
-    _between("noise.foreground.shift_px", fg.shift_px, 1, 100)
-    _range("noise.foreground.elastic_alpha_px", fg.elastic_alpha_px, 0, 100)
-    _range("noise.foreground.elastic_sigma_px", fg.elastic_sigma_px, 0.1, 20)
-    _between("noise.border_px", nz.border_px, 1, 20)
-    _declared_ranges("noise", nz)
+            _check(name != true, f"noise.semantic.confusion.{true}.{name}", w, f"another class than {true}")
+    for name in ("hematoxylin_od", "eosin_od", "blood_od"):
+        od = getattr(cfg.stain, name)
+        _check(sum(od) > 0, f"stain.{name}", list(od), "three non-negative optical densities, not all zero")
+    levels = cfg.noise.levels
+    _check(len(set(levels)) == len(levels), "noise.levels", list(levels), "distinct levels")
+    o = cfg.optics
+    _check(o.image_size * o.mpp <= MAX_FIELD_UM, "optics.mpp", o.mpp,
+           f"optics.image_size * optics.mpp <= {MAX_FIELD_UM:g} um (the field of view)")
+    _check(bool(cfg.output.root), "output.root", cfg.output.root, "a non-empty path")
 
-    out = cfg.output
-    _check(bool(out.root), "output.root", out.root, "a non-empty path")
-    _between("output.z_slices", out.z_slices, 1, 100)
-    _declared_ranges("output", out)
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def _schema_keys(node: type = ArctiqueConf, prefix: str = "") -> Dict[str, bool]:
+    """Every dotted key of the schema, each with whether it is a mapping that takes any sub-key."""
+    hints = typing.get_type_hints(node)
+    keys: Dict[str, bool] = {}
+    for f in fields(node):
+        kind = hints[f.name]
+        keys[prefix + f.name] = typing.get_origin(kind) is dict
+        if is_dataclass(kind):
+            keys.update(_schema_keys(kind, f"{prefix}{f.name}."))
+    return keys
+
+
+def check_keys(keys: Iterable[str]) -> None:
+    """Reject a key the schema does not have (also when added with ``+``), naming the nearest one.
+
+    Raises:
+        ConfigError: for the first unknown key.
+    """
+    known = _schema_keys()
+    mappings = [k for k, open_mapping in known.items() if open_mapping]
+    for key in keys:
+        if key in known or any(key.startswith(m + ".") for m in mappings):
+            continue
+        nearest = difflib.get_close_matches(key, list(known), n=1, cutoff=0)
+        hint = f"; the nearest key is {nearest[0]}" if nearest else ""
+        raise ConfigError(f"{key} is not a configuration key{hint}")
+
+
+def check_override_keys(overrides: Sequence[str]) -> None:
+    """:func:`check_keys` for the keys of command-line overrides (Hydra's own keys and config group
+    choices such as ``hydra/launcher=local`` pass; a malformed override is left to Hydra)."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # Hydra reports grammar errors in its own words
+        return
+    check_keys(o.key_or_group for o in parsed
+               if "/" not in o.key_or_group and o.key_or_group.split(".")[0] != "hydra")
+
+
+# ------------------------------------------------------------------------------------ derived values
 
 
 def to_dict(node: Any, scene_only: bool = False) -> Any:
-    """Plain-Python copy of a config dataclass (for JSON), without Hydra's defaults list; with
-    ``scene_only`` also without the per-class appearance fields."""
+    """Plain-Python copy of a config dataclass (for JSON); with ``scene_only`` without the
+    per-class appearance fields."""
     if is_dataclass(node):
         return {f.name: to_dict(getattr(node, f.name), scene_only) for f in fields(node)
-                if f.name != "defaults" and not (scene_only and f.metadata.get("appearance"))}
+                if not (scene_only and f.metadata.get("appearance"))}
     if isinstance(node, dict):
         return {k: to_dict(v, scene_only) for k, v in node.items()}
     if isinstance(node, (list, tuple)):
@@ -538,3 +510,20 @@ def scene_part(cfg: ArctiqueConf) -> Dict[str, Any]:
     """The config values that shape the scene (with the field of view, optics.image_size * mpp)."""
     return {"tissue": to_dict(cfg.tissue, True), "cells": to_dict(cfg.cells, True)}
 
+
+# Values that never change a sample's files: which seeds, where, and on which device.
+NOT_IN_FINGERPRINT = {"optics": ("device", "gpu_backend", "threads"), "output": ("root", "overwrite")}
+FINGERPRINT_NODES = ("tissue", "cells", "nuclei", "stain", "optics", "noise", "output")
+
+
+def fingerprint(values: Dict[str, Any]) -> str:
+    """Hash of everything that shapes a sample's files apart from its seed (scene, appearance,
+    label noise, written layers), from a plain config dict (``to_dict(cfg)`` or saved parameters).
+    A dataset records it per sample, so a run with another config never mixes into it."""
+    shaping = {}
+    for node in FINGERPRINT_NODES:
+        part = dict(values.get(node) or {})
+        for key in NOT_IN_FINGERPRINT.get(node, ()):
+            part.pop(key, None)
+        shaping[node] = part
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import os
 import platform
 import shutil
 import socket
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +22,7 @@ import tifffile
 from . import __version__
 from .appearance import appearance_mixture, cell_stains, tissue_textures
 from .classes import class_table
-from .config import ArctiqueConf, NoiseConf, to_dict
+from .config import ArctiqueConf, ConfigError, NoiseConf, OpticsConf, fingerprint, to_dict
 from .io import dataset as ds
 from .io.sample import RenderedSample, write_sample
 from .labels.ambiguity import ambiguity_maps, cell_columns, instance_rows
@@ -27,6 +30,7 @@ from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue
 from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load
 from .scene.cells import nucleus_mesh
+from .stopping import StopOnSignal
 
 if TYPE_CHECKING:  # bpy is imported only when something is rendered
     from .render.blender import RenderDevice
@@ -38,13 +42,17 @@ COLOUR_PIPELINE = ("Cycles linear transmittance of a white back-light (optics.wh
 
 
 class StageTimer:
-    """Wall-clock seconds per named stage (summed when a stage repeats)."""
+    """Wall-clock seconds per named stage (summed when a stage repeats); with a ``sample`` seed,
+    the start of each stage is logged, so long work is never silent."""
 
-    def __init__(self) -> None:
+    def __init__(self, sample: Optional[int] = None) -> None:
         self.seconds: Dict[str, float] = {}
+        self.sample = sample
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        if self.sample is not None:
+            logger.info("sample %d: %s", self.sample, stage)
         start = time.perf_counter()
         try:
             yield
@@ -207,39 +215,192 @@ class Counts:
     failed: List[int] = field(default_factory=list)
 
 
+class DiskFull(RuntimeError):
+    """The dataset's file system is full: the job stopped at once, keeping every complete sample."""
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _recorded_fingerprint(dataset: ds.Dataset, row: Dict[str, str]) -> str:
+    """A complete sample's config fingerprint: its manifest entry, or for rows written before the
+    manifest had one, the fingerprint of its saved parameters."""
+    if row.get("fingerprint"):
+        return row["fingerprint"]
+    path = dataset.root / ds.sample_files(int(row["index"]))["parameters"]
+    return fingerprint(json.loads(path.read_text())) if path.exists() else ""
+
+
+def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool) -> None:
+    """Refuse a job whose config differs from the one that made samples already complete in the
+    dataset: skipping them would mix two configs in one dataset (``overwrite`` redoes them).
+
+    Raises:
+        ConfigError: naming the samples and the way out.
+    """
+    if overwrite:
+        return
+    rows = {int(r["index"]): r for r in dataset.manifest()}
+    of_config: Dict[int, str] = {}  # the jobs of arctique-gen share one config object
+
+    def job_fingerprint(job: SampleJob) -> str:
+        if id(job.cfg) not in of_config:
+            of_config[id(job.cfg)] = fingerprint(to_dict(job.cfg))
+        return of_config[id(job.cfg)]
+
+    other = [job.seed for job in jobs
+             if job.seed in rows and _recorded_fingerprint(dataset, rows[job.seed]) != job_fingerprint(job)]
+    if other:
+        raise ConfigError(
+            f"output.root={str(dataset.root)!r} holds samples {ds.compact(other)} made with another configuration "
+            "(scene, appearance, label noise or written layers differ): choose another output.root, or give "
+            "output.overwrite=true to redo them")
+
+
+def check_output_root(root: Path) -> None:
+    """The dataset folder can be made and written: it is not a file, under a file or read-only.
+
+    Raises:
+        ConfigError: naming ``output.root`` and the path that is in the way.
+    """
+    existing = root.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    where = f"output.root={str(root)!r}"
+    if not existing.is_dir():
+        raise ConfigError(f"{where} cannot be a dataset folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{where} cannot be written: {existing} is read-only")
+
+
+def check_device(optics: OpticsConf) -> None:
+    """A GPU asked for exists (Cycles is asked, before the first scene is built; its output goes to
+    a temporary log, so a failed check writes nothing into the dataset).
+
+    Raises:
+        ConfigError: naming ``optics.device``.
+    """
+    if optics.device == "cpu":
+        return
+    from .render.blender import configure_device
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            configure_device(optics, Path(scratch) / "devices.log")
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+def check_memory(cfg: ArctiqueConf, available: Optional[int] = None) -> None:
+    """The estimated peak memory of one sample fits in the memory available now.
+
+    Raises:
+        ConfigError: naming the keys that drive the estimate.
+    """
+    need = estimated_memory_bytes(cfg)
+    available = available if available is not None else available_memory_bytes()
+    if available is not None and need > available:
+        raise ConfigError(
+            f"optics.image_size={cfg.optics.image_size}, optics.mpp={cfg.optics.mpp} and "
+            f"output.z_slices={cfg.output.z_slices} need about {need / 2**30:.1f} GiB per sample, "
+            f"but {available / 2**30:.1f} GiB of memory is available")
+
+
+# Peak resident memory of one sample, from measured runs (0.25 um/px, 10 slices: 128 px 0.57 GiB,
+# 512 px 0.87 GiB; 512 px at 1 um/px 2.4 GiB; 192 px at 0.5 um/px, 20 slices 0.68-0.82 GiB),
+# rounded up: Blender and the libraries; the render buffers, image and masks per pixel; the label
+# stack per pixel and slice (int64 and its TIFF copies); the cell meshes and tissue texture per
+# um^3 of section.
+MEMORY_BASE_BYTES = 800 * 2**20
+MEMORY_PER_PIXEL_BYTES = 400
+MEMORY_PER_SLICE_PIXEL_BYTES = 24
+MEMORY_PER_UM3_BYTES = 1500
+
+
+def estimated_memory_bytes(cfg: ArctiqueConf) -> int:
+    """Peak memory of one sample (bytes), from the constants above."""
+    o = cfg.optics
+    pixels = o.image_size ** 2
+    field_um3 = (o.image_size * o.mpp + 2 * cfg.tissue.margin_um) ** 2 * max(cfg.tissue.section.thickness_um)
+    per_pixel = MEMORY_PER_PIXEL_BYTES + MEMORY_PER_SLICE_PIXEL_BYTES * cfg.output.z_slices
+    return int(MEMORY_BASE_BYTES + pixels * per_pixel + field_um3 * MEMORY_PER_UM3_BYTES)
+
+
+def available_memory_bytes() -> Optional[int]:
+    """``MemAvailable`` of /proc/meminfo (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _disk_full(dataset: ds.Dataset, seed: int, remaining: int) -> DiskFull:
+    """The one-line report of a full disk: where, and how much space the rest of the job needs."""
+    sizes = [sum(p.stat().st_size for p in dataset.sample_paths(i)) for i in sorted(dataset.completed())[-3:]]
+    need = f"about {remaining * max(sizes) / 2**20:.0f} MB for the {remaining} samples left" if sizes \
+        else "room for at least one sample"
+    return DiskFull(f"no space left on the device of {dataset.root.absolute()} while writing sample {seed}: "
+                    f"job stopped, complete samples kept; free {need} and run the same command again")
+
+
 def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool, progress: bool) -> Counts:
     """Render every job not yet complete in ``dataset``. A sample that fails is recorded in
-    ``failures/<i>.json`` (error, traceback, host) and the next one goes on."""
+    ``failures/<i>.json`` (error, traceback, host) and the next one goes on.
+
+    Before the first scene the output folder, the device, memory and the config of samples already
+    complete are checked (ConfigError), then the job's seeds are recorded in ``jobs/``. SIGINT and
+    SIGTERM stop the job at once (``arctique.stopping``); a full disk stops it with DiskFull.
+    """
     from tqdm import tqdm
 
+    if not jobs:
+        return Counts()
+    first = jobs[0].cfg
+    check_output_root(dataset.root)
+    check_memory(first)
+    check_same_config(dataset, jobs, overwrite)
+    check_device(first.optics)
+    dataset.fingerprint = fingerprint(to_dict(first))
+    dataset.record_job([job.seed for job in jobs])
     done = dataset.completed()
     counts = Counts()
-    for job in tqdm(jobs, desc="samples", unit="sample", disable=not progress or len(jobs) == 1):
-        seed = job.seed
-        if seed in done and not overwrite:
-            logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)", seed, dataset.root)
-            counts.skipped += 1
-            continue
-        if seed in done:
-            dataset.forget(seed)
-        timer = StageTimer()
-        try:
-            if job.rendered_in is not None:
-                relabel(job, dataset, timer)
-            else:
-                scene = load(job.scene_file) if job.scene_file else None
-                generate(job.cfg, seed, dataset, job.parameters, timer, scene)
-        except Exception as exc:  # recorded per sample; the job goes on with the next seed
-            dataset.discard_staging(seed)
-            dataset.record_failure(seed, exc)
-            logger.error("sample %d failed (%s: %s); recorded in %s", seed, type(exc).__name__, exc,
-                         dataset.root / ds.failure_file(seed))
-            counts.failed.append(seed)
-            continue
-        dataset.clear_failure(seed)
-        logger.info("sample %d written to %s (%s)", seed, dataset.root,
-                    ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
-        counts.rendered += 1
+    with StopOnSignal(dataset) as stopper:
+        for n, job in enumerate(tqdm(jobs, desc="samples", unit="sample", disable=not progress)):
+            seed = job.seed
+            if seed in done and not overwrite:
+                logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)",
+                            seed, dataset.root)
+                counts.skipped += 1
+                continue
+            logger.info("sample %d (%d of %d): started", seed, n + 1, len(jobs))
+            stopper.current = seed
+            dataset.fingerprint = fingerprint(to_dict(job.cfg))
+            if seed in done:
+                dataset.forget(seed)
+            timer = StageTimer(seed)
+            try:
+                if job.rendered_in is not None:
+                    relabel(job, dataset, timer)
+                else:
+                    scene = load(job.scene_file) if job.scene_file else None
+                    generate(job.cfg, seed, dataset, job.parameters, timer, scene)
+            except Exception as exc:  # recorded per sample; the job goes on with the next seed
+                dataset.discard_staging(seed)
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                    raise _disk_full(dataset, seed, len(jobs) - n) from None
+                dataset.record_failure(seed, exc)
+                logger.error("sample %d failed (%s: %s); recorded in %s", seed, type(exc).__name__, exc,
+                             dataset.root / ds.failure_file(seed))
+                counts.failed.append(seed)
+                continue
+            finally:
+                stopper.current = None
+            dataset.clear_failure(seed)
+            logger.info("sample %d written to %s (%s)", seed, dataset.root,
+                        ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
+            counts.rendered += 1
     return counts
 
 

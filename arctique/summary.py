@@ -11,36 +11,34 @@ import statistics
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from . import stats
 from .io import dataset as ds
 
 
-def compact(seeds: Sequence[int]) -> str:
-    """``0-3,7,9-10`` for [0, 1, 2, 3, 7, 9, 10]."""
-    runs: List[List[int]] = []
-    for s in sorted(seeds):
-        if runs and s == runs[-1][1] + 1:
-            runs[-1][1] = s
-        else:
-            runs.append([s, s])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
 def summarise(root: Path, expected: Optional[range] = None) -> Dict[str, Any]:
-    """Counts and statistics of one dataset folder; ``expected`` seeds default to the span of the
-    complete and failed ones."""
+    """Counts and statistics of one dataset folder. ``expected`` seeds default to those recorded by
+    the jobs started in it (``jobs/``), else to the span of the complete and failed ones.
+
+    A seed is interrupted when a signal stopped it (its record says so) or when a staging folder of
+    a process that no longer runs holds it; in progress while such a process still runs.
+    """
     data = ds.Dataset(root)
     rows = data.manifest()
     complete = sorted(int(r["index"]) for r in rows)
-    failures = {i: r for i, r in data.failures().items() if i not in complete}
-    known = complete + sorted(failures)
+    records = {i: r for i, r in data.failures().items() if i not in complete}
+    interrupted = {i for i, r in records.items() if r.get("interrupted")}
+    failures = {i: r for i, r in records.items() if i not in interrupted}
+    staged = {i: alive for i, alive in data.staged_samples().items() if i not in complete}
+    interrupted |= {i for i, alive in staged.items() if not alive}
+    in_progress = sorted(i for i, alive in staged.items() if alive)
     if expected is None:
-        expected = range(min(known), max(known) + 1) if known else range(0)
+        recorded = data.expected_seeds()
+        known = complete + sorted(records)
+        span = range(min(known), max(known) + 1) if known else range(0)
+        expected = sorted(recorded | set(known)) if recorded else span
     missing = sorted(set(expected) - set(complete) - set(failures))
-    in_progress = sorted({int(p.name.split(".")[0]) for p in (root / ".staging").glob("*.*")
-                          if p.is_dir() and any(p.iterdir())})
     classes: Counter = Counter()
     for i in complete:
         with open(root / ds.sample_files(i)["cells_csv"], newline="") as f:
@@ -48,9 +46,10 @@ def summarise(root: Path, expected: Optional[range] = None) -> Dict[str, Any]:
     seconds = [float(r["seconds"]) for r in rows]
     return {
         "root": str(root),
-        "expected": [expected.start, expected.stop - 1] if len(expected) else None,
+        "expected": ds.compact(expected),
         "complete": len(complete), "failed": len(failures), "missing": len(missing),
-        "missing_seeds": compact(missing), "in_progress_or_interrupted": compact(in_progress),
+        "interrupted": ds.compact(sorted(interrupted)), "in_progress": ds.compact(in_progress),
+        "missing_seeds": ds.compact(missing),
         "failures": {str(i): {"error": r["error"], "host": r["host"], "time": r["time"]}
                      for i, r in sorted(failures.items())},
         "instances_per_class": dict(sorted(classes.items())),
@@ -62,12 +61,14 @@ def summarise(root: Path, expected: Optional[range] = None) -> Dict[str, Any]:
 
 
 def report(s: Dict[str, Any]) -> str:
-    span = f" of seeds {s['expected'][0]}..{s['expected'][1]}" if s["expected"] else ""
+    span = f" of seeds {s['expected']}" if s["expected"] else ""
     lines = [f"{s['root']}: {s['complete']} complete, {s['failed']} failed, {s['missing']} missing{span}"]
     if s["missing_seeds"]:
         lines.append(f"missing: {s['missing_seeds']}")
-    if s["in_progress_or_interrupted"]:
-        lines.append(f"in progress or interrupted: {s['in_progress_or_interrupted']}")
+    if s["interrupted"]:
+        lines.append(f"interrupted (missing, redone by the next run): {s['interrupted']}")
+    if s["in_progress"]:
+        lines.append(f"in progress: {s['in_progress']}")
     for seed, f in s["failures"].items():
         lines.append(f"failed {seed} on {f['host']} at {f['time']}: {f['error']}")
     if s["instances_per_class"]:
@@ -81,9 +82,12 @@ def report(s: Dict[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="arctique-summary", description=__doc__.split("\n\n")[0],
-                                     epilog="exit status: 0 when every expected sample is complete, 1 otherwise")
+                                     epilog="exit status: 0 when every expected sample is complete, 1 when any "
+                                            "is missing, failed, interrupted or in progress, 2 on bad arguments")
     parser.add_argument("dataset", type=Path, help="an arctique-gen output folder")
-    parser.add_argument("--seeds", help="expected seeds START:END (END excluded), e.g. 0:1000")
+    parser.add_argument("--seeds", type=seed_range, metavar="SEEDS",
+                        help="expected seeds: START:END (END excluded, e.g. 0:1000) or one seed "
+                             "(default: the seeds of the jobs started in the dataset)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--stats", action="store_true",
                         help="add the realism report of the complete samples (nuclei, tissue, OD, stains)")
@@ -97,15 +101,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.reference and not args.stats:
         parser.error("--reference needs --stats")
-    if not (args.dataset / ds.MANIFEST).exists() and not (args.dataset / "failures").exists():
-        print(f"arctique-summary: {args.dataset} has no manifest.csv and no failures/: not a dataset yet",
+    if not any((args.dataset / name).exists() for name in (ds.MANIFEST, "failures", "jobs")):
+        print(f"arctique-summary: {args.dataset} has no manifest.csv, failures/ or jobs/: not a dataset (yet)",
               file=sys.stderr)
         sys.exit(2)
-    expected = None
-    if args.seeds:
-        start, _, end = args.seeds.partition(":")
-        expected = range(int(start), int(end))
-    s = summarise(args.dataset, expected)
+    s = summarise(args.dataset, args.seeds)
     text = report(s)
     if args.stats:
         complete = sorted(int(r["index"]) for r in ds.Dataset(args.dataset).manifest())
@@ -120,6 +120,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         text += "\n\n" + stats.report_stats(st, refs)
     print(json.dumps(s, indent=1) if args.json else text)
     sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 else 1)
+
+
+def seed_range(text: str) -> range:
+    """``--seeds`` value: ``START:END`` (END excluded) or a single seed."""
+    start, colon, end = text.partition(":")
+    try:
+        seeds = range(int(start), int(end)) if colon else range(int(start), int(start) + 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:END or a seed (integers)") from None
+    if not seeds or seeds.start < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} holds no seed: START must be >= 0 and below END")
+    return seeds
 
 
 if __name__ == "__main__":

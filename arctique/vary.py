@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .cli import sweep_folder_name
-from .config import ArctiqueConf, ConfigError, validate
+from .config import ArctiqueConf, ConfigError, check_keys, validate
 from .io import dataset as ds
-from .pipeline import SampleJob, render_samples
+from .pipeline import DiskFull, SampleJob, render_samples
 from .scene import scene_key
 
 logger = logging.getLogger("arctique")
@@ -37,7 +37,10 @@ def read_changes(overrides: Sequence[str], changes_file: Optional[Path]) -> Dict
     """Changes from a YAML/JSON file (nested or dotted keys) and then ``key=value`` arguments."""
     changes = OmegaConf.create()
     if changes_file is not None:
-        data = yaml.safe_load(changes_file.read_text()) or {}
+        try:
+            data = yaml.safe_load(changes_file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{changes_file}: not valid YAML or JSON: {' '.join(str(exc).split())}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{changes_file}: expected a mapping of parameters to new values")
         for key, value in data.items():
@@ -50,7 +53,15 @@ def read_changes(overrides: Sequence[str], changes_file: Optional[Path]) -> Dict
         if o.is_sweep_override():
             raise ConfigError(f"{o.input_line}: a variation takes one value per key (sweep with arctique-gen -m)")
         OmegaConf.update(changes, o.key_or_group, o.value(), merge=True)
+    check_keys(_dotted_keys(OmegaConf.to_container(changes)))
     return changes
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> List[str]:
+    """``a.b.c`` for every leaf of a nested mapping."""
+    if not isinstance(node, dict) or not node:
+        return [prefix.rstrip(".")] if prefix else []
+    return [k for key, value in node.items() for k in _dotted_keys(value, f"{prefix}{key}.")]
 
 
 def varied_config(parameters: Dict[str, Any], changes: DictConfig, root: Path) -> ArctiqueConf:
@@ -68,6 +79,10 @@ def varied_config(parameters: Dict[str, Any], changes: DictConfig, root: Path) -
 
 def plan(source: Path, changes: DictConfig, out: Path, samples: Optional[List[int]] = None) -> List[SampleJob]:
     """One job per complete sample of ``source``, checked before anything is rendered."""
+    if not source.is_dir():
+        raise ConfigError(f"{source}: no such dataset folder")
+    if not (source / ds.MANIFEST).exists():
+        raise ConfigError(f"{source} is not a dataset: it has no {ds.MANIFEST}")
     src = ds.Dataset(source)
     indices = sorted(src.completed())
     if samples is not None:
@@ -81,14 +96,17 @@ def plan(source: Path, changes: DictConfig, out: Path, samples: Optional[List[in
     jobs = []
     for index in indices:
         files = ds.sample_files(index)
-        parameters = json.loads((source / files["parameters"]).read_text())
-        original = varied_config(parameters, OmegaConf.create(), out)
-        cfg = varied_config(parameters, changes, out)
+        saved = source / files["parameters"]
+        try:
+            parameters = json.loads(saved.read_text())
+            original = varied_config(parameters, OmegaConf.create(), out)
+            cfg = varied_config(parameters, changes, out)
+        except (OSError, ValueError) as exc:  # ConfigError and json's errors are ValueErrors
+            raise ConfigError(f"sample {index} ({saved}): {' '.join(str(exc).split())}") from None
         if cfg.seed != index:
             raise ConfigError(f"seed={cfg.seed} cannot be varied: a variation keeps each sample's seed")
         keeps_scene = scene_key(cfg) == scene_key(original)
         resolved = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-        resolved.pop("defaults", None)
         if noise_only:
             jobs.append(SampleJob(index, cfg, resolved, rendered_in=source))
         else:
@@ -109,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--samples", type=lambda s: [int(v) for v in s.split(",")],
                         help="comma-separated sample indices (default: every complete sample)")
     parser.add_argument("--overwrite", action="store_true", help="redo samples already complete in the output")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 
     try:
@@ -128,7 +146,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         kept = sum(j.scene_file is not None for j in jobs)
         logger.info("%d samples into %s: %d re-render their saved scene, %d rebuild it from the seed",
                     len(jobs), out, kept, len(jobs) - kept)
-    counts = render_samples(ds.Dataset(out), jobs, args.overwrite, progress=sys.stderr.isatty())
+    try:
+        counts = render_samples(ds.Dataset(out), jobs, args.overwrite, progress=sys.stderr.isatty())
+    except ConfigError as exc:  # found by the checks at the start of the job, before any scene
+        print(f"arctique-vary: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except DiskFull as exc:
+        print(f"arctique-vary: {exc}", file=sys.stderr)
+        sys.exit(1)
     logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,
                 len(counts.failed), out)
     if counts.failed:

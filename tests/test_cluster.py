@@ -116,30 +116,27 @@ def test_killed_job_is_completed_by_resubmitting(slurm_conf, local_reference, tm
     _assert_complete_and_identical(root, local_reference)
 
 
-def test_failed_seed_makes_the_sweep_fail_and_is_reported(slurm_conf, tmp_path):
-    """A seed whose config cannot render (GPUs hidden) is recorded; the other shard completes."""
+def test_unusable_device_fails_its_job_before_any_scene_and_the_sweep_fails(slurm_conf, tmp_path):
+    """A job asking for an unreachable GPU (GPUs hidden) stops before writing anything; the other shard completes."""
     env = {**os.environ, "SLURM_CONF": slurm_conf, **NO_GPU_ENV}
     proc = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=slurm", *ON_CPU,
                            "optics.device=cpu,gpu", "seed=7", *TINY, "output.root=data/${optics.device}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert Dataset(tmp_path / "data/cpu").completed() == {7}
-    failures = Dataset(tmp_path / "data/gpu").failures()
-    assert list(failures) == [7] and "GPU" in failures[7]["error"] and failures[7]["host"]
-    with pytest.raises(SystemExit) as summary_exit:
-        summary_main([str(tmp_path / "data/gpu")])
-    assert summary_exit.value.code == 1
+    assert not (tmp_path / "data/gpu").exists()
 
 
 def test_slurm_preset_renders_on_the_gpu_by_default(slurm_conf, tmp_path):
     """Without optics.device on the command line a job of the preset renders on its GPU: with every
-    GPU hidden, its sample fails for want of one."""
+    GPU hidden, the job stops for want of one before writing anything, and its log says so."""
     env = {**os.environ, "SLURM_CONF": slurm_conf, **NO_GPU_ENV}
     proc = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=slurm", *ON_CPU, "seed=7",
                            *TINY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
-    failures = Dataset(tmp_path / "rendered").failures()
-    assert list(failures) == [7] and "optics.device=gpu but Cycles finds no GPU" in failures[7]["error"]
+    assert not (tmp_path / "rendered").exists()
+    logs = "".join(p.read_text() for p in (tmp_path / "multirun").rglob(".submitit/*/*_log.*"))
+    assert "optics.device=gpu but Cycles finds no GPU" in logs
 
 
 def test_bounded_local_launcher_renders_every_seed(local_reference, tmp_path):

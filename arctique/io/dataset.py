@@ -1,25 +1,28 @@
-"""Dataset folder: sample file layout, atomic sample writes and the manifest.
+"""Dataset folder: sample file layout, atomic sample writes, the manifest and the job records.
 
 A sample is complete only when its manifest row exists. Its files are first written into a
-staging folder, then renamed into place, and the manifest row is appended last, under a file
-lock, so that a killed run never leaves a sample that looks complete and concurrent jobs can share
-one dataset folder.
+staging folder, then renamed into place (replacing every file an earlier render of the sample
+left), and the manifest row is appended last, under a file lock, so that a killed run never leaves
+a sample that looks complete and concurrent jobs can share one dataset folder. Each row records the
+fingerprint of the config that made the sample; each job records the seeds it was started for.
 """
 
 from __future__ import annotations
 
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import os
 import shutil
 import socket
+import threading
 import traceback
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set
 
 import numpy as np
 import tifffile
@@ -27,7 +30,7 @@ from PIL import Image
 
 MANIFEST = "manifest.csv"
 MANIFEST_FIELDS = ("index", "seed", "n_instances", "seconds", "host", "render_backend", "render_device",
-                   "software")
+                   "software", "fingerprint")
 
 
 def sample_files(index: int) -> Dict[str, str]:
@@ -76,6 +79,14 @@ def agreement_files(index: int, level: str) -> Dict[str, str]:
     }
 
 
+def sample_patterns(index: int) -> List[str]:
+    """Glob patterns of every file a sample can have: its fixed files, stack slices, label-noise
+    variants at any level and the optional Blender file."""
+    i = index
+    return [*sample_files(i).values(), f"{slice_dir(i)}/*", f"masks/*_noise_*/{i}.tif",
+            f"metadata/noise_*/{i}.json", f"scenes/{i}.blend"]
+
+
 def failure_file(index: int) -> str:
     return f"failures/{index}.json"
 
@@ -92,11 +103,32 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
 
-class Dataset:
-    """One dataset folder (``output.root``)."""
+def compact_runs(seeds: Sequence[int]) -> List[List[int]]:
+    """``[[0, 3], [7, 7]]`` for [0, 1, 2, 3, 7]: inclusive runs of consecutive seeds."""
+    runs: List[List[int]] = []
+    for s in sorted(set(seeds)):
+        if runs and s == runs[-1][1] + 1:
+            runs[-1][1] = s
+        else:
+            runs.append([s, s])
+    return runs
 
-    def __init__(self, root: Path) -> None:
+
+def compact(seeds: Sequence[int]) -> str:
+    """``0-3,7,9-10`` for [0, 1, 2, 3, 7, 9, 10]."""
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in compact_runs(seeds))
+
+
+class Dataset:
+    """One dataset folder (``output.root``). ``fingerprint`` is the config fingerprint that
+    :meth:`commit` records with each sample (``arctique.config.fingerprint``)."""
+
+    def __init__(self, root: Path, fingerprint: str = "") -> None:
         self.root = Path(root)
+        self.fingerprint = fingerprint
+        # Held while a sample is committed or a record written, so that a stop on a signal
+        # (arctique.stopping) waits until they are whole.
+        self.writing = threading.RLock()
 
     @contextmanager
     def _locked_manifest(self) -> Iterator[Path]:
@@ -123,18 +155,32 @@ class Dataset:
 
     def forget(self, index: int) -> None:
         """Drop a sample's manifest row (before it is rewritten), so it counts as incomplete."""
-        with self._locked_manifest() as path:
+        with self.writing, self._locked_manifest() as path:
             rows = [r for r in self.manifest() if int(r["index"]) != index]
             _write_rows_atomically(path, rows)
 
+    def sample_paths(self, index: int) -> Set[Path]:
+        """Every file of sample ``index`` now in the dataset."""
+        return {p for pattern in sample_patterns(index) for p in self.root.glob(pattern) if p.is_file()}
+
     def commit(self, index: int, staged: Path, row: Mapping[str, Any]) -> None:
-        """Move the staged files into place, then append the manifest row."""
-        for src in sorted(p for p in staged.rglob("*") if p.is_file()):
-            dst = self.root / src.relative_to(staged)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-        shutil.rmtree(staged, ignore_errors=True)
-        self._remove_dead_staging(index)
+        """Remove the files of an earlier render of the sample that the staged render lacks, move the
+        staged files into place, then append the manifest row (with this dataset's fingerprint)."""
+        with self.writing:
+            new = sorted(p for p in staged.rglob("*") if p.is_file())
+            keep = {self.root / p.relative_to(staged) for p in new}
+            for stale in self.sample_paths(index) - keep:
+                stale.unlink()
+            for src in new:
+                dst = self.root / src.relative_to(staged)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(src, dst)
+            shutil.rmtree(staged, ignore_errors=True)
+            self._remove_dead_staging(index)
+            self._append_row({**row, "fingerprint": self.fingerprint})
+
+    def _append_row(self, row: Mapping[str, Any]) -> None:
+        index = int(row["index"])
         with self._locked_manifest() as path:
             rows = [r for r in self.manifest() if int(r["index"]) != index]
             rows.append({k: str(row[k]) for k in MANIFEST_FIELDS})
@@ -143,10 +189,33 @@ class Dataset:
 
     def record_failure(self, index: int, exc: BaseException) -> None:
         """Write ``failures/<i>.json``: what failed, where and the traceback (a sample can be retried)."""
-        record = {"index": index, "seed": index, "error": f"{type(exc).__name__}: {exc}",
-                  "traceback": "".join(traceback.format_exception(exc)), "host": socket.gethostname(),
-                  "pid": os.getpid(), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_text_atomically(self.root / failure_file(index), to_json(record))
+        self._record(index, {"error": f"{type(exc).__name__}: {exc}",
+                             "traceback": "".join(traceback.format_exception(exc))})
+
+    def record_interruption(self, index: int, signal_name: str) -> None:
+        """Write ``failures/<i>.json`` for a sample stopped by a signal (retried like a failure)."""
+        self._record(index, {"error": f"interrupted by {signal_name}", "interrupted": True})
+
+    def _record(self, index: int, what: Dict[str, Any]) -> None:
+        record = {"index": index, "seed": index, **what, "host": socket.gethostname(), "pid": os.getpid(),
+                  "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        with self.writing:
+            write_text_atomically(self.root / failure_file(index), to_json(record))
+
+    def record_job(self, seeds: Sequence[int]) -> None:
+        """Write ``jobs/<id>.json`` with the seeds a job is to make, when it starts, so that the
+        dataset's state can be judged against them even if the job is killed."""
+        runs = compact_runs(seeds)
+        name = hashlib.sha256(json.dumps(runs).encode()).hexdigest()[:12]
+        record = {"seeds": runs, "fingerprint": self.fingerprint, "host": socket.gethostname(),
+                  "pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        with self.writing:
+            write_text_atomically(self.root / "jobs" / f"{name}.json", to_json(record))
+
+    def expected_seeds(self) -> Set[int]:
+        """The seeds of every job started in this dataset."""
+        return {s for path in (self.root / "jobs").glob("*.json")
+                for a, b in json.loads(path.read_text())["seeds"] for s in range(a, b + 1)}
 
     def clear_failure(self, index: int) -> None:
         (self.root / failure_file(index)).unlink(missing_ok=True)
@@ -171,6 +240,19 @@ class Dataset:
 
     def discard_staging(self, index: int) -> None:
         shutil.rmtree(self._staging_path(index), ignore_errors=True)
+
+    def staged_samples(self) -> Dict[int, bool]:
+        """Seeds with a staging folder, each with whether its process may still be at work (it
+        runs, or runs on another host, where this one cannot tell)."""
+        host = socket.gethostname()
+        out: Dict[int, bool] = {}
+        for path in (self.root / ".staging").glob("*.*"):
+            seed, _, owner = path.name.partition(".")
+            owner_host, _, pid = owner.rpartition(".")
+            if seed.isdigit() and path.is_dir():
+                alive = owner_host != host or not pid.isdigit() or _alive(int(pid))
+                out[int(seed)] = out.get(int(seed), False) or alive
+        return out
 
     def _remove_dead_staging(self, index: int) -> None:
         """Drop staging folders of ``index`` left by killed processes of this host."""
@@ -202,8 +284,12 @@ def _write_rows_atomically(path: Path, rows: List[Mapping[str, str]]) -> None:
 def write_text_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a signal leaves no temporary file behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # ------------------------------------------------------------------------------------ file writers

@@ -1,0 +1,347 @@
+"""Stopping, re-running, full disks and bad input never lose or mix data (issue 12)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from arctique.compose import load_config
+from arctique.config import ConfigError
+from arctique.io import dataset as ds
+from arctique.io.dataset import Dataset
+from arctique.pipeline import DiskFull, check_memory, estimated_memory_bytes, run
+from arctique.summary import main as summary_main
+from arctique.vary import main as vary_main
+
+from .conftest import run_cli
+
+# Very small renders: 64 x 64 px at 1 um/px.
+TINY = ("optics.mpp=1.0", "optics.samples=2", "cells.mesh_subdivisions=2", "output.preview=false")
+
+
+def start_cli(cwd: Path, *overrides: str) -> subprocess.Popen:
+    """``arctique-gen`` as a real process, its temporary files in ``cwd/tmp``."""
+    (cwd / "tmp").mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "arctique.cli", *overrides], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "TMPDIR": str(cwd / "tmp")})
+
+
+def wait_for_line(proc: subprocess.Popen, text: str) -> List[str]:
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"{text!r} never logged; got {lines}, stderr {proc.stderr.read()[-2000:]}")
+
+
+def files_of(root: Path, seed: int) -> List[str]:
+    """Every file in the dataset that belongs to sample ``seed``, by the documented layout."""
+    names = (f"image_{seed}.png", f"{seed}.tif", f"{seed}.json", f"{seed}.csv", f"{seed}.npz",
+             f"{seed}.png", f"{seed}_stack.npy")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+                  and (p.name in names or p.parent.name == str(seed)) and p.parts[len(root.parts)] not in
+                  ("failures", "jobs", "variations"))
+
+
+# ------------------------------------------------------------------------------------------ signals
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_a_render_at_once_and_leaves_no_complete_looking_sample(tmp_path, sig):
+    """A real process gets the signal while Cycles renders sample 30 of 30..32 (4096 samples per
+    pixel, so the render is in progress); it must stop there with the shell's status for the signal."""
+    proc = start_cli(tmp_path, "seed=30", "n_samples=3", "optics.image_size=64", "optics.samples=4096",
+                     *TINY[:1], "output.root=data")
+    wait_for_line(proc, "sample 30: render_image")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + sig
+    assert f"{sig.name}: job stopped while making sample 30" in err and "Traceback" not in err
+    root = tmp_path / "data"
+    assert Dataset(root).completed() == set()
+    assert not (root / "images").exists() and not any((root / ".staging").iterdir())
+    record = json.loads((root / "failures/30.json").read_text())
+    assert record["interrupted"] is True and sig.name in record["error"]
+    assert list((tmp_path / "tmp").iterdir()) == []  # Blender's scratch files are gone too
+    with pytest.raises(SystemExit) as summary_exit:
+        summary_main([str(root)])
+    assert summary_exit.value.code == 1
+
+
+def test_killed_job_is_reported_by_the_summary_with_the_seeds_it_was_started_for(tmp_path, capsys):
+    proc = start_cli(tmp_path, "seed=10", "n_samples=3", "optics.image_size=64", *TINY, "output.root=data")
+    wait_for_line(proc, "sample 11: render_image")  # its files are being staged
+    proc.kill()
+    proc.communicate(timeout=60)
+    root = tmp_path / "data"
+    assert Dataset(root).completed() == {10}
+    with pytest.raises(SystemExit) as summary_exit:
+        summary_main([str(root)])
+    out = capsys.readouterr().out
+    assert summary_exit.value.code == 1
+    assert "1 complete, 0 failed, 2 missing of seeds 10-12" in out and "interrupted" in out and ": 11" in out
+    with pytest.raises(SystemExit) as one_seed:
+        summary_main([str(root), "--seeds", "10"])
+    assert one_seed.value.code == 0 and "1 complete, 0 failed, 0 missing of seeds 10\n" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as span:
+        summary_main([str(root), "--seeds", "10:12"])
+    assert span.value.code == 1 and "1 missing of seeds 10-11" in capsys.readouterr().out
+    for bad in ("a:b", "5:2", "x"):
+        with pytest.raises(SystemExit) as bad_exit:
+            summary_main([str(root), "--seeds", bad])
+        err = capsys.readouterr().err
+        assert bad_exit.value.code == 2 and "--seeds" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- re-running a dataset
+
+
+def test_overwritten_sample_consists_of_exactly_the_files_of_its_new_render(tmp_path):
+    first = run_cli(tmp_path, "seed=0", "noise=levels", "optics.image_size=64", *TINY, "output.preview=true",
+                    "output.root=D").stdout
+    root = tmp_path / "D"
+    before = files_of(root, 0)
+    assert len([f for f in before if "_noise_" in f]) == 20 and len(list((root / ds.slice_dir(0)).iterdir())) == 11
+    # a single-sample run says what it does, stage by stage, and draws no progress bar into the log
+    for stage in ("started", "scene_model", "appearance", "blender_build", "render_image", "render_labels",
+                  "labels", "write", "label_noise"):
+        assert f"sample 0: {stage}" in first or f"sample 0 (1 of 1): {stage}" in first, stage
+    assert "samples:" not in first and "it/s" not in first
+
+    run_cli(tmp_path, "seed=0", "optics.image_size=48", "output.z_slices=4", *TINY, "output.overwrite=true",
+            "output.root=D")
+    after = files_of(root, 0)
+    expected = sorted(["images/image_0.png", "masks/instance/0.tif", "masks/semantic/0.tif",
+                       "masks/cytoplasm/0.tif", "masks/tissue/0.tif", "masks/foreground/0.tif",
+                       "masks/instance_3class/0.tif", "masks/instance_3d/0/0_stack.npy",
+                       *[f"masks/instance_3d/0/0_{k}.tif" for k in range(4)],
+                       "metadata/0.json", "metadata/0.csv", "parameters/0.json", "scenes/0.npz"])
+    assert after == expected
+    for rel in after:
+        if rel.endswith(".tif"):
+            assert tifffile.imread(root / rel).shape == (48, 48), rel
+    assert np.load(root / "masks/instance_3d/0/0_stack.npy").shape == (4, 48, 48)
+    assert np.asarray(Image.open(root / "images/image_0.png")).shape == (48, 48, 3)
+    assert Dataset(root).completed() == {0}
+
+
+def test_a_run_with_another_config_stops_before_rendering_unless_overwriting(tmp_path):
+    run_cli(tmp_path, "seed=0", "n_samples=2", "optics.image_size=64", *TINY, "output.root=D")
+    root = tmp_path / "D"
+    image = root / "images/image_0.png"
+    stamp = image.stat().st_mtime_ns, (root / ds.MANIFEST).read_bytes()
+    for other in (["optics.image_size=48"], ["nuclei.intensity=0.3"], ["noise.levels=[50]"]):
+        proc = run_cli(tmp_path, "seed=0", "n_samples=3", "optics.image_size=64", *TINY, *other, "output.root=D",
+                       check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "output.root='D' holds samples 0-1 made with another configuration" \
+            in proc.stderr and "output.overwrite=true" in proc.stderr
+        assert (image.stat().st_mtime_ns, (root / ds.MANIFEST).read_bytes()) == stamp
+        assert Dataset(root).completed() == {0, 1}
+    # what only says where, how fast or how many does not count as another configuration
+    log = run_cli(tmp_path, "seed=0", "n_samples=2", "optics.image_size=64", *TINY, "optics.threads=1",
+                  "output.root=D").stdout
+    assert "0 rendered, 2 already complete" in log
+    run_cli(tmp_path, "seed=1", "optics.image_size=48", *TINY, "output.overwrite=true", "output.root=D")
+    assert tifffile.imread(root / "masks/instance/1.tif").shape == (48, 48)
+    proc = run_cli(tmp_path, "seed=0", "n_samples=2", "optics.image_size=64", *TINY, "output.root=D", check=False)
+    assert proc.returncode == 2 and "holds samples 1 made with another" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------- full disks
+
+
+def _no_temporary_files(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.endswith(".tmp")] and \
+        not [p for p in (root / ".staging").rglob("*") if p.is_file()]
+
+
+def test_full_disk_stops_the_job_at_once_keeping_complete_samples(tmp_path, monkeypatch):
+    cfg = load_config([*TINY, "optics.image_size=64", "seed=1", "n_samples=4", f"output.root={tmp_path / 'data'}"])
+    real = ds.write_label_tiff
+    attempted = []
+
+    def full_from_seed_2(path, labels, mpp):
+        attempted.append(path.name)
+        if path.name == "2.tif":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, labels, mpp)
+
+    monkeypatch.setattr(ds, "write_label_tiff", full_from_seed_2)
+    with pytest.raises(DiskFull) as stop:
+        run(cfg, {}, progress=False)
+    message = str(stop.value)
+    assert "\n" not in message and "no space left" in message and str((tmp_path / "data").absolute()) in message
+    assert "MB for the 3 samples left" in message
+    dataset = Dataset(tmp_path / "data")
+    assert dataset.completed() == {1} and dataset.failures() == {}
+    assert "3.tif" not in attempted and "4.tif" not in attempted  # stopped at once
+    assert _no_temporary_files(tmp_path / "data")
+
+
+def test_atomic_text_write_leaves_no_temporary_file_on_a_full_disk(tmp_path, monkeypatch):
+    target = tmp_path / "manifest.csv"
+    target.write_text("old\n")
+    real = Path.write_text
+
+    def half_then_full(self, text, *args, **kwargs):
+        real(self, text[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    with pytest.raises(OSError):
+        ds.write_text_atomically(target, "new contents\n")
+    monkeypatch.undo()
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 2 MB file system (root only: elsewhere the simulated full disk above stands in)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root; test_full_disk_stops_the_job_at_once covers the logic")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_real_full_disk_ends_the_job_with_one_line(tmp_path, small_tmpfs):
+    proc = run_cli(tmp_path, "seed=0", "n_samples=12", "optics.image_size=96", *TINY,
+                   f"output.root={small_tmpfs / 'data'}", check=False)
+    root = small_tmpfs / "data"
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("arctique-gen: no space left") and proc.stderr.count("\n") == 1, proc.stderr
+    done = Dataset(root).completed()
+    assert 0 < len(done) < 12
+    for seed in done:
+        assert tifffile.imread(root / f"masks/instance/{seed}.tif").shape == (96, 96)
+    assert _no_temporary_files(root) and not (root / "failures").exists()
+
+
+# ------------------------------------------------------------------------------ unusable places
+
+
+def _read_only(path: Path):
+    path.mkdir()
+    if os.geteuid() == 0:  # root writes through permissions: a read-only file system stops it
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+
+
+@pytest.mark.parametrize("place", ["file", "under_file", "read_only"])
+def test_unusable_output_root_stops_before_any_scene_naming_the_key(tmp_path, place):
+    blocker = tmp_path / "blocker"
+    if place == "read_only":
+        _read_only(blocker)
+        root = blocker / "data"
+    else:
+        blocker.write_text("not a folder")
+        root = blocker if place == "file" else blocker / "data"
+    try:
+        proc = run_cli(tmp_path, "optics.image_size=64", *TINY, f"output.root={root}", check=False)
+    finally:
+        if place == "read_only" and os.geteuid() == 0:
+            subprocess.run(["umount", str(blocker)], check=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("arctique-gen: invalid configuration: output.root=") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert "sample 0" not in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]
+    assert place == "read_only" or blocker.read_text() == "not a folder"
+
+
+def test_missing_gpu_stops_before_any_scene_naming_the_key(tmp_path):
+    proc = run_cli(tmp_path, "optics.image_size=64", *TINY, "optics.device=gpu", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("arctique-gen: invalid configuration: optics.device=gpu") and \
+        proc.stderr.count("\n") == 1, proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------- memory
+
+
+MEASURED_RUN = ("import resource, runpy, sys\n"
+                "sys.argv = ['arctique-gen', *sys.argv[1:]]\n"
+                "try:\n    runpy.run_module('arctique.cli', run_name='__main__')\n"
+                "finally:\n    print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+
+
+def test_memory_estimate_bounds_a_measured_render_and_refuses_what_does_not_fit(tmp_path):
+    overrides = ("seed=2", "optics.image_size=192", "optics.mpp=0.5", "optics.samples=2", "output.z_slices=20")
+    proc = subprocess.run([sys.executable, "-c", MEASURED_RUN, *overrides], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert Dataset(tmp_path / "rendered").completed() == {2}, proc.stderr[-3000:]
+    peak = int(proc.stderr.split("peak ")[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    cfg = load_config(overrides)
+    estimate = estimated_memory_bytes(cfg)
+    assert peak <= estimate <= 2 * peak
+    check_memory(cfg, available=estimate)
+    with pytest.raises(ConfigError, match=r"^optics.image_size=192, optics.mpp=0.5 and output.z_slices=20 need "
+                                        r"about [0-9.]+ GiB per sample, but 0.5 GiB of memory is available$"):
+        check_memory(cfg, available=2**29)
+    big = load_config(["optics.image_size=8192", "output.z_slices=100"])
+    assert estimated_memory_bytes(big) > 40 * estimated_memory_bytes(load_config())
+
+
+# ------------------------------------------------------------------------------------ arctique-vary
+
+
+@pytest.fixture
+def copied_dataset(small_dataset, tmp_path) -> Path:
+    root = tmp_path / "copy"
+    shutil.copytree(small_dataset, root, ignore=shutil.ignore_patterns("variations"))
+    return root
+
+
+def _vary_error(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        vary_main(list(args))
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_variation_errors_are_one_line_naming_the_file_and_sample(copied_dataset, tmp_path, capsys):
+    root = copied_dataset
+    missing = tmp_path / "nothing"
+    assert f"{missing}: no such dataset folder" in _vary_error(capsys, str(missing), "nuclei.intensity=0.3")
+    (tmp_path / "empty").mkdir()
+    assert "is not a dataset: it has no manifest.csv" in _vary_error(capsys, str(tmp_path / "empty"),
+                                                                     "nuclei.intensity=0.3")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("nuclei: {intensity: [0.3\n")
+    assert f"{bad_yaml}: not valid YAML or JSON" in _vary_error(capsys, str(root), "--changes", str(bad_yaml))
+    assert "optics.focus_offset is not a configuration key; the nearest key is optics.focus_offset_um" in \
+        _vary_error(capsys, str(root), "optics.focus_offset=1")
+    params = root / "parameters/3.json"
+    saved = json.loads(params.read_text())
+    saved["optics"]["mpp"] = 99
+    params.write_text(json.dumps(saved))
+    err = _vary_error(capsys, str(root), "nuclei.intensity=0.3")
+    assert err.startswith(f"arctique-vary: sample 3 ({params}): optics.mpp=99.0 is out of range")
+    params.write_text("{ not json")
+    assert f"sample 3 ({params}): Expecting property name" in _vary_error(capsys, str(root), "nuclei.intensity=0.3")
+    assert not (root / "variations").exists()
+
+
+def test_variation_name_may_come_before_the_changes(copied_dataset):
+    vary_main([str(copied_dataset), "--name", "pale", "nuclei.intensity=0.3"])
+    assert Dataset(copied_dataset / "variations/pale").completed() == {3}
