@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.resources
 import json
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -479,6 +480,13 @@ def check_keys(keys: Iterable[str]) -> None:
         raise ConfigError(f"{key} is not a configuration key{hint}")
 
 
+def config_groups() -> List[str]:
+    """The config groups of the ``arctique.conf`` package (``optics``, ``experiment``, ...): choosing
+    one (``optics=20x``, ``+experiment=laptop/clean``) names a group, not a key."""
+    root = importlib.resources.files("arctique.conf")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
 def check_override_keys(overrides: Sequence[str]) -> None:
     """:func:`check_keys` for the keys of command-line overrides (Hydra's own keys and config group
     choices such as ``hydra/launcher=local`` pass; a malformed override is left to Hydra)."""
@@ -486,8 +494,10 @@ def check_override_keys(overrides: Sequence[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
     except Exception:  # Hydra reports grammar errors in its own words
         return
+    groups = config_groups()
     check_keys(o.key_or_group for o in parsed
-               if "/" not in o.key_or_group and o.key_or_group.split(".")[0] != "hydra")
+               if "/" not in o.key_or_group and o.key_or_group.split(".")[0] != "hydra"
+               and o.key_or_group not in groups)
 
 
 # ------------------------------------------------------------------------------------ derived values

@@ -40,6 +40,7 @@ class StopOnSignal:
         self._previous: Dict[int, object] = {}
         self._pipe: Optional[tuple] = None
         self._scratch: Optional[str] = None
+        self._stderr: Optional[int] = None
 
     def __enter__(self) -> "StopOnSignal":
         self._scratch = tempfile.mkdtemp(prefix="arctique_job_")
@@ -47,6 +48,8 @@ class StopOnSignal:
         if threading.current_thread() is not threading.main_thread():
             logger.debug("not the main thread: signals are left to the caller")
             return self
+        # The job's own stderr: during a render Blender's output (fd 2 too) goes to its log file.
+        self._stderr = os.dup(2)
         read, write = os.pipe()
         os.set_blocking(write, False)
         self._pipe = (read, write)
@@ -66,6 +69,7 @@ class StopOnSignal:
         signal.set_wakeup_fd(self._previous_wakeup)
         os.write(self._pipe[1], bytes([_JOB_ENDED]))
         os.close(self._pipe[1])
+        os.close(self._stderr)
 
     def _watch(self) -> None:
         read = self._pipe[0]
@@ -92,8 +96,8 @@ class StopOnSignal:
                            f"{self.dataset.root / ds.failure_file(seed)}; run the same command again to resume")
             for handler in logging.getLogger().handlers:
                 handler.flush()
-            sys.stderr.write(f"arctique: {sig.name}: {message}\n")
             sys.stderr.flush()
+            os.write(self._stderr, f"arctique: {sig.name}: {message}\n".encode())
             os._exit(128 + sig)
 
 

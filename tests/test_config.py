@@ -49,7 +49,7 @@ def test_20x_preset_keeps_the_field():
     ("nuclei.intensity=2", "nuclei.intensity=2.0 is out of range: allowed [0, 1]"),
     ("nuclei.chromatin_scale_um=nan", "nuclei.chromatin_scale_um=nan is out of range: allowed [0.1, 10]"),
     ("optics.device=tpu", "optics.device='tpu' is out of range: allowed 'cpu' or 'gpu'"),
-    ("optics.gpu_backend=metal", "optics.gpu_backend='metal' is out of range: allowed auto | optix | cuda | hip | oneapi"),
+    ("optics.gpu_backend=metal", "optics.gpu_backend='metal' is out of range: allowed 'auto' or 'optix' or 'cuda' or 'hip' or 'oneapi'"),
     ("tissue.crypt.spacing_um=50", "tissue.crypt.spacing_um=50.0 is out of range"),
     ("noise.annotators=-1", "noise.annotators=-1 is out of range: allowed [0, 100]"),
     ("output.soft_subsamples=3", "output.soft_subsamples=3 is out of range: allowed [4, 16]"),

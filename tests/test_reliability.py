@@ -118,7 +118,7 @@ def test_overwritten_sample_consists_of_exactly_the_files_of_its_new_render(tmp_
     assert len([f for f in before if "_noise_" in f]) == 20 and len(list((root / ds.slice_dir(0)).iterdir())) == 11
     # a single-sample run says what it does, stage by stage, and draws no progress bar into the log
     for stage in ("started", "scene_model", "appearance", "blender_build", "render_image", "render_labels",
-                  "labels", "write", "label_noise"):
+                  "labels", "ambiguity", "write", "label_noise"):
         assert f"sample 0: {stage}" in first or f"sample 0 (1 of 1): {stage}" in first, stage
     assert "samples:" not in first and "it/s" not in first
 
@@ -127,6 +127,7 @@ def test_overwritten_sample_consists_of_exactly_the_files_of_its_new_render(tmp_
     after = files_of(root, 0)
     expected = sorted(["images/image_0.png", "masks/instance/0.tif", "masks/semantic/0.tif",
                        "masks/cytoplasm/0.tif", "masks/tissue/0.tif", "masks/foreground/0.tif",
+                       *[f"masks/{m}/0.tif" for m in ("soft", "soft_instances", "overlap", "defocus")],
                        "masks/instance_3class/0.tif", "masks/instance_3d/0/0_stack.npy",
                        *[f"masks/instance_3d/0/0_{k}.tif" for k in range(4)],
                        "metadata/0.json", "metadata/0.csv", "parameters/0.json", "scenes/0.npz"])

@@ -317,14 +317,11 @@ def test_pinned_backend_is_the_only_one_probed_and_fails_clearly(fresh_process):
     assert fresh_process._auto_backend == {}
 
 
-def test_gpu_request_without_a_gpu_fails_the_sample_clearly(tmp_path):
+def test_gpu_request_without_a_gpu_stops_the_job_before_anything_is_written(tmp_path):
     proc = run_cli(tmp_path, "seed=2", *SMALL, "optics.device=gpu", check=False, env=NO_GPU_ENV)
-    assert proc.returncode != 0
-    failure = Dataset(tmp_path / "rendered").failures()[2]["error"]
-    assert "optics.device=gpu but Cycles finds no GPU" in failure and "CUDA_VISIBLE_DEVICES=''" in failure
-    kept = tmp_path / "rendered/logs/failed_2.log"
-    assert str(kept) in failure or "logs/failed_2.log" in failure
-    assert kept.read_text().startswith("--- devices (gpu")
+    assert proc.returncode == 2
+    assert "optics.device=gpu but Cycles finds no GPU" in proc.stderr and "CUDA_VISIBLE_DEVICES=''" in proc.stderr
+    assert not (tmp_path / "rendered").exists()
 
 
 @pytest.mark.parametrize("broken, message", [("image", "came back black"), ("label", "came back empty")])
