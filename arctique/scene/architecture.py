@@ -213,7 +213,8 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     _, rho, _, basal, _ = crypt_coordinates(crypts, q, tree)
     stroma = compartments(np.column_stack([xy, np.zeros(n_points)]), section, crypts, tree) == STROMA
     damaged = stroma & (patch > patch_threshold)
-    ratio = (rho - basal) / np.maximum(cleft_width(1.0, waves, patch - patch_threshold, xy), 1e-9)
+    crack_field = wave_field(waves, xy)
+    ratio = (rho - basal) / np.maximum(cleft_width(1.0, crack_field, patch - patch_threshold), 1e-9)
     allowed = int(CLEFT_SHARE * conf.strength * n_points)
     walls = np.sort(ratio[damaged])
     cleft_um = conf.cleft_um
@@ -222,7 +223,7 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     elif allowed < len(walls) and walls[allowed] < cleft_um:
         cleft_um = float(walls[allowed])
     cleft = damaged & (ratio < cleft_um)
-    ridge = 1 - np.abs(wave_field(waves, xy))
+    ridge = 1 - np.abs(crack_field)
     eligible = ridge[damaged & ~cleft]
     need = conf.strength * n_points - cleft.sum()
     if conf.strength <= 0 or need <= 0 or len(eligible) == 0:
@@ -233,19 +234,20 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
                 patch_threshold=patch_threshold, cleft_um=cleft_um)
 
 
-def cleft_width(cleft_um: float, waves: np.ndarray, patch_excess: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Width of the retraction cleft along the crypt wall at section points ``xy``; ``patch_excess`` is
-    how far the damage field lies above its threshold there."""
+def cleft_width(cleft_um: float, crack_field: np.ndarray, patch_excess: np.ndarray) -> np.ndarray:
+    """Width of the retraction cleft along the crypt wall at points where the crack field has the
+    value ``crack_field`` and the damage field lies ``patch_excess`` above its threshold."""
     taper = np.clip(patch_excess / CLEFT_TAPER, 0, 1)
-    return cleft_um * taper * np.clip(1 + CLEFT_VARIATION * wave_field(waves, xy), 0, None)
+    return cleft_um * taper * np.clip(1 + CLEFT_VARIATION * crack_field, 0, None)
 
 
 def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
     """Whether section points ``xy`` (P, 2), at ``wall_distance`` from the nearest crypt wall, lie in a
     tear (tears run through the whole section)."""
     excess = wave_field(rips.patch_waves, xy) - rips.patch_threshold
-    cracks = 1 - np.abs(wave_field(rips.waves, xy)) > rips.threshold
-    return (excess > 0) & (cracks | (wall_distance < cleft_width(rips.cleft_um, rips.waves, excess, xy)))
+    crack_field = wave_field(rips.waves, xy)
+    cracks = 1 - np.abs(crack_field) > rips.threshold
+    return (excess > 0) & (cracks | (wall_distance < cleft_width(rips.cleft_um, crack_field, excess)))
 
 
 def sample_blood(strength: float, diameter: float, section: Section, crypts: Crypts, tree: cKDTree,
