@@ -44,8 +44,8 @@ def od_vectors(stain: StainConf) -> Dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class CellStains:
-    """Per-cell shader inputs, keyed by the object property the shaders read: stain amounts in OD
-    per um, texture strengths, and the cell's local axes (a shader sees world offsets only)."""
+    """Per-cell shader inputs by name: stain amounts in OD per um, texture strengths, and vectors
+    in the cell's frame (texture offset, pale-zone centre, inverse semi-axes of the nucleus)."""
 
     nucleus: Dict[str, np.ndarray]  # name -> (N,) or (N, 3)
     body: Dict[str, np.ndarray]
@@ -77,7 +77,6 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     look = partial(_per_class, scene, cfg)
     variation = np.exp(rng.normal(0, 0.15, n))  # cell-to-cell stain uptake
     single = cells.lobe_count == 1  # rim and nucleoli need the ellipsoid of a one-lobe nucleus
-    frames = {f"frame_{a}": cells.rotation[:, :, i] for i, a in enumerate("xyz")}
     offset = rng.uniform(0, 1000, size=(n, 3))
     nucleus = {
         "h_conc": look("hematoxylin") * nu.intensity * variation,
@@ -85,7 +84,7 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
         "rim": look("rim") * single,
         "nucleoli": look("nucleoli") * single * (rng.random(n) < 0.8),
         "inv_axes": 1 / np.maximum(cells.lobe_axes[:, 0], 1e-3),
-        "texture_offset": offset, **frames,
+        "texture_offset": offset,
     }
     # The pale Golgi zone sits beside the nucleus on the side of the cell's centre.
     side = np.sign(cells.body_centre[:, 0])
@@ -96,7 +95,7 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
         "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, 0.12, n)),
         "granules": look("granules"), "hof": look("hof") * (side != 0), "hof_centre": hof_centre,
         "inv_axes": nucleus["inv_axes"], "displaced": single.astype(float),
-        "texture_offset": offset, **frames,
+        "texture_offset": offset,
     }
     return CellStains(nucleus=nucleus, body=body)
 

@@ -19,7 +19,7 @@ from arctique.scene import build as scene_build
 from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates, crypt_tree
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
-from arctique.scene.geometry import bend, icosphere, unbend
+from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
 from arctique.scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Ellipsoids, SceneModel
 
 SMALL = ["optics.image_size=96", "optics.mpp=1.0"]
@@ -212,6 +212,36 @@ def test_bend_is_inverted_by_unbend():
     p = rng.uniform(-5, 5, size=(100, 3))
     for k in (0.0, 0.05, -0.08):
         assert np.allclose(unbend(bend(p, k), k), p, atol=1e-9)
+
+
+def _volumes(verts, faces, rows, n):
+    tri = verts[faces]
+    return np.bincount(rows, np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6, minlength=n)
+
+
+def test_shells_cut_to_the_slab_are_closed_and_hold_the_slab_part_of_each_shell():
+    """Three unit spheres (shells) at different heights, cut to -0.3 <= z <= 0.5: every directed edge
+    has its reverse (closed, consistently wound), nothing lies outside the slab, each shell keeps the
+    volume of its part in the slab, a shell wholly outside is gone, and staggered caps of different
+    shells lie at different depths."""
+    v, f = icosphere(4)
+    lifts = np.array([0.0, 0.9, 3.0])  # cut on both planes, on the bottom plane only, outside
+    verts = np.concatenate([v + [0, 0, h] for h in lifts])
+    faces = np.concatenate([f + k * len(v) for k in range(3)])
+    rows = np.repeat(np.array([4, 7, 9]), len(f))
+    cut_v, cut_f, cut_rows = clip_to_slab(verts, faces, rows, len(f), -0.3, 0.5)
+    directed = {tuple(e) for e in np.concatenate([cut_f[:, [0, 1]], cut_f[:, [1, 2]], cut_f[:, [2, 0]]])}
+    assert all((b, a) in directed for a, b in directed)
+    assert set(np.unique(cut_rows)) == {4, 7}
+    z = cut_v[np.unique(cut_f), 2]
+    assert z.min() >= -0.3 - 1e-12 and z.max() <= 0.5 + 1e-12
+    slab_volume = [np.pi * (z1 - z1 ** 3 / 3 - z0 + z0 ** 3 / 3)  # unit ball between z0 and z1
+                   for z0, z1 in ((-0.3, 0.5), (-1.0, 0.5 - 0.9))]
+    volume = _volumes(cut_v, cut_f, cut_rows, 10)
+    assert volume[[4, 7]] == pytest.approx(slab_volume, rel=0.01)
+    staggered_v, staggered_f, staggered_rows = clip_to_slab(verts, faces, rows, len(f), -0.3, 0.5, 1e-3, 1)
+    top = {row: staggered_v[np.unique(staggered_f[staggered_rows == row]), 2].max() for row in (4, 7)}
+    assert top[4] == pytest.approx(0.5 + 2e-3) and top[7] == pytest.approx(0.5 + 4e-3)
 
 
 def _one_lobe(cells, row: int, lobe: int):
