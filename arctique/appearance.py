@@ -12,7 +12,8 @@ from functools import partial
 from typing import Dict
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter, rotate
+from scipy import fft
+from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
@@ -129,6 +130,12 @@ def _ridges(field: np.ndarray, width: float) -> np.ndarray:
     return np.exp(-((field / width) ** 2))
 
 
+def _periodic_blur(field: np.ndarray, sigma) -> np.ndarray:
+    """Gaussian blur of a periodic random field (``sigma`` in grid steps per axis), in Fourier space:
+    the kernels of the matrix textures span up to a few hundred pixels."""
+    return fft.irfftn(fourier_gaussian(fft.rfftn(field), sigma, n=field.shape[-1]), s=field.shape)
+
+
 def _fibres(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float) -> np.ndarray:
     """Collagen fibres in [0, 1]: wavy lines, locally parallel, whose direction turns across the field.
 
@@ -142,11 +149,11 @@ def _fibres(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float
     size = int(np.ceil(np.hypot(h, w))) + 2
     lines = []
     for angle in angles:
-        noise = gaussian_filter(rng.normal(size=(layers, size, size)), sigma=(0.4, across, along), mode="wrap")
+        noise = _periodic_blur(rng.normal(size=(layers, size, size)), (0.4, across, along))
         turned = rotate(noise, angle, axes=(1, 2), reshape=False, order=1, mode="wrap")
         top, left = (size - h) // 2, (size - w) // 2
         lines.append(_ridges(turned[:, top:top + h, left:left + w], 0.25))
-    choice = gaussian_filter(rng.normal(size=(len(angles), 1, h, w)), sigma=(0, 0, 12 / mpp, 12 / mpp), mode="wrap")
+    choice = _periodic_blur(rng.normal(size=(len(angles), 1, h, w)), (0, 0, 12 / mpp, 12 / mpp))
     weight = np.exp(8 * choice / (choice.std() + 1e-12))
     return (np.stack(lines) * weight).sum(0) / weight.sum(0)
 
@@ -201,10 +208,9 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     shape = codes.shape
     eosin = st.eosin_intensity
     fibres = _fibres(rng, shape, st, op.mpp)
-    mottle = gaussian_filter(rng.normal(size=shape), sigma=(0.5, 3.0 / op.mpp, 3.0 / op.mpp), mode="wrap")
+    mottle = _periodic_blur(rng.normal(size=shape), (0.5, 3.0 / op.mpp, 3.0 / op.mpp))
     mottle = 1 + 0.2 * mottle / (mottle.std() + 1e-12)
-    strands = _ridges(gaussian_filter(rng.normal(size=shape), sigma=(0.3, 1.0 / op.mpp, 1.0 / op.mpp),
-                                      mode="wrap"), 0.12)
+    strands = _ridges(_periodic_blur(rng.normal(size=shape), (0.3, 1.0 / op.mpp, 1.0 / op.mpp)), 0.12)
     # Collagen is densest in the sheath around the crypts and under the surface epithelium.
     epithelium = (codes == EPITHELIUM) | (codes == MUCIN)
     to_epithelium = np.stack([distance_transform_edt(~layer, sampling=op.mpp) for layer in epithelium])
