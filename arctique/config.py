@@ -155,8 +155,8 @@ class VesselsConf:
     clearance_um: float = _num(2.0, 0, 30)  # least gap between a capillary wall and the epithelium
     rbc_fill: List[float] = _span([0.3, 0.8], 0, 1)  # share of a capillary's length filled with rows of red cells
     rbc_row_um: List[float] = _span([12.0, 40.0], 1, 1000)  # length of one row of red cells
-    rbc_packing: float = _num(0.7, 0.3, 3)  # centre distance of neighbouring red cells in a row / their thickness
-    rbc_tilt_deg: float = _num(12.0, 0, 80)  # greatest tilt of a red cell's disc against the capillary's cross-section
+    rbc_packing: float = _num(0.5, 0.3, 3)  # centre distance of neighbouring red cells in a row / their thickness
+    rbc_tilt_deg: float = _num(10.0, 0, 80)  # greatest tilt of a red cell's disc against the capillary's cross-section
     endothelium: EndotheliumConf = field(default_factory=EndotheliumConf)
 
 
@@ -273,9 +273,9 @@ class StainConf:
     epithelium_hematoxylin: float = _num(0.09, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.25, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
-    blood_density: float = _num(0.6, 0, 5)  # OD per um of red blood cells
-    vessel_wall_eosin: float = _num(0.45, 0, 5)  # OD per um of the capillary wall
-    plasma_eosin: float = _num(0.05, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
+    blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
+    vessel_wall_eosin: float = _num(0.4, 0, 5)  # OD per um of the capillary wall
+    plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
     goblet_clarity: float = _num(0.95, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
