@@ -169,7 +169,9 @@ def test_tissue_mask_shows_blood_inside_capillaries_cut_by_the_section():
     VESSEL and its red cells as BLOOD, enclosed by the wall: no BLOOD pixel of a capillary touches
     stroma directly (a tear may cut through a capillary)."""
     cfg = load_config(ACROSS)
-    size, mpp = cfg.optics.image_size, cfg.optics.mpp
+    # The mask of the same field at 0.25 um/px, finer than the thinnest wall (coarser pixels could
+    # step over a wall).
+    size, mpp = cfg.optics.image_size * 4, cfg.optics.mpp / 4
     found = 0
     for seed in range(4):
         scene = built(tuple(ACROSS), seed)
