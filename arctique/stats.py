@@ -25,7 +25,7 @@ REFERENCE_E = (0.2159, 0.8012, 0.5581)
 
 # Tissue mask codes until a sample's metadata lists its own under sample.tissue_classes.
 DEFAULT_TISSUE_CLASSES = {"0": "outside", "1": "stroma", "2": "epithelium", "3": "lumen",
-                          "4": "mucin", "5": "tear", "6": "blood", "7": "vessel"}
+                          "4": "mucin", "5": "tear", "6": "blood"}
 
 DENSITY_AREA_UM2 = 1e4  # densities are nuclei per 10,000 um^2 (a 100 x 100 um field)
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs")
