@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 from scipy import fft
@@ -17,10 +17,10 @@ from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
-from .scene.architecture import compartment_map
+from .scene.architecture import compartment_map, vessel_parts
 from .scene.cells import inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
-from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, SceneModel
+from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSEL_WALL, SceneModel
 
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
@@ -116,12 +116,18 @@ def texture_grid(scene: SceneModel, mpp: float) -> np.ndarray:
     return -half + (np.arange(n) + 0.5) * (2 * half / n)
 
 
-def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
-    """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y)."""
+def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y),
+    and the capillary parts (``architecture.vessel_parts``) there."""
     xx, yy = np.meshgrid(xs, xs[::-1])
     xy = np.column_stack([xx.ravel(), yy.ravel()])
-    return np.stack([compartment_map(scene, np.column_stack([xy, np.full(len(xy), z)])).reshape(xx.shape)
-                     for z in zs])
+    codes, parts = [], []
+    for z in zs:
+        points = np.column_stack([xy, np.full(len(xy), z)])
+        part = vessel_parts(scene.vessels, points)
+        codes.append(compartment_map(scene, points, part).reshape(xx.shape))
+        parts.append(part.reshape(xx.shape))
+    return np.stack(codes), np.stack(parts)
 
 
 def _ridges(field: np.ndarray, width: float) -> np.ndarray:
@@ -203,7 +209,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     st, op = cfg.stain, cfg.optics
     xs = texture_grid(scene, op.mpp)
     zs = layer_depths(scene, op.layers)
-    codes = compartment_maps(scene, xs, zs)
+    codes, parts = compartment_maps(scene, xs, zs)
     rng = stream(scene.seed, "appearance/tissue")
     shape = codes.shape
     eosin = st.eosin_intensity
@@ -234,6 +240,12 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     residue = (1 - st.goblet_clarity) * (0.2 + 5 * strands * (strands > 0.5))
     e[mucin] = (st.epithelium_eosin * eosin * 0.5 * residue)[mucin]
     h[mucin] = (st.epithelium_hematoxylin * 2.0 * residue)[mucin]
+    # Capillaries: an eosinophilic wall around a lumen of faintly stained plasma.
+    vessel = codes == VESSEL
+    wall = vessel & (parts == VESSEL_WALL)
+    e[wall] = (st.vessel_wall_eosin * eosin * mottle)[wall]
+    h[wall] = st.stroma_hematoxylin
+    e[vessel & ~wall] = st.plasma_eosin * eosin
     out[..., 2][codes == BLOOD] = st.blood_density
     e[codes == BLOOD] = st.stroma_eosin * eosin
     out *= (1 - cell_occupancy(scene, xs, op.layers))[..., None]

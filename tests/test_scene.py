@@ -20,7 +20,9 @@ from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates, crypt_tree
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
 from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
-from arctique.scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Ellipsoids, SceneModel
+from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
+                                  SceneModel)
+from arctique.scene.vessels import endothelial
 
 SMALL = ["optics.image_size=96", "optics.mpp=1.0"]
 # A shallow, nearly longitudinal section that cuts through the luminal surface (seed 0 shows gut
@@ -332,8 +334,10 @@ def test_class_sizes_and_elongation_follow_the_config():
     cfg = load_config(["optics.image_size=400", "optics.mpp=0.5"])
     scene = build_scene(cfg, 0)
     c = scene.cells
+    wall = endothelial(c, scene.vessels)  # sized by tissue.vessels.endothelium (tests/test_vessels.py)
+    assert wall.any()
     for name in ("LYM", "PLA", "FIB", "EPI"):
-        rows = np.nonzero((c.cls == CLASS_IDS[name]) & (c.lobe_count == 1))[0]
+        rows = np.nonzero((c.cls == CLASS_IDS[name]) & (c.lobe_count == 1) & ~wall)[0]
         conf = getattr(cfg.cells.types, name)
         axes = c.lobe_axes[rows, 0]
         length = 2 * axes[:, 0]
@@ -364,7 +368,7 @@ def test_stroma_densities_match_the_config():
         h = s.field_um / 2 + s.margin_um
         z0, z1 = s.z0 - 2.5, s.z1 + 2.5  # within every type's placement region
         inside = (np.abs(scene.cells.centre[:, :2]) <= h).all(1) & (scene.cells.centre[:, 2] >= z0) & (
-            scene.cells.centre[:, 2] <= z1)
+            scene.cells.centre[:, 2] <= z1) & ~endothelial(scene.cells, scene.vessels)
         for name in counts:
             counts[name] += int(np.sum(inside & (scene.cells.cls == CLASS_IDS[name])))
         p = np.column_stack([rng.uniform(-h, h, (100000, 2)), rng.uniform(z0, z1, 100000)])
@@ -397,16 +401,17 @@ def test_numpy_layers_import_without_blender():
 
 def test_tissue_only_scenes_have_the_architecture_of_the_full_scene(cfg, monkeypatch):
     full, part = built(tuple(SMALL), 0), tissue_only(cfg, 0, monkeypatch)
-    for name in ("section", "crypts", "rips", "blood"):
+    for name in ("section", "crypts", "rips", "blood", "vessels"):
         a, b = getattr(full, name), getattr(part, name)
         for f in dataclasses.fields(a):
             assert np.array_equal(getattr(a, f.name), getattr(b, f.name)), (name, f.name)
 
 
-@pytest.mark.parametrize("overrides, seed, shown", [(DEEP, 3, {LUMEN, RIP, BLOOD}), (SURFACE, 0, {OUTSIDE})])
+@pytest.mark.parametrize("overrides, seed, shown", [(DEEP, 3, {LUMEN, RIP, BLOOD, VESSEL}), (SURFACE, 0, {OUTSIDE})])
 def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     """Every pixel's compartment from the geometry directly: the surface waves, the crypt radii at
-    the point, the ellipsoid inequality of mucin vacuoles and red blood cells, the tear fields."""
+    the point, the ellipsoid inequality of mucin vacuoles and red blood cells, the tear fields, the
+    nearest capillary centreline sample (brute force)."""
     cfg = load_config(overrides)
     scene = built(tuple(overrides), seed)
     size, mpp = cfg.optics.image_size, cfg.optics.mpp
@@ -426,10 +431,20 @@ def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     crack = 1 - np.abs(waves(rips.waves, p[:, :2])) > rips.threshold
     cleft = rips.cleft_um * np.minimum(excess / CLEFT_TAPER, 1) * (1 + CLEFT_VARIATION * waves(rips.waves, p[:, :2]))
     tear = stroma & (excess > 0) & (crack | (rho - basal < cleft))
+    v = scene.vessels  # the union of tubes, each within its radius of its nearest centreline sample
+    in_lumen, in_vessel = np.zeros(len(p), bool), np.zeros(len(p), bool)
+    for piece in np.unique(v.piece):
+        rows = v.piece == piece
+        lumen_radius, wall = v.lumen[rows][0], v.wall[rows][0]
+        for chunk in np.array_split(np.arange(len(p)), 16):
+            d = np.linalg.norm(p[chunk, None] - v.centre[rows][None], axis=2).min(1)
+            in_lumen[chunk] |= d < lumen_radius
+            in_vessel[chunk] |= d < lumen_radius + wall
+    vessel = stroma & ~tear & in_vessel
     expected = np.full(len(p), STROMA, np.uint8)
     for code, where in ((OUTSIDE, outside), (LUMEN, lumen), (EPITHELIUM, epithelium), (RIP, tear),
-                        (MUCIN, epithelium & inside_any(p, scene.mucin)),
-                        (BLOOD, stroma & ~tear & inside_any(p, scene.blood))):
+                        (MUCIN, epithelium & inside_any(p, scene.mucin)), (VESSEL, vessel),
+                        (BLOOD, stroma & ~tear & (~in_vessel | in_lumen) & inside_any(p, scene.blood))):
         expected[where] = code
     wrong = mask.ravel() != expected
     assert not wrong.any(), f"{wrong.sum()} pixels differ, e.g. {mask.ravel()[wrong][:5]} vs {expected[wrong][:5]}"
