@@ -274,7 +274,7 @@ class StainConf:
     apical_eosin: float = _num(0.25, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
-    vessel_wall_eosin: float = _num(0.4, 0, 5)  # OD per um of the capillary wall
+    vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
     goblet_clarity: float = _num(0.95, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
