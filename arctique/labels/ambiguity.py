@@ -27,9 +27,14 @@ from .trace import Crossings, Intervals, Mesh, crossings
 
 
 def _first_hits(iv: Intervals) -> Tuple[np.ndarray, np.ndarray]:
-    """Index into ``iv`` of the first hit of each ray that meets a nucleus, and those rays."""
-    order = np.lexsort((-iv.top, iv.ray))
-    first = order[np.r_[True, iv.ray[order][1:] != iv.ray[order][:-1]]] if len(order) else order
+    """Index into ``iv`` of the first hit of each ray that meets a nucleus (the highest top, the
+    earliest of equal ones), and those rays."""
+    if len(iv.ray) == 0:
+        return np.zeros(0, np.int64), iv.ray
+    starts = np.flatnonzero(np.r_[True, iv.ray[1:] != iv.ray[:-1]])
+    highest = np.repeat(np.maximum.reduceat(iv.top, starts), np.diff(np.r_[starts, len(iv.ray)]))
+    best = np.flatnonzero(iv.top == highest)
+    first = best[np.r_[True, iv.ray[best[1:]] != iv.ray[best[:-1]]]]
     return first, iv.ray[first]
 
 

@@ -40,7 +40,8 @@ def z_range(mesh: Mesh, n_rows: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Intervals:
-    """Where the rays of a grid are inside nuclei within the slab: one row per (ray, nucleus, piece)."""
+    """Where the rays of a grid are inside nuclei within the slab: one row per (ray, nucleus, piece),
+    sorted by ray."""
 
     ray: np.ndarray  # (K,) ray index, row-major over the grid, top row first
     row: np.ndarray  # (K,) scene cell row of the nucleus
@@ -80,11 +81,19 @@ class Crossings:
         rather than guessed.
         """
         z0, z1 = slab
-        order = np.lexsort((-self.z, self.row, self.ray))
-        ray, row, z = self.ray[order], self.row[order], self.z[order]
-        key = ray * (int(row.max(initial=0)) + 1) + row
+        key = self.ray * (int(self.row.max(initial=0)) + 1) + self.row
+        order = np.argsort(key, kind="stable")
+        key = key[order]
         starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         sizes = np.diff(np.r_[starts, len(key)])
+        # Top-down within each (ray, mesh): a pair needs at most a swap; longer runs (a ray through
+        # several lobes of one nucleus) are few and sorted as such. Equal heights keep their order.
+        pair = starts[sizes == 2]
+        swap = pair[self.z[order[pair]] < self.z[order[pair + 1]]]
+        order[swap], order[swap + 1] = order[swap + 1], order[swap]
+        longer = np.flatnonzero(np.repeat(sizes > 2, sizes))
+        order[longer] = order[longer][np.lexsort((-self.z[order[longer]], key[longer]))]
+        ray, row, z = self.ray[order], self.row[order], self.z[order]
         even = np.repeat(sizes % 2 == 0, sizes)
         ray, row, z = ray[even], row[even], z[even]
         top, bottom = np.minimum(z[0::2], z1), np.maximum(z[1::2], z0)
