@@ -26,10 +26,11 @@ from .config import ArctiqueConf, ConfigError, NoiseConf, OpticsConf, fingerprin
 from .io import dataset as ds
 from .io.sample import RenderedSample, write_sample
 from .labels.ambiguity import ambiguity_maps, cell_columns, instance_rows
-from .labels.exact import Labels, finalize, slice_depths, tissue_classes, tissue_mask
+from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes, tissue_mask
 from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load
-from .scene.cells import nucleus_mesh
+from .labels.trace import crossings, z_range
+from .scene.cells import body_mesh, nucleus_mesh
 from .stopping import StopOnSignal
 
 if TYPE_CHECKING:  # bpy is imported only when something is rendered
@@ -102,6 +103,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
         if scene is None:
             scene = build_scene(cfg, seed)
         nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
+        bodies = body_mesh(scene.cells, cfg.cells.mesh_subdivisions)
     with timer("appearance"):
         stains = cell_stains(cfg, scene)
         textures = tissue_textures(cfg, scene)
@@ -109,15 +111,18 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
     if blend is not None:
         blend.parent.mkdir(parents=True, exist_ok=True)
-    raw, device = render_scene(cfg, scene, stains, textures, nuclei, timer, save_blend=blend)
-    with timer("labels"):
-        focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
-        labels = finalize(scene, raw, cfg.optics.mpp, focus_z, _z_range(*nuclei, len(scene.cells)))
-        tissue = tissue_mask(scene, cfg.optics.image_size, cfg.optics.mpp)
-        image = srgb_uint8(raw["image"])
+    linear, device = render_scene(cfg, scene, stains, textures, nuclei, bodies, timer, save_blend=blend)
+    with timer("labels"):  # the pixel-centre rays through the meshes Blender rendered
+        sec, size, mpp = scene.section, cfg.optics.image_size, cfg.optics.mpp
+        focus_z = (sec.z0 + sec.z1) / 2 + cfg.optics.focus_offset_um
+        centre = crossings(nuclei, size, mpp, 1, (-np.inf, sec.z1))
+        raw = label_passes(scene, centre, crossings(bodies, size, mpp, 1, (-np.inf, sec.z1)), cfg.output.z_slices)
+        labels = finalize(scene, raw, mpp, focus_z, z_range(nuclei, len(scene.cells)))
+        tissue = tissue_mask(scene, size, mpp)
+        image = srgb_uint8(linear)
     with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
         rows = instance_rows(labels.cells)
-        ambiguity = ambiguity_maps(scene, nuclei, labels.instance, rows, cfg.optics.mpp,
+        ambiguity = ambiguity_maps(scene, nuclei, centre, labels.instance, rows, mpp,
                                    cfg.output.soft_subsamples, focus_z)
         labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
                                                     cfg.optics.aperture, cfg.optics.mpp))
@@ -160,15 +165,6 @@ def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.n
             out = ds.agreement_files(index, level_name(level))
             for key, array in annotator_agreement(variants[1:]).items():
                 ds.write_label_tiff(folder / out[key], array, mpp)
-
-
-def _z_range(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, n_cells: int) -> np.ndarray:
-    """Lowest and highest z of every nucleus mesh, (N, 2)."""
-    z = verts[faces, 2]
-    out = np.stack([np.full(n_cells, np.inf), np.full(n_cells, -np.inf)], 1)
-    np.minimum.at(out[:, 0], rows, z.min(1))
-    np.maximum.at(out[:, 1], rows, z.max(1))
-    return out
 
 
 @dataclass(frozen=True)

@@ -117,8 +117,8 @@ def test_overwritten_sample_consists_of_exactly_the_files_of_its_new_render(tmp_
     before = files_of(root, 0)
     assert len([f for f in before if "_noise_" in f]) == 20 and len(list((root / ds.slice_dir(0)).iterdir())) == 11
     # a single-sample run says what it does, stage by stage, and draws no progress bar into the log
-    for stage in ("started", "scene_model", "appearance", "blender_build", "render_image", "render_labels",
-                  "labels", "ambiguity", "write", "label_noise"):
+    for stage in ("started", "scene_model", "appearance", "blender_build", "render_image", "labels", "ambiguity",
+                  "write", "label_noise"):
         assert f"sample 0: {stage}" in first or f"sample 0 (1 of 1): {stage}" in first, stage
     assert "samples:" not in first and "it/s" not in first
 

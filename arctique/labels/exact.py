@@ -1,5 +1,6 @@
-"""From raw label passes (scene cell ids) to the label contract: contiguous ids, semantic map and
-the per-cell table (DESIGN.md section 6). numpy only."""
+"""The label passes (scene cell ids), read from the crossings of the pixel-centre rays with the
+meshes Blender renders, and from them the label contract: contiguous ids, semantic map and the
+per-cell table (DESIGN.md section 6). numpy only."""
 
 from __future__ import annotations
 
@@ -11,11 +12,29 @@ import numpy as np
 from ..classes import CLASS_NAMES
 from ..scene.architecture import compartment_map
 from ..scene.model import COMPARTMENT_NAMES, SceneModel
+from .trace import Crossings
 
 
 def slice_depths(z0: float, z1: float, n: int) -> np.ndarray:
     """Depths of the 3D stack's slices, top (camera side) first, at the centres of n equal parts."""
     return z1 - (z1 - z0) * (np.arange(n) + 0.5) / n
+
+
+def label_passes(scene: SceneModel, nuclei: Crossings, bodies: Crossings, z_slices: int) -> Dict[str, np.ndarray]:
+    """Scene cell ids seen by the pixel-centre rays (``trace.crossings`` of the nucleus and cell-body
+    meshes with ``z_span`` (-inf, z1)).
+
+    ``instance`` and ``cytoplasm``: the surface a ray meets first below the slab top, if it lies in
+    the slab or is a back face (the ray enters the slab inside that cell); ``stack`` (Z, H, W): the
+    nucleus containing each point at the slice depths (the first surface below it is a back face).
+    """
+    sec, ids = scene.section, scene.cells.cell_id
+    nuclei, bodies = nuclei.top_down(), bodies.top_down()
+    return {
+        "instance": nuclei.first_below(sec.z1, sec.z0, ids),
+        "cytoplasm": bodies.first_below(sec.z1, sec.z0, ids),
+        "stack": np.stack([nuclei.first_below(z, np.inf, ids) for z in slice_depths(sec.z0, sec.z1, z_slices)]),
+    }
 
 
 def pixel_centres(size: int, mpp: float) -> np.ndarray:

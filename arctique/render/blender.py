@@ -1,7 +1,7 @@
-"""Build a scene model in Blender and render the H&E image and the exact label passes.
+"""Build a scene model in Blender and render the H&E image.
 
-Units: 1 Blender unit = 1 micrometre. The camera looks down -z, orthographic, over the field;
-labels come from an AOV written by an opaque override material at 1 sample per pixel centre.
+Units: 1 Blender unit = 1 micrometre. The camera looks down -z, orthographic, over the field. The
+labels are traced in numpy through the same meshes (``arctique.labels.trace``).
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Tuple
 
 import numpy as np
 
 from ..appearance import CellStains, layer_depths, layer_transmittance, od_vectors
 from ..config import ArctiqueConf, OpticsConf
-from ..labels.exact import slice_depths
-from ..scene.cells import body_mesh
 from ..scene.geometry import clip_to_slab, icosphere
 from ..scene.model import SceneModel
 from . import materials
@@ -148,13 +146,13 @@ def configure_device(optics: OpticsConf, log: Path) -> RenderDevice:
 
 
 class SceneRenderer:
-    """Turns one scene model into arrays: the image and the label passes.
+    """Turns one scene model into the H&E image.
 
     The Blender state is reset on construction, so every sample starts from an empty file.
     """
 
     def __init__(self, cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
-                 nuclei: Mesh) -> None:
+                 nuclei: Mesh, bodies: Mesh) -> None:
         self.cfg, self.model, self.optics = cfg, scene, cfg.optics
         reset()
         self.bscene = bpy.context.scene
@@ -171,14 +169,11 @@ class SceneRenderer:
                                   materials.NUCLEUS_AMOUNTS, materials.NUCLEUS_FEATURES,
                                   lambda features: materials.nucleus_material(
                                       od, cfg.nuclei.chromatin_scale_um, step, features))
-        self.bodies = self._cells("body", self._in_slab(body_mesh(scene.cells, level), level, phase=1),
+        self.bodies = self._cells("body", self._in_slab(bodies, level, phase=1),
                                   stains.body,
                                   materials.BODY_AMOUNTS, materials.BODY_FEATURES,
                                   lambda features: materials.body_material(od, step, features))
         self.layers = self._tissue(layer_transmittance(textures, od, scene.section.thickness))
-        self.label_mat, self.label_mode = materials.label_material(scene.section.z0)
-        aov = self.bscene.view_layers[0].aovs.add()
-        aov.name, aov.type = materials.LABEL_AOV, "VALUE"
 
     def failure(self, message: str) -> RuntimeError:
         """An error for this sample that names a kept copy of Blender's output for it."""
@@ -280,7 +275,6 @@ class SceneRenderer:
             # Row vectors: (p - centre) @ rotation are the coordinates in the cell's frame.
             obj = self._link(f"{part}_{cells.cell_id[row]:06d}", (verts[used] - centre) @ rotation,
                              local.reshape(-1, 3), centre, rotation)
-            obj["instance"] = float(cells.cell_id[row])
             obj.color = [float(properties[key][row]) for key in amounts]
             for key in vectors:
                 obj[key] = tuple(float(v) for v in properties[key][row])
@@ -311,11 +305,6 @@ class SceneRenderer:
         return objects
 
     # ------------------------------------------------------------------------------ passes
-
-    def _show(self, visible: Iterable["bpy.types.Object"]) -> None:
-        keep = set(o.name for o in visible)
-        for o in self.nuclei + self.bodies + self.layers:
-            o.hide_render = o.name not in keep
 
     def _render(self, workdir: Path, name: str, socket: str) -> np.ndarray:
         """Render and return ``socket`` of the render layer as a float32 (H, W, 4) array, top row first."""
@@ -351,8 +340,6 @@ class SceneRenderer:
     def render_image(self, workdir: Path) -> np.ndarray:
         """Linear transmittance image, (H, W, 3) float32 in [0, 1]."""
         sec, o = self.model.section, self.optics
-        self._show(self.nuclei + self.bodies + self.layers)
-        self.bscene.view_layers[0].material_override = None
         cam = self.camera.data
         cam.clip_start, cam.clip_end = 0.1, 10 * (CAMERA_HEIGHT_UM + sec.thickness) + 1000
         focus_z = (sec.z0 + sec.z1) / 2 + o.focus_offset_um
@@ -372,64 +359,24 @@ class SceneRenderer:
             raise self.failure(f"the H&E render on {self.device.backend} ({self.device.name}) came back black")
         return image
 
-    def _label_pass(self, workdir: Path, objects, clip_top: float, inside: bool) -> np.ndarray:
-        self._show(objects)
-        self.bscene.view_layers[0].material_override = self.label_mat
-        self.label_mode.outputs[0].default_value = 1.0 if inside else 0.0
-        cam = self.camera.data
-        cam.dof.use_dof = False
-        cam.clip_start = self.camera.location.z - clip_top
-        cam.clip_end = cam.clip_start + 1e4
-        self.bscene.cycles.samples = 1
-        self.bscene.cycles.use_denoising = False
-        self.bscene.cycles.filter_width = 0.01
-        values = self._render(workdir, "label", materials.LABEL_AOV)[..., 0]
-        ids = np.rint(values).astype(np.int64)
-        if np.abs(values - ids).max() > 1e-3:
-            raise RuntimeError("label pass returned non-integer ids (pixel filter not disabled?)")
-        return ids
-
-    def render_labels(self, workdir: Path, z_slices: int) -> Dict[str, np.ndarray]:
-        """Scene cell ids: 2D first-hit instance and cytoplasm masks, and the (Z, H, W) stack."""
-        sec = self.model.section
-        out = {
-            "instance": self._label_pass(workdir, self.nuclei, sec.z1, inside=False),
-            "cytoplasm": self._label_pass(workdir, self.bodies, sec.z1, inside=False),
-        }
-        depths = slice_depths(sec.z0, sec.z1, z_slices)
-        out["stack"] = np.stack([self._label_pass(workdir, self.nuclei, z, inside=True)
-                                 for z in depths])
-        cells = self.model.cells
-        in_view = ((np.abs(cells.centre[:, :2]).max(1) < sec.field_um / 2)
-                   & (cells.centre[:, 2] > sec.z0) & (cells.centre[:, 2] < sec.z1))
-        for name, shown in (("instance", in_view), ("cytoplasm", in_view & (cells.body_axes[:, 0] > 0))):
-            if shown.any() and not out[name].any():
-                raise self.failure(f"the {name} label pass on {self.device.backend} ({self.device.name}) came back "
-                                   f"empty although {int(shown.sum())} such cells are centred in the field and the slab")
-        return out
-
     def save_blend(self, path: Path) -> None:
         bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True, copy=True)
 
 
 def render_scene(cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
-                 nuclei: Mesh, timer: Callable[[str], object],
-                 save_blend: Path | None = None) -> Tuple[Dict[str, np.ndarray], RenderDevice]:
-    """Image (linear, (H, W, 3) float32) and label passes (scene cell ids) of one scene, and the
-    device that rendered them.
+                 nuclei: Mesh, bodies: Mesh, timer: Callable[[str], object],
+                 save_blend: Path | None = None) -> Tuple[np.ndarray, RenderDevice]:
+    """The linear H&E image ((H, W, 3) float32) of one scene and the device that rendered it.
 
-    ``nuclei`` is ``arctique.scene.cells.nucleus_mesh(cells, level)``, built once by the caller,
-    which also needs it.
+    ``nuclei`` and ``bodies`` are ``arctique.scene.cells.nucleus_mesh`` and ``body_mesh`` of the
+    cells, built once by the caller, which traces the labels through them.
     """
     with timer("blender_build"):
-        r = SceneRenderer(cfg, scene, stains, textures, nuclei)
+        r = SceneRenderer(cfg, scene, stains, textures, nuclei, bodies)
     with tempfile.TemporaryDirectory(prefix="arctique_") as tmp:
         work = Path(tmp)
         with timer("render_image"):
             image = r.render_image(work)
-        with timer("render_labels"):
-            labels = r.render_labels(work, cfg.output.z_slices)
     if save_blend is not None:
         r.save_blend(save_blend)
-    return {"image": image, **labels}, r.device
-
+    return image, r.device

@@ -1,5 +1,5 @@
 """Shader node trees: Beer-Lambert absorption per stain in the cells (whose meshes are cut to the
-slab) and the tissue sheets, and the label shader."""
+slab) and in the tissue sheets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 from ..appearance import LN10
 from ._bpy import bpy
 
-LABEL_AOV = "instance"
 MAX_NUCLEAR_BOOST = 1.5  # highest local hematoxylin of a nucleus relative to its mean uptake
 
 
@@ -210,26 +209,3 @@ def tissue_material(name: str, image: "bpy.types.Image", half_width: float) -> "
     n.link(sheet.outputs[0], out.inputs["Surface"])
     return mat
 
-
-def label_material(z_floor: float) -> Tuple["bpy.types.Material", "bpy.types.Node"]:
-    """Opaque surface writing the object property ``instance`` to the AOV.
-
-    A hit counts when it is a back face (the ray started inside that object) or, unless the
-    returned value node is set to 1, when it lies at or above ``z_floor`` (the slab bottom). So 0
-    gives first-hit projections within the slab, 1 cross-sections at the camera's clip plane.
-    """
-    mat = bpy.data.materials.new("label")
-    n = _Nodes(mat)
-    inside_only = n.add("ShaderNodeValue")
-    geo = n.add("ShaderNodeNewGeometry")
-    sep = n.add("ShaderNodeSeparateXYZ")
-    n.link(geo.outputs["Position"], sep.inputs[0])
-    in_slab = n.math("MULTIPLY", n.math("SUBTRACT", 1.0, inside_only.outputs[0]),
-                     n.math("GREATER_THAN", sep.outputs["Z"], z_floor))
-    gate = n.math("MAXIMUM", in_slab, geo.outputs["Backfacing"])
-    value = n.math("MULTIPLY", n.obj_attr("instance").outputs["Fac"], gate)
-    aov = n.add("ShaderNodeOutputAOV", aov_name=LABEL_AOV)
-    n.link(value, aov.inputs["Value"])
-    out = n.add("ShaderNodeOutputMaterial")
-    n.link(n.add("ShaderNodeHoldout").outputs[0], out.inputs["Surface"])
-    return mat, inside_only

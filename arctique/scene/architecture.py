@@ -164,8 +164,9 @@ def compartments(points: np.ndarray, section: Section, crypts: Crypts, tree: cKD
     code[(rho < basal) | (depth < crypts.surface)] = EPITHELIUM
     code[rho < lumen] = LUMEN
     code[depth < 0] = OUTSIDE
-    if rips is not None:
-        code[torn(rips, points[:, :2], rho - basal) & (code == STROMA)] = RIP
+    if rips is not None:  # only stroma tears
+        stroma = np.flatnonzero(code == STROMA)
+        code[stroma[torn(rips, points[stroma, :2], (rho - basal)[stroma])]] = RIP
     return code
 
 
@@ -287,11 +288,14 @@ def cleft_width(cleft_um: float, crack_field: np.ndarray, patch_excess: np.ndarr
 
 def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
     """Whether section points ``xy`` (P, 2), at ``wall_distance`` from the nearest crypt wall, lie in a
-    tear (tears run through the whole section)."""
+    tear (tears run through the whole section). The crack field is evaluated in damaged patches only."""
     excess = wave_field(rips.patch_waves, xy) - rips.patch_threshold
-    crack_field = wave_field(rips.waves, xy)
+    out = excess > 0
+    damaged = np.flatnonzero(out)
+    crack_field = wave_field(rips.waves, xy[damaged])
     cracks = 1 - np.abs(crack_field) > rips.threshold
-    return (excess > 0) & (cracks | (wall_distance < cleft_width(rips.cleft_um, crack_field, excess)))
+    out[damaged] = cracks | (wall_distance[damaged] < cleft_width(rips.cleft_um, crack_field, excess[damaged]))
+    return out
 
 
 def sample_blood(conf: BloodConf, section: Section, crypts: Crypts, tree: cKDTree, vessels: Vessels,
