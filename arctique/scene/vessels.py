@@ -34,6 +34,7 @@ VESSEL_STEP_UM = 0.5  # spacing of the centreline samples: the tube surface devi
 # Pieces of tube shorter than this many lumen radii (where crypts interrupt a capillary) are left out:
 # such stubs would show as isolated blobs.
 MIN_PIECE_RADII = 4.0
+SLIVER_RADII = 2.0  # lattice triangles whose circumradius exceeds this many times the median are slivers
 
 
 def _circumcentres(points: np.ndarray, simplices: np.ndarray) -> np.ndarray:
@@ -130,9 +131,13 @@ def sample_vessels(conf: VesselsConf, section: Section, crypts: Crypts, tree: cK
         arg = 2 * np.pi * w[:, None] / conf.meander_wavelength_um + tri_phase[t]
         return vertex[t] + warp + tri_amp[t] * np.sin(arg)
 
+    # Slivers on the hull of the crypt lattice have circumcentres far outside it: no stroma column
+    # runs there, and a link to one would cross the whole scene.
+    radius = np.linalg.norm(crypts.centre[simplices[:, 0]] - vertex, axis=1)
+    regular = radius <= SLIVER_RADII * np.median(radius)
     # Vertices farther than one edge from the scene box cannot bring a capillary into it.
-    reach = np.max(np.linalg.norm(crypts.centre[simplices[:, 0]] - vertex, axis=1)) * 2 + outer
-    near = ((vertex >= qmin[:2] - reach) & (vertex <= qmax[:2] + reach)).all(1)
+    reach = np.max(radius[regular]) * 2 + outer
+    near = regular & ((vertex >= qmin[:2] - reach) & (vertex <= qmax[:2] + reach)).all(1)
     paths: List[Tuple[np.ndarray, float, float]] = []  # tissue-frame samples, lumen radius, wall
     w_axis = np.arange(w_lo, w_hi + VESSEL_STEP_UM, VESSEL_STEP_UM / 2)
     for t in np.nonzero(column & near)[0]:
@@ -140,7 +145,7 @@ def sample_vessels(conf: VesselsConf, section: Section, crypts: Crypts, tree: cK
         paths.append((np.column_stack([uv, w_axis]), tri_lumen[t], tri_wall[t]))
     for k in range(total):
         a, b = edges[link_edge[k]]
-        if not (near[a] or near[b]):
+        if not (near[a] or near[b]) or not (regular[a] and regular[b]):
             continue
         w0 = np.array([link_w[k]])
         pa, pb = column_uv(a, w0)[0], column_uv(b, w0)[0]
