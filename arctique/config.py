@@ -108,9 +108,12 @@ class EpitheliumConf:
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(3.0, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
     goblet_fraction: float = _num(0.34, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([18.0, 26.0], 1, 40)  # radial extent of mucin
-    goblet_width_um: List[float] = _span([10.0, 13.0], 1, 40)  # tangential extent of mucin
-    goblet_fill: float = _num(1.0, 0.3, 1.5)  # a vacuole spans at most this share of the wall between goblets
+    goblet_length_um: List[float] = _span([24.0, 30.0], 1, 40)  # radial extent of mucin (theca and stem)
+    goblet_width_um: List[float] = _span([10.0, 13.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_fill: float = _num(1.0, 0.3, 1)  # a theca spans this share of the angle between goblets ...
+    goblet_strand_um: float = _num(1.0, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
+    goblet_height_um: float = _num(11.0, 1, 40)  # theca extent along the crypt (at most 2 x row_spacing_um)
+    goblet_exponent: float = _num(4.0, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
 
 
 @dataclass

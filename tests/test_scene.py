@@ -20,7 +20,8 @@ from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates, crypt_tree
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
 from arctique.scene.geometry import bend, icosphere, unbend
-from arctique.scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Ellipsoids, SceneModel
+from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Ellipsoids, SceneModel,
+                                  Vacuoles)
 
 SMALL = ["optics.image_size=96", "optics.mpp=1.0"]
 # A shallow, nearly longitudinal section that cuts through the luminal surface (seed 0 shows gut
@@ -46,7 +47,8 @@ def tissue_only(cfg, seed: int, monkeypatch) -> SceneModel:
     and blood come from their own named streams, so they are those of the full scene."""
     no_cells = make_cells(np.zeros(0, np.uint8), np.zeros((0, 3)), np.zeros((0, 3, 3)),
                           draw_shapes(CellTypeConf(), 1.0, 0, np.random.default_rng(0)))
-    no_mucin = Ellipsoids(centre=np.zeros((0, 3)), rotation=np.zeros((0, 3, 3)), axes=np.zeros((0, 3)))
+    no_mucin = Vacuoles(centre=np.zeros((0, 3)), rotation=np.zeros((0, 3, 3)), axes=np.zeros((0, 3)),
+                        taper=np.zeros(0), exponent=np.zeros(0), stem=np.zeros(0, bool))
     with monkeypatch.context() as m:
         m.setattr(scene_build, "build_epithelium", lambda *args, **kwargs: (no_cells, no_mucin))
         m.setattr(scene_build, "build_stroma", lambda *args, **kwargs: no_cells)
@@ -61,6 +63,17 @@ def waves(rows: np.ndarray, xy: np.ndarray) -> np.ndarray:
 def surface_w(crypts, uv: np.ndarray) -> np.ndarray:
     """w of the luminal surface above tissue points ``uv``."""
     return waves(crypts.surface_waves, uv)
+
+
+def inside_any_vacuole(points: np.ndarray, vac) -> np.ndarray:
+    """Whether points lie in any goblet vacuole, by its inequality (``model.Vacuoles``)."""
+    hit = np.zeros(len(points), bool)
+    for centre, rotation, (a, b, c), taper, p in zip(vac.centre, vac.rotation, vac.axes, vac.taper, vac.exponent):
+        x, y, z = ((points - centre) @ rotation).T
+        width = b * np.maximum(1 + taper * x / a, 0) * (1 - np.abs(z) / c)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit |= (width > 0) & (np.abs(x / a) ** p + (np.abs(y) / width) ** p <= 1)
+    return hit
 
 
 def inside_any(points: np.ndarray, ell: Ellipsoids) -> np.ndarray:
@@ -376,7 +389,7 @@ def test_tissue_only_scenes_have_the_architecture_of_the_full_scene(cfg, monkeyp
 @pytest.mark.parametrize("overrides, seed, shown", [(DEEP, 3, {LUMEN, RIP, BLOOD}), (SURFACE, 0, {OUTSIDE})])
 def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     """Every pixel's compartment from the geometry directly: the surface waves, the crypt radii at
-    the point, the ellipsoid inequality of mucin vacuoles and red blood cells, the tear fields."""
+    the point, the inequalities of goblet vacuoles and red blood cells, the tear fields."""
     cfg = load_config(overrides)
     scene = built(tuple(overrides), seed)
     size, mpp = cfg.optics.image_size, cfg.optics.mpp
@@ -398,7 +411,7 @@ def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     tear = stroma & (excess > 0) & (crack | (rho - basal < cleft))
     expected = np.full(len(p), STROMA, np.uint8)
     for code, where in ((OUTSIDE, outside), (LUMEN, lumen), (EPITHELIUM, epithelium), (RIP, tear),
-                        (MUCIN, epithelium & inside_any(p, scene.mucin)),
+                        (MUCIN, epithelium & inside_any_vacuole(p, scene.mucin)),
                         (BLOOD, stroma & ~tear & inside_any(p, scene.blood))):
         expected[where] = code
     wrong = mask.ravel() != expected
