@@ -112,7 +112,7 @@ class EpitheliumConf:
     goblet_width_um: List[float] = _span([10.0, 13.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(1.0, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.0, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
-    goblet_height_um: float = _num(11.0, 1, 40)  # theca extent along the crypt (at most 2 x row_spacing_um)
+    goblet_height_um: float = _num(8.0, 1, 40)  # theca extent along the crypt (row_spacing_um to 2 x it: interlocking)
     goblet_exponent: float = _num(4.0, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
 
 

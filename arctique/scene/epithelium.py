@@ -183,6 +183,7 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     vac_rotation = section.rotation.T @ np.concatenate([cup["frame"], _wall_frame(wall.normal[g], wall.theta[g])])
     vac_axes = np.concatenate([cup["axes"], stem["axes"]])
     vac_taper = np.concatenate([cup["taper"], np.zeros(len(g))])
+    vac_flat = np.concatenate([cup["flat"], stem["flat"]])
     has_vacuole = np.concatenate([cup["ok"], stem["ok"]])
     vac_owner = np.concatenate([g, g])
 
@@ -203,7 +204,7 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     keep = _reaches(centre, bounding_radius(shapes, nucleus.shape_noise), lo, hi)
     keep[:n] &= below
     vac_centre = section.to_section(vac_centre_t)
-    mucin = Vacuoles(centre=vac_centre, rotation=vac_rotation, axes=vac_axes, taper=vac_taper,
+    mucin = Vacuoles(centre=vac_centre, rotation=vac_rotation, axes=vac_axes, taper=vac_taper, flat=vac_flat,
                      exponent=np.full(len(vac_axes), float(epi.goblet_exponent)),
                      stem=np.repeat([False, True], len(g)))
     keep_vac = has_vacuole & below[vac_owner] & _reaches(vac_centre, vacuole_reach(mucin), lo, hi)
@@ -255,8 +256,11 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     slope = np.minimum(half_angle, (width / 2 + epi.goblet_strand_um / 2) / np.maximum(outer, 1.0))
     b = slope * radius - epi.goblet_strand_um / 2
     semi = np.maximum(semi, 0.1)
+    # Along the crypt a theca keeps its width within ``flat`` of its mid-height, then narrows to
+    # nothing at ``height``; with height + flat = row spacing the staggered rings interlock exactly.
     height = epi.goblet_height_um / 2
-    cup = {"normal": normal, "radius": radius, "frame": _wall_frame(normal, theta),
+    flat = float(np.clip(epi.row_spacing_um - height, 0, height / 2))
+    cup = {"flat": np.full(len(g), flat), "normal": normal, "radius": radius, "frame": _wall_frame(normal, theta),
            "axes": np.column_stack([semi, np.maximum(b, 0.1), np.full(len(g), height)]),
            "taper": slope * semi / np.maximum(b, 0.1), "ok": (semi > 0.5) & (b > 0.2)}
     # The stem: from the theca to the goblet's nucleus, as wide as its ring neighbours leave room.
@@ -265,7 +269,7 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     stem_half = gap - np.maximum(half_width[left], half_width[right]) - 0.3
     stem_low = np.maximum(outer - 1.0, low)
     stem_semi = (top[g] - stem_low) / 2
-    stem = {"radius": (top[g] + stem_low) / 2,
+    stem = {"radius": (top[g] + stem_low) / 2, "flat": np.zeros(len(g)),
             "axes": np.column_stack([np.maximum(stem_semi, 0.1), np.maximum(stem_half, 0.1),
                                      np.full(len(g), min(height, epi.row_spacing_um / 2))]),
             "ok": (stem_semi > 0.5) & (stem_half > 0.4)}
