@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt, gaussian_filter, rotate
+from scipy import fft
+from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
-from .scene.architecture import compartment_map
+from .scene.architecture import compartment_map, vessel_parts
 from .scene.cells import inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
-from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, SceneModel
+from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSEL_WALL, SceneModel
 
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
@@ -44,8 +45,8 @@ def od_vectors(stain: StainConf) -> Dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class CellStains:
-    """Per-cell shader inputs, keyed by the object property the shaders read: stain amounts in OD
-    per um, texture strengths, and the cell's local axes (a shader sees world offsets only)."""
+    """Per-cell shader inputs by name: stain amounts in OD per um, texture strengths, and vectors
+    in the cell's frame (texture offset, pale-zone centre, inverse semi-axes of the nucleus)."""
 
     nucleus: Dict[str, np.ndarray]  # name -> (N,) or (N, 3)
     body: Dict[str, np.ndarray]
@@ -77,7 +78,6 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     look = partial(_per_class, scene, cfg)
     variation = np.exp(rng.normal(0, 0.15, n))  # cell-to-cell stain uptake
     single = cells.lobe_count == 1  # rim and nucleoli need the ellipsoid of a one-lobe nucleus
-    frames = {f"frame_{a}": cells.rotation[:, :, i] for i, a in enumerate("xyz")}
     offset = rng.uniform(0, 1000, size=(n, 3))
     nucleus = {
         "h_conc": look("hematoxylin") * nu.intensity * variation,
@@ -85,7 +85,7 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
         "rim": look("rim") * single,
         "nucleoli": look("nucleoli") * single * (rng.random(n) < 0.8),
         "inv_axes": 1 / np.maximum(cells.lobe_axes[:, 0], 1e-3),
-        "texture_offset": offset, **frames,
+        "texture_offset": offset,
     }
     # The pale Golgi zone sits beside the nucleus on the side of the cell's centre.
     side = np.sign(cells.body_centre[:, 0])
@@ -96,7 +96,7 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
         "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, 0.12, n)),
         "granules": look("granules"), "hof": look("hof") * (side != 0), "hof_centre": hof_centre,
         "inv_axes": nucleus["inv_axes"], "displaced": single.astype(float),
-        "texture_offset": offset, **frames,
+        "texture_offset": offset,
     }
     return CellStains(nucleus=nucleus, body=body)
 
@@ -116,18 +116,30 @@ def texture_grid(scene: SceneModel, mpp: float) -> np.ndarray:
     return -half + (np.arange(n) + 0.5) * (2 * half / n)
 
 
-def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> np.ndarray:
-    """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y)."""
+def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y),
+    and the capillary parts (``architecture.vessel_parts``) there."""
     xx, yy = np.meshgrid(xs, xs[::-1])
     xy = np.column_stack([xx.ravel(), yy.ravel()])
-    return np.stack([compartment_map(scene, np.column_stack([xy, np.full(len(xy), z)])).reshape(xx.shape)
-                     for z in zs])
+    codes, parts = [], []
+    for z in zs:
+        points = np.column_stack([xy, np.full(len(xy), z)])
+        part = vessel_parts(scene.vessels, points)
+        codes.append(compartment_map(scene, points, part).reshape(xx.shape))
+        parts.append(part.reshape(xx.shape))
+    return np.stack(codes), np.stack(parts)
 
 
 def _ridges(field: np.ndarray, width: float) -> np.ndarray:
     """Thin, curvy lines in [0, 1]: the zero set of a smooth random field."""
     field = field / (field.std() + 1e-12)
     return np.exp(-((field / width) ** 2))
+
+
+def _periodic_blur(field: np.ndarray, sigma) -> np.ndarray:
+    """Gaussian blur of a periodic random field (``sigma`` in grid steps per axis), in Fourier space:
+    the kernels of the matrix textures span up to a few hundred pixels."""
+    return fft.irfftn(fourier_gaussian(fft.rfftn(field), sigma, n=field.shape[-1]), s=field.shape)
 
 
 def _fibres(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float) -> np.ndarray:
@@ -143,11 +155,11 @@ def _fibres(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float
     size = int(np.ceil(np.hypot(h, w))) + 2
     lines = []
     for angle in angles:
-        noise = gaussian_filter(rng.normal(size=(layers, size, size)), sigma=(0.4, across, along), mode="wrap")
+        noise = _periodic_blur(rng.normal(size=(layers, size, size)), (0.4, across, along))
         turned = rotate(noise, angle, axes=(1, 2), reshape=False, order=1, mode="wrap")
         top, left = (size - h) // 2, (size - w) // 2
         lines.append(_ridges(turned[:, top:top + h, left:left + w], 0.25))
-    choice = gaussian_filter(rng.normal(size=(len(angles), 1, h, w)), sigma=(0, 0, 12 / mpp, 12 / mpp), mode="wrap")
+    choice = _periodic_blur(rng.normal(size=(len(angles), 1, h, w)), (0, 0, 12 / mpp, 12 / mpp))
     weight = np.exp(8 * choice / (choice.std() + 1e-12))
     return (np.stack(lines) * weight).sum(0) / weight.sum(0)
 
@@ -197,15 +209,14 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     st, op = cfg.stain, cfg.optics
     xs = texture_grid(scene, op.mpp)
     zs = layer_depths(scene, op.layers)
-    codes = compartment_maps(scene, xs, zs)
+    codes, parts = compartment_maps(scene, xs, zs)
     rng = stream(scene.seed, "appearance/tissue")
     shape = codes.shape
     eosin = st.eosin_intensity
     fibres = _fibres(rng, shape, st, op.mpp)
-    mottle = gaussian_filter(rng.normal(size=shape), sigma=(0.5, 3.0 / op.mpp, 3.0 / op.mpp), mode="wrap")
+    mottle = _periodic_blur(rng.normal(size=shape), (0.5, 3.0 / op.mpp, 3.0 / op.mpp))
     mottle = 1 + 0.2 * mottle / (mottle.std() + 1e-12)
-    strands = _ridges(gaussian_filter(rng.normal(size=shape), sigma=(0.3, 1.0 / op.mpp, 1.0 / op.mpp),
-                                      mode="wrap"), 0.12)
+    strands = _ridges(_periodic_blur(rng.normal(size=shape), (0.3, 1.0 / op.mpp, 1.0 / op.mpp)), 0.12)
     # Collagen is densest in the sheath around the crypts and under the surface epithelium.
     epithelium = (codes == EPITHELIUM) | (codes == MUCIN)
     to_epithelium = np.stack([distance_transform_edt(~layer, sampling=op.mpp) for layer in epithelium])
@@ -229,6 +240,12 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     residue = (1 - st.goblet_clarity) * (0.2 + 5 * strands * (strands > 0.5))
     e[mucin] = (st.epithelium_eosin * eosin * 0.5 * residue)[mucin]
     h[mucin] = (st.epithelium_hematoxylin * 2.0 * residue)[mucin]
+    # Capillaries: an eosinophilic wall around a lumen of faintly stained plasma.
+    vessel = codes == VESSEL
+    wall = vessel & (parts == VESSEL_WALL)
+    e[wall] = (st.vessel_wall_eosin * eosin * mottle)[wall]
+    h[wall] = st.stroma_hematoxylin
+    e[vessel & ~wall] = st.plasma_eosin * eosin
     out[..., 2][codes == BLOOD] = st.blood_density
     e[codes == BLOOD] = st.stroma_eosin * eosin
     out *= (1 - cell_occupancy(scene, xs, op.layers))[..., None]

@@ -126,8 +126,41 @@ class RipsConf:
 
 @dataclass
 class BloodConf:
-    strength: float = _num(0.3, 0, 20)  # red blood cells per 1000 um^2 of stroma in the section
+    strength: float = _num(0.1, 0, 20)  # extravasated red blood cells per 1000 um^2 of stroma in the section
     diameter_um: float = _num(7.5, 2, 20)  # red blood cell diameter
+    thickness_um: float = _num(2.2, 0.5, 5)  # red blood cell thickness (an oblate ellipsoid)
+
+
+@dataclass
+class EndotheliumConf:
+    """Flat, elongated endothelial nuclei lying in a capillary wall, long axis along the capillary;
+    labelled as connective-tissue nuclei (class FIB), as Lizard / CoNIC count them."""
+
+    spacing_um: float = _num(16.0, 2, 500)  # mean distance along a capillary between endothelial nuclei
+    length_um: List[float] = _span([9.0, 14.0], 2, 40)  # extent along the capillary
+    width_um: List[float] = _span([2.6, 3.6], 0.5, 10)  # extent around the capillary
+    thickness_um: List[float] = _span([1.3, 1.8], 0.3, 5)  # radial extent (they bulge slightly into the lumen)
+
+
+@dataclass
+class VesselsConf:
+    """Capillaries of the lamina propria: a network between the crypts, of tubes along the stroma
+    columns where three crypts meet and of links across the stroma between two neighbouring crypts;
+    a thin wall, endothelial nuclei in it, rows of red blood cells in the lumen."""
+
+    column_fraction: float = _num(0.5, 0, 1)  # share of the stroma columns between three crypts with a capillary along them
+    # mean distance along the crypts between capillaries crossing the stroma between two crypts; 0 = none
+    link_spacing_um: float = _num(70.0, 5, 5000, or_zero=True)
+    lumen_um: List[float] = _span([5.0, 9.0], 1, 40)  # lumen diameter, per capillary
+    wall_um: List[float] = _span([0.6, 1.0], 0.1, 5)  # wall thickness, per capillary
+    meander_um: float = _num(4.0, 0, 30)  # amplitude of the winding of a capillary
+    meander_wavelength_um: float = _num(50.0, 5, 1000)  # wavelength of the winding of the columns
+    clearance_um: float = _num(2.0, 0, 30)  # least gap between a capillary wall and the epithelium
+    rbc_fill: List[float] = _span([0.3, 0.8], 0, 1)  # share of a capillary's length filled with rows of red cells
+    rbc_row_um: List[float] = _span([12.0, 40.0], 1, 1000)  # length of one row of red cells
+    rbc_packing: float = _num(0.5, 0.3, 3)  # centre distance of neighbouring red cells in a row / their thickness
+    rbc_tilt_deg: float = _num(10.0, 0, 80)  # greatest tilt of a red cell's disc against the capillary's cross-section
+    endothelium: EndotheliumConf = field(default_factory=EndotheliumConf)
 
 
 @dataclass
@@ -138,6 +171,7 @@ class TissueConf:
     epithelium: EpitheliumConf = field(default_factory=EpitheliumConf)
     rips: RipsConf = field(default_factory=RipsConf)
     blood: BloodConf = field(default_factory=BloodConf)
+    vessels: VesselsConf = field(default_factory=VesselsConf)
     margin_um: float = _num(8.0, 0, 100)  # scene extends this far beyond the field of view (cells cut by the border)
 
 
@@ -242,7 +276,9 @@ class StainConf:
     epithelium_hematoxylin: float = _num(0.09, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.25, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
-    blood_density: float = _num(0.6, 0, 5)  # OD per um of red blood cells
+    blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
+    vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
+    plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
     goblet_clarity: float = _num(0.95, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
@@ -257,13 +293,18 @@ class OpticsConf:
     # micrometres per pixel (0.25: 40x scan, 0.5: 20x scan); the field, image_size * mpp, is at most
     # MAX_FIELD_UM
     mpp: float = _num(0.25, 0.05, 4)
-    samples: int = _num(16, 1, 4096)  # Cycles samples per pixel of the H&E image
+    # Cycles samples per pixel of the H&E image; 8 denoised is closer to the converged image than 16
+    # raw (README, Speed)
+    samples: int = _num(8, 1, 4096)
     # OpenImageDenoise on the H&E image (never on labels): smooths the Monte-Carlo grain of blur
     # discs and thin cell edges that a microscope does not show
     denoise: bool = True
     focus_offset_um: float = _num(0.0, -20, 20)  # focal plane relative to the slab centre (+ = towards the camera)
     aperture: float = _num(0.3, 0, 2)  # blur-disc radius per um of defocus (tan of the cone half-angle)
-    volume_step_rate: float = _num(3.0, 0.01, 10)  # Cycles ray-marching step rate in cells (smaller: finer, slower)
+    # Cycles ray-marching step in cells, as a share of a tenth of the cell's size (smaller: finer and
+    # slower; coarse steps bias the image bright, since the mean of exp(-optical depth) exceeds
+    # exp(-mean optical depth))
+    volume_step_rate: float = _num(0.5, 0.01, 10)
     white_level: float = _num(0.96, 0.5, 1)  # transmittance of empty glass (white point)
     # Depth layers of the tissue texture through the slab. One sheet at the mid-plane: with four,
     # Cycles 4.5 returned pure black for about 0.3 % of pixels, inside nuclei where several sheets

@@ -7,6 +7,10 @@ Usage::
     python scripts/bench.py --composition   # only the tissue and nuclei composition (no Blender)
     python scripts/bench.py --noise         # render stages with noise=levels (5 label-noise levels)
     python scripts/bench.py --noise --annotators 3  # ... and 3 simulated annotators per level
+    python scripts/bench.py --process [--against DIR]  # whole arctique-gen processes (default, 20x);
+                                            # DIR: another checkout, timed in turn in the same run
+    python scripts/bench.py --long 50       # resident memory over 50 samples in one process
+    python scripts/bench.py --convergence   # image RMSE of the default against a converged render
 
 Reports medians over seeds; the machines are shared, so compare ratios rather than absolutes.
 """
@@ -14,8 +18,11 @@ Reports medians over seeds; the machines are shared, so compare ratios rather th
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -144,6 +151,93 @@ def render_stages(seeds: range, overrides: list) -> None:
     print(f"peak resident memory: {peak_mb:.0f} MB")
 
 
+# A fresh interpreter running arctique-gen that reports its own peak resident memory at exit.
+CHILD = ("import atexit, resource, sys\n"
+         "atexit.register(lambda: sys.stderr.write("
+         "f'peak_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+         "from arctique.cli import main\n"
+         "main(sys.argv[1:])\n")
+
+
+def _process(checkout: Path | None, overrides: list, root: Path) -> tuple:
+    """Wall seconds and peak MB of one ``arctique-gen`` process (the package of ``checkout``, or the
+    installed one)."""
+    env = dict(os.environ)
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
+    start = time.perf_counter()
+    root.mkdir(parents=True)
+    # Run in the empty output folder: ``python -c`` puts the working directory first on sys.path.
+    done = subprocess.run([sys.executable, "-c", CHILD, *overrides, f"output.root={root}"], env=env,
+                          capture_output=True, text=True, cwd=root)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"arctique-gen {' '.join(overrides)} failed:\n{done.stderr[-2000:]}")
+    peak = [line for line in done.stderr.splitlines() if line.startswith("peak_kb=")][-1]
+    return wall, int(peak.split("=")[1]) / 1024
+
+
+def process_timing(against: Path | None, repeats: int = 3) -> None:
+    """Whole ``arctique-gen seed=7`` processes (start-up, scene, render, every label, writing), the
+    default and the 20x preset, median of ``repeats`` fresh processes; with ``against``, that
+    checkout's processes alternate with these, so both see the same machine load."""
+    checkouts = {"this checkout": None, **({f"{against}": against} if against else {})}
+    for preset in (["seed=7"], ["seed=7", "optics=20x"]):
+        runs = {name: [] for name in checkouts}
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(repeats):
+                for k, (name, checkout) in enumerate(checkouts.items()):
+                    runs[name].append(_process(checkout, preset, Path(tmp) / f"{k}_{r}"))
+        for name, values in runs.items():
+            wall = statistics.median(v[0] for v in values)
+            print(f"arctique-gen {' '.join(preset)} ({name}): {wall:.1f} s wall (median of {repeats}, "
+                  f"{', '.join(f'{v[0]:.1f}' for v in values)}), peak {max(v[1] for v in values):.0f} MB")
+
+
+def _resident_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def long_run(n: int) -> None:
+    """Resident memory after each of ``n`` default samples rendered in one process: a job's memory
+    must not grow with the number of samples it has rendered."""
+    cfg = load_config([])
+    resident = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = Dataset(Path(tmp))
+        for seed in range(n):
+            generate(cfg, seed, dataset, {})
+            resident.append(_resident_mb())
+    quarter = max(n // 4, 1)
+    print(f"resident memory over {n} samples in one process: after sample 1 {resident[0]:.0f} MB, "
+          f"median of the first {quarter} {statistics.median(resident[:quarter]):.0f} MB, of the last {quarter} "
+          f"{statistics.median(resident[-quarter:]):.0f} MB, highest {max(resident):.0f} MB; "
+          f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+def convergence(seed: int = 7, size: int = 256) -> None:
+    """Grey-level RMSE (sRGB PNG) of the default image against a converged render of the same scene
+    (256 samples, ten times finer volume steps, no denoising), and of fewer and more samples."""
+    from PIL import Image
+
+    def image(overrides: list) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(load_config([f"optics.image_size={size}", *overrides]), seed, Dataset(Path(tmp)), {})
+            return np.asarray(Image.open(Path(tmp) / f"images/image_{seed}.png"), float)
+
+    default = load_config([]).optics
+    truth = image(["optics.samples=256", f"optics.volume_step_rate={default.volume_step_rate / 10}",
+                   "optics.denoise=false"])
+    print(f"image RMSE (grey levels) against a converged render, seed {seed}, {size} x {size} px:")
+    for samples in (default.samples // 2, default.samples, default.samples * 2):
+        start = time.perf_counter()
+        rendered = image([f"optics.samples={samples}"])
+        rmse = np.sqrt(np.mean((rendered - truth) ** 2))
+        print(f"  {samples:3d} samples{' (default)' if samples == default.samples else ''}: {rmse:.2f} "
+              f"({time.perf_counter() - start:.1f} s sample)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene-only", action="store_true", help="skip the Blender stages")
@@ -152,7 +246,20 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=0, help="with --noise: simulated annotators per level")
     parser.add_argument("--composition", action="store_true",
                         help="only the composition of seeds 0-19 (tissue mask, nuclei; no Blender)")
+    parser.add_argument("--process", action="store_true", help="whole arctique-gen processes only")
+    parser.add_argument("--against", type=Path, help="with --process: another checkout to time in turn")
+    parser.add_argument("--long", type=int, default=0, help="only the resident memory over this many samples")
+    parser.add_argument("--convergence", action="store_true", help="only the image RMSE against a converged render")
     args = parser.parse_args()
+    if args.process:
+        process_timing(args.against)
+        return
+    if args.long:
+        long_run(args.long)
+        return
+    if args.convergence:
+        convergence()
+        return
     if args.composition:
         composition(range(20))
         return

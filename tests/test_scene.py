@@ -19,9 +19,10 @@ from arctique.scene import build as scene_build
 from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates, crypt_tree
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
-from arctique.scene.geometry import bend, icosphere, unbend
-from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Ellipsoids, SceneModel,
-                                  Vacuoles)
+from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
+from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
+                                  SceneModel, Vacuoles)
+from arctique.scene.vessels import endothelial
 
 SMALL = ["optics.image_size=96", "optics.mpp=1.0"]
 # A shallow, nearly longitudinal section that cuts through the luminal surface (seed 0 shows gut
@@ -229,6 +230,36 @@ def test_bend_is_inverted_by_unbend():
         assert np.allclose(unbend(bend(p, k), k), p, atol=1e-9)
 
 
+def _volumes(verts, faces, rows, n):
+    tri = verts[faces]
+    return np.bincount(rows, np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6, minlength=n)
+
+
+def test_shells_cut_to_the_slab_are_closed_and_hold_the_slab_part_of_each_shell():
+    """Three unit spheres (shells) at different heights, cut to -0.3 <= z <= 0.5: every directed edge
+    has its reverse (closed, consistently wound), nothing lies outside the slab, each shell keeps the
+    volume of its part in the slab, a shell wholly outside is gone, and staggered caps of different
+    shells lie at different depths."""
+    v, f = icosphere(4)
+    lifts = np.array([0.0, 0.9, 3.0])  # cut on both planes, on the bottom plane only, outside
+    verts = np.concatenate([v + [0, 0, h] for h in lifts])
+    faces = np.concatenate([f + k * len(v) for k in range(3)])
+    rows = np.repeat(np.array([4, 7, 9]), len(f))
+    cut_v, cut_f, cut_rows = clip_to_slab(verts, faces, rows, len(f), -0.3, 0.5)
+    directed = {tuple(e) for e in np.concatenate([cut_f[:, [0, 1]], cut_f[:, [1, 2]], cut_f[:, [2, 0]]])}
+    assert all((b, a) in directed for a, b in directed)
+    assert set(np.unique(cut_rows)) == {4, 7}
+    z = cut_v[np.unique(cut_f), 2]
+    assert z.min() >= -0.3 - 1e-12 and z.max() <= 0.5 + 1e-12
+    slab_volume = [np.pi * (z1 - z1 ** 3 / 3 - z0 + z0 ** 3 / 3)  # unit ball between z0 and z1
+                   for z0, z1 in ((-0.3, 0.5), (-1.0, 0.5 - 0.9))]
+    volume = _volumes(cut_v, cut_f, cut_rows, 10)
+    assert volume[[4, 7]] == pytest.approx(slab_volume, rel=0.01)
+    staggered_v, staggered_f, staggered_rows = clip_to_slab(verts, faces, rows, len(f), -0.3, 0.5, 1e-3, 1)
+    top = {row: staggered_v[np.unique(staggered_f[staggered_rows == row]), 2].max() for row in (4, 7)}
+    assert top[4] == pytest.approx(0.5 + 2e-3) and top[7] == pytest.approx(0.5 + 4e-3)
+
+
 def _one_lobe(cells, row: int, lobe: int):
     """Cell ``row`` reduced to lobe ``lobe`` (same pose and bend)."""
     one = cells.take(np.array([row]))
@@ -317,8 +348,10 @@ def test_class_sizes_and_elongation_follow_the_config():
     cfg = load_config(["optics.image_size=400", "optics.mpp=0.5"])
     scene = build_scene(cfg, 0)
     c = scene.cells
+    wall = endothelial(c, scene.vessels)  # sized by tissue.vessels.endothelium (tests/test_vessels.py)
+    assert wall.any()
     for name in ("LYM", "PLA", "FIB", "EPI"):
-        rows = np.nonzero((c.cls == CLASS_IDS[name]) & (c.lobe_count == 1))[0]
+        rows = np.nonzero((c.cls == CLASS_IDS[name]) & (c.lobe_count == 1) & ~wall)[0]
         conf = getattr(cfg.cells.types, name)
         axes = c.lobe_axes[rows, 0]
         length = 2 * axes[:, 0]
@@ -349,7 +382,7 @@ def test_stroma_densities_match_the_config():
         h = s.field_um / 2 + s.margin_um
         z0, z1 = s.z0 - 2.5, s.z1 + 2.5  # within every type's placement region
         inside = (np.abs(scene.cells.centre[:, :2]) <= h).all(1) & (scene.cells.centre[:, 2] >= z0) & (
-            scene.cells.centre[:, 2] <= z1)
+            scene.cells.centre[:, 2] <= z1) & ~endothelial(scene.cells, scene.vessels)
         for name in counts:
             counts[name] += int(np.sum(inside & (scene.cells.cls == CLASS_IDS[name])))
         p = np.column_stack([rng.uniform(-h, h, (100000, 2)), rng.uniform(z0, z1, 100000)])
@@ -382,16 +415,17 @@ def test_numpy_layers_import_without_blender():
 
 def test_tissue_only_scenes_have_the_architecture_of_the_full_scene(cfg, monkeypatch):
     full, part = built(tuple(SMALL), 0), tissue_only(cfg, 0, monkeypatch)
-    for name in ("section", "crypts", "rips", "blood"):
+    for name in ("section", "crypts", "rips", "blood", "vessels"):
         a, b = getattr(full, name), getattr(part, name)
         for f in dataclasses.fields(a):
             assert np.array_equal(getattr(a, f.name), getattr(b, f.name)), (name, f.name)
 
 
-@pytest.mark.parametrize("overrides, seed, shown", [(DEEP, 3, {LUMEN, RIP, BLOOD}), (SURFACE, 0, {OUTSIDE})])
+@pytest.mark.parametrize("overrides, seed, shown", [(DEEP, 3, {LUMEN, RIP, BLOOD, VESSEL}), (SURFACE, 0, {OUTSIDE})])
 def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     """Every pixel's compartment from the geometry directly: the surface waves, the crypt radii at
-    the point, the inequalities of goblet vacuoles and red blood cells, the tear fields."""
+    the point, the inequalities of goblet vacuoles and red blood cells, the tear fields, the
+    nearest capillary centreline sample (brute force)."""
     cfg = load_config(overrides)
     scene = built(tuple(overrides), seed)
     size, mpp = cfg.optics.image_size, cfg.optics.mpp
@@ -411,10 +445,20 @@ def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     crack = 1 - np.abs(waves(rips.waves, p[:, :2])) > rips.threshold
     cleft = rips.cleft_um * np.minimum(excess / CLEFT_TAPER, 1) * (1 + CLEFT_VARIATION * waves(rips.waves, p[:, :2]))
     tear = stroma & (excess > 0) & (crack | (rho - basal < cleft))
+    v = scene.vessels  # the union of tubes, each within its radius of its nearest centreline sample
+    in_lumen, in_vessel = np.zeros(len(p), bool), np.zeros(len(p), bool)
+    for piece in np.unique(v.piece):
+        rows = v.piece == piece
+        lumen_radius, wall = v.lumen[rows][0], v.wall[rows][0]
+        for chunk in np.array_split(np.arange(len(p)), 16):
+            d = np.linalg.norm(p[chunk, None] - v.centre[rows][None], axis=2).min(1)
+            in_lumen[chunk] |= d < lumen_radius
+            in_vessel[chunk] |= d < lumen_radius + wall
+    vessel = stroma & ~tear & in_vessel
     expected = np.full(len(p), STROMA, np.uint8)
     for code, where in ((OUTSIDE, outside), (LUMEN, lumen), (EPITHELIUM, epithelium), (RIP, tear),
-                        (MUCIN, epithelium & inside_any_vacuole(p, scene.mucin)),
-                        (BLOOD, stroma & ~tear & inside_any(p, scene.blood))):
+                       (MUCIN, epithelium & inside_any_vacuole(p, scene.mucin)), (VESSEL, vessel),
+                        (BLOOD, stroma & ~tear & (~in_vessel | in_lumen) & inside_any(p, scene.blood))):
         expected[where] = code
     wrong = mask.ravel() != expected
     assert not wrong.any(), f"{wrong.sum()} pixels differ, e.g. {mask.ravel()[wrong][:5]} vs {expected[wrong][:5]}"

@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, Iterator, List, Mapping, Tuple
 
 import numpy as np
 
@@ -23,13 +23,18 @@ from ..appearance import CellStains, layer_depths, layer_transmittance, od_vecto
 from ..config import ArctiqueConf, OpticsConf
 from ..labels.exact import slice_depths
 from ..scene.cells import body_mesh
+from ..scene.geometry import clip_to_slab, icosphere
 from ..scene.model import SceneModel
 from . import materials
 from ._bpy import bpy
+from mathutils import Matrix  # noqa: E402  (importable once bpy is)
 
 logger = logging.getLogger(__name__)
 
 CAMERA_HEIGHT_UM = 50.0  # camera distance above the top of the slab
+# Depth step between the caps of overlapping cell shells cut to the slab: well above float32
+# resolution at scene depths (~1e-5 um), far below anything visible.
+CAP_STAGGER_UM = 2e-4
 TRANSPARENT_CROSSINGS = 64  # volume boundaries a ray may cross (nuclei, lobes, cell bodies)
 Mesh = Tuple[np.ndarray, np.ndarray, np.ndarray]  # vertices, faces, cell row of each face
 
@@ -161,12 +166,15 @@ class SceneRenderer:
         self._setup_cycles()
         self.camera = self._camera()
         od = od_vectors(cfg.stain)
-        slab = (scene.section.z0, scene.section.z1)
-        step = self.optics.volume_step_rate
-        self.nuclei = self._cells("nucleus", nuclei, materials.nucleus_material(
-            od, slab, cfg.nuclei.chromatin_scale_um, step), stains.nucleus)
-        self.bodies = self._cells("body", body_mesh(scene.cells, cfg.cells.mesh_subdivisions),
-                                  materials.body_material(od, slab, step), stains.body)
+        step, level = self.optics.volume_step_rate, cfg.cells.mesh_subdivisions
+        self.nuclei = self._cells("nucleus", self._in_slab(nuclei, level, phase=0), stains.nucleus,
+                                  materials.NUCLEUS_AMOUNTS, materials.NUCLEUS_FEATURES,
+                                  lambda features: materials.nucleus_material(
+                                      od, cfg.nuclei.chromatin_scale_um, step, features))
+        self.bodies = self._cells("body", self._in_slab(body_mesh(scene.cells, level), level, phase=1),
+                                  stains.body,
+                                  materials.BODY_AMOUNTS, materials.BODY_FEATURES,
+                                  lambda features: materials.body_material(od, step, features))
         self.layers = self._tissue(layer_transmittance(textures, od, scene.section.thickness))
         self.label_mat, self.label_mode = materials.label_material(scene.section.z0)
         aov = self.bscene.view_layers[0].aovs.add()
@@ -225,7 +233,8 @@ class SceneRenderer:
         self.bscene.camera = obj
         return obj
 
-    def _link(self, name: str, verts: np.ndarray, faces: np.ndarray, location=(0.0, 0.0, 0.0)):
+    def _link(self, name: str, verts: np.ndarray, faces: np.ndarray, location=(0.0, 0.0, 0.0),
+              rotation: np.ndarray = np.eye(3)):
         mesh = bpy.data.meshes.new(name)
         mesh.vertices.add(len(verts))
         mesh.vertices.foreach_set("co", np.ascontiguousarray(verts, np.float32).ravel())
@@ -235,31 +244,50 @@ class SceneRenderer:
         mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
         mesh.update()
         obj = bpy.data.objects.new(name, mesh)
-        obj.location = location
+        pose = np.eye(4)
+        pose[:3, :3], pose[:3, 3] = rotation, location
+        obj.matrix_world = Matrix(pose.tolist())  # a Matrix is built from its rows
         self.bscene.collection.objects.link(obj)
         return obj
 
-    def _cells(self, part: str, mesh: Mesh, material, properties: Dict[str, np.ndarray]) -> List["bpy.types.Object"]:
-        """One object per cell (volume shaders see object properties, not face attributes)."""
+    def _in_slab(self, mesh: Mesh, level: int, phase: int) -> Mesh:
+        """The cell shells (icospheres of subdivision ``level``) cut to the slab: nothing outside the
+        section absorbs, and a ray spends no volume step there. Caps are staggered (nuclei at even,
+        cell bodies at odd steps of CAP_STAGGER_UM, at most 0.013 um outside the slab)."""
+        sec = self.model.section
+        return clip_to_slab(*mesh, len(icosphere(level)[1]), sec.z0, sec.z1, CAP_STAGGER_UM, phase)
+
+    def _cells(self, part: str, mesh: Mesh, properties: Dict[str, np.ndarray], amounts: Tuple[str, ...],
+               features: Tuple[str, ...], material: Callable[[FrozenSet[str]], "bpy.types.Material"]
+               ) -> List["bpy.types.Object"]:
+        """One object per cell (volume shaders see object data, not face attributes), posed in the
+        cell's frame: its four scalar ``amounts`` in the object colour, its vectors as object
+        properties, and the material variant with the ``features`` whose amount it has."""
         cells = self.model.cells
         verts, faces, rows = mesh
         objects = []
+        variants: Dict[FrozenSet[str], "bpy.types.Material"] = {}
         order = np.argsort(rows, kind="stable")
         faces, rows = faces[order], rows[order]
         bounds = np.searchsorted(rows, np.arange(len(cells) + 1))
+        vectors = [key for key, values in properties.items() if np.ndim(values) == 2]
         for row in range(len(cells)):
             f = faces[bounds[row]:bounds[row + 1]]
             if len(f) == 0:
                 continue
             used, local = np.unique(f, return_inverse=True)
-            centre = cells.centre[row]
-            obj = self._link(f"{part}_{cells.cell_id[row]:06d}", verts[used] - centre,
-                             local.reshape(-1, 3), tuple(centre))
-            obj.data.materials.append(material)
+            centre, rotation = cells.centre[row], cells.rotation[row]
+            # Row vectors: (p - centre) @ rotation are the coordinates in the cell's frame.
+            obj = self._link(f"{part}_{cells.cell_id[row]:06d}", (verts[used] - centre) @ rotation,
+                             local.reshape(-1, 3), centre, rotation)
             obj["instance"] = float(cells.cell_id[row])
-            for key, values in properties.items():
-                value = values[row]
-                obj[key] = float(value) if np.ndim(value) == 0 else tuple(float(v) for v in value)
+            obj.color = [float(properties[key][row]) for key in amounts]
+            for key in vectors:
+                obj[key] = tuple(float(v) for v in properties[key][row])
+            has = frozenset(key for key in features if properties[key][row] > 0)
+            if has not in variants:
+                variants[has] = material(has)
+            obj.data.materials.append(variants[has])
             objects.append(obj)
         return objects
 

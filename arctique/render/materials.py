@@ -1,8 +1,9 @@
-"""Shader node trees: Beer-Lambert absorption per stain, restricted to the slab, and the label shader."""
+"""Shader node trees: Beer-Lambert absorption per stain in the cells (whose meshes are cut to the
+slab) and the tissue sheets, and the label shader."""
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, FrozenSet, Tuple
 
 import numpy as np
 
@@ -69,30 +70,20 @@ class _Nodes:
         material.cycles.homogeneous_volume = False
 
 
-def _slab_mask(n: _Nodes, slab: Tuple[float, float]):
-    """1 inside z0 <= z <= z1 (world), else 0: nothing outside the section absorbs."""
-    geo = n.add("ShaderNodeNewGeometry")
-    sep = n.add("ShaderNodeSeparateXYZ")
-    n.link(geo.outputs["Position"], sep.inputs[0])
-    above = n.math("GREATER_THAN", sep.outputs["Z"], slab[0])
-    below = n.math("LESS_THAN", sep.outputs["Z"], slab[1])
-    return n.math("MULTIPLY", above, below)
-
-
 def _local(n: _Nodes):
-    """The shading point in the cell's own frame (object properties ``frame_x/y/z``: its local axes
-    in world coordinates; object coordinates are world offsets from the cell centre)."""
-    coords = n.add("ShaderNodeTexCoord").outputs["Object"]
-    parts = []
-    for axis in "xyz":
-        dot = n.add("ShaderNodeVectorMath", operation="DOT_PRODUCT")
-        n.link(coords, dot.inputs[0])
-        n.link(n.obj_attr(f"frame_{axis}").outputs["Vector"], dot.inputs[1])
-        parts.append(dot.outputs["Value"])
-    local = n.add("ShaderNodeCombineXYZ")
-    for socket, value in zip(local.inputs, parts):
-        n.link(value, socket)
-    return local.outputs[0]
+    """The shading point in the cell's own frame, in um: each cell object carries its frame as its
+    rotation, so its object coordinates are local coordinates without a lookup per step."""
+    return n.add("ShaderNodeTexCoord").outputs["Object"]
+
+
+def _amounts(n: _Nodes, names: Tuple[str, ...]) -> Dict[str, "bpy.types.NodeSocket"]:
+    """The cell's four scalar amounts ``names``, held in its object colour (R, G, B, alpha): one
+    direct read, where each named object property is a search per evaluation."""
+    info = n.add("ShaderNodeObjectInfo")
+    rgb = n.add("ShaderNodeSeparateColor")
+    n.link(info.outputs["Color"], rgb.inputs[0])
+    sockets = [rgb.outputs[0], rgb.outputs[1], rgb.outputs[2], info.outputs["Alpha"]]
+    return dict(zip(names, sockets))
 
 
 def _vector(n: _Nodes, op: str, a, b):
@@ -122,15 +113,23 @@ def _smoothstep(n: _Nodes, value, lo: float, hi: float):
     return node.outputs["Result"]
 
 
-def nucleus_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], chromatin_scale_um: float,
-                     step_rate: float) -> "bpy.types.Material":
-    """Hematoxylin (object property ``h_conc``) with coarse chromatin clumps (``chromatin``), a
-    darker membrane rim (``rim``, by the radius normalised to the nucleus' semi-axes ``inv_axes``)
-    and small dense nucleoli (``nucleoli``); shared by all nuclei."""
-    mat = bpy.data.materials.new("nucleus")
+# The four scalar amounts of a cell in its object colour (R, G, B, alpha), and the features whose
+# nodes a material variant has only when its cells use them (a node whose amount is 0 still costs
+# its evaluation at every step of every ray).
+NUCLEUS_AMOUNTS = ("h_conc", "chromatin", "rim", "nucleoli")
+NUCLEUS_FEATURES = ("rim", "nucleoli")
+BODY_AMOUNTS = ("e_conc", "h_conc", "granules", "hof")
+BODY_FEATURES = ("granules", "hof", "displaced")
+
+
+def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, step_rate: float, features: FrozenSet[str]) -> "bpy.types.Material":
+    """Hematoxylin (``h_conc``) with coarse chromatin clumps (``chromatin``) and, among
+    ``features``, a darker membrane rim (``rim``, by the radius normalised to the nucleus'
+    semi-axes ``inv_axes``) and small dense nucleoli (``nucleoli``)."""
+    mat = bpy.data.materials.new("nucleus_" + "_".join(sorted(features)))
     n = _Nodes(mat)
+    amount = _amounts(n, NUCLEUS_AMOUNTS)
     local = _local(n)
-    r = _nucleus_radius(n, local)
     textured = _textured(n, local)
     noise = n.add("ShaderNodeTexNoise")
     noise.inputs["Scale"].default_value = 1.0 / chromatin_scale_um
@@ -138,46 +137,56 @@ def nucleus_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], chrom
     noise.inputs["Roughness"].default_value = 0.6
     n.link(textured, noise.inputs["Vector"])
     clumps = n.math("MULTIPLY", n.math("SUBTRACT", noise.outputs["Fac"], 0.5), 2.0)
-    texture = n.math("MAXIMUM", n.math("MULTIPLY_ADD", clumps, n.obj_attr("chromatin").outputs["Fac"], 1.0), 0.1)
-    rim = n.math("MULTIPLY_ADD", _smoothstep(n, r, 0.7, 0.95), n.obj_attr("rim").outputs["Fac"], 1.0)
-    spots = n.add("ShaderNodeTexVoronoi", feature="F1")
-    spots.inputs["Scale"].default_value = 0.45  # about one nucleolus per 2.2 um cell
-    n.link(textured, spots.inputs["Vector"])
-    nucleolus = n.math("MULTIPLY", n.math("LESS_THAN", spots.outputs["Distance"], 0.2), n.math("LESS_THAN", r, 0.55))
-    boost = n.math("MULTIPLY_ADD", nucleolus, n.math("MULTIPLY", n.obj_attr("nucleoli").outputs["Fac"], 3.0), 1.0)
+    density = n.math("MAXIMUM", n.math("MULTIPLY_ADD", clumps, amount["chromatin"], 1.0), 0.1)
+    if features & {"rim", "nucleoli"}:
+        r = _nucleus_radius(n, local)
+    if "rim" in features:
+        density = n.math("MULTIPLY", density, n.math("MULTIPLY_ADD", _smoothstep(n, r, 0.7, 0.95), amount["rim"], 1.0))
+    if "nucleoli" in features:
+        spots = n.add("ShaderNodeTexVoronoi", feature="F1")
+        spots.inputs["Scale"].default_value = 0.45  # about one nucleolus per 2.2 um cell
+        n.link(textured, spots.inputs["Vector"])
+        nucleolus = n.math("MULTIPLY", n.math("LESS_THAN", spots.outputs["Distance"], 0.2), n.math("LESS_THAN", r, 0.55))
+        density = n.math("MULTIPLY", density,
+                         n.math("MULTIPLY_ADD", nucleolus, n.math("MULTIPLY", amount["nucleoli"], 3.0), 1.0))
     # Capped, so that clumps, rim and nucleoli together never black out a pixel (saturated
     # pixels are grey in optical density and would bend every stain estimate).
-    density = n.math("MINIMUM", n.math("MULTIPLY", n.math("MULTIPLY", texture, rim), boost), MAX_NUCLEAR_BOOST)
-    h = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], density), _slab_mask(n, slab))
+    density = n.math("MINIMUM", density, MAX_NUCLEAR_BOOST)
+    h = n.math("MULTIPLY", amount["h_conc"], density)
     n.volume_output(n.absorption(od["hematoxylin"], h), mat, step_rate)
     return mat
 
 
-def body_material(od: Dict[str, np.ndarray], slab: Tuple[float, float], step_rate: float) -> "bpy.types.Material":
-    """Cytoplasm: eosin and hematoxylin per cell, outside its nucleus; coarse granules hold the share
-    ``granules`` of the eosin (eosinophils); a pale zone ``hof`` around ``hof_centre`` (plasma cells)."""
-    mat = bpy.data.materials.new("cytoplasm")
+def body_material(od: Dict[str, np.ndarray], step_rate: float, features: FrozenSet[str]) -> "bpy.types.Material":
+    """Cytoplasm: eosin (``e_conc``) and hematoxylin (``h_conc``) per cell and, among ``features``:
+    coarse granules holding the share ``granules`` of the eosin (eosinophils), a pale zone ``hof``
+    around ``hof_centre`` (plasma cells), and no stain inside a one-lobe nucleus (``displaced``)."""
+    mat = bpy.data.materials.new("cytoplasm_" + "_".join(sorted(features)))
     n = _Nodes(mat)
+    amount = _amounts(n, BODY_AMOUNTS)
     local = _local(n)
-    vor = n.add("ShaderNodeTexVoronoi", feature="F1")
-    vor.inputs["Scale"].default_value = 1.6  # granules about 0.6 um apart
-    n.link(_textured(n, local), vor.inputs["Vector"])
-    granule = n.math("LESS_THAN", vor.outputs["Distance"], 0.3)
-    g = n.obj_attr("granules").outputs["Fac"]
-    # Granular bodies keep their mean eosin but pack the share g of it into the granules (~11 %).
-    factor = n.math("MULTIPLY_ADD", g, n.math("SUBTRACT", n.math("MULTIPLY", granule, 9.0), 1.0), 1.0)
-    hof_distance = n.add("ShaderNodeVectorMath", operation="DISTANCE")
-    n.link(local, hof_distance.inputs[0])
-    n.link(n.obj_attr("hof_centre").outputs["Vector"], hof_distance.inputs[1])
-    pale = n.math("SUBTRACT", 1.0, n.math("MULTIPLY", n.obj_attr("hof").outputs["Fac"],
-                                            n.math("SUBTRACT", 1.0, _smoothstep(n, hof_distance.outputs["Value"], 1.0, 2.2))))
-    # The nucleus displaces the cytoplasm (one-lobe nuclei: inside the ellipsoid of semi-axes
-    # 1 / ``inv_axes``; ``displaced`` is 0 where that ellipsoid does not describe the nucleus).
-    in_nucleus = n.math("MULTIPLY", n.math("LESS_THAN", _nucleus_radius(n, local), 1.0),
-                        n.obj_attr("displaced").outputs["Fac"])
-    mask = n.math("MULTIPLY", n.math("MULTIPLY", _slab_mask(n, slab), pale), n.math("SUBTRACT", 1.0, in_nucleus))
-    e = n.math("MULTIPLY", n.math("MULTIPLY", n.obj_attr("e_conc").outputs["Fac"], factor), mask)
-    h = n.math("MULTIPLY", n.obj_attr("h_conc").outputs["Fac"], mask)
+    e, mask = amount["e_conc"], None
+    if "granules" in features:
+        vor = n.add("ShaderNodeTexVoronoi", feature="F1")
+        vor.inputs["Scale"].default_value = 1.6  # granules about 0.6 um apart
+        n.link(_textured(n, local), vor.inputs["Vector"])
+        granule = n.math("LESS_THAN", vor.outputs["Distance"], 0.3)
+        # Granular bodies keep their mean eosin but pack the share g of it into the granules (~11 %).
+        e = n.math("MULTIPLY", e, n.math("MULTIPLY_ADD", amount["granules"],
+                                         n.math("SUBTRACT", n.math("MULTIPLY", granule, 9.0), 1.0), 1.0))
+    if "hof" in features:
+        hof_distance = n.add("ShaderNodeVectorMath", operation="DISTANCE")
+        n.link(local, hof_distance.inputs[0])
+        n.link(n.obj_attr("hof_centre").outputs["Vector"], hof_distance.inputs[1])
+        pale = n.math("SUBTRACT", 1.0, n.math("MULTIPLY", amount["hof"],
+                                                n.math("SUBTRACT", 1.0, _smoothstep(n, hof_distance.outputs["Value"], 1.0, 2.2))))
+        mask = pale
+    if "displaced" in features:  # the nucleus (the ellipsoid of semi-axes 1 / inv_axes) displaces the cytoplasm
+        outside = n.math("SUBTRACT", 1.0, n.math("LESS_THAN", _nucleus_radius(n, local), 1.0))
+        mask = outside if mask is None else n.math("MULTIPLY", mask, outside)
+    h = amount["h_conc"]
+    if mask is not None:
+        e, h = n.math("MULTIPLY", e, mask), n.math("MULTIPLY", h, mask)
     shader = n.add_shaders([n.absorption(od["eosin"], e), n.absorption(od["hematoxylin"], h)])
     n.volume_output(shader, mat, step_rate)
     return mat

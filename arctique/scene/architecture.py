@@ -12,10 +12,10 @@ from typing import Tuple
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..config import CryptConf, RipsConf, SectionConf, SurfaceConf
+from ..config import BloodConf, CryptConf, RipsConf, SectionConf, SurfaceConf
 from .geometry import random_rotations
-from .model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, Crypts, Ellipsoids, Rips,
-                    SceneModel, Section, Vacuoles)
+from .model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, NO_VESSEL, OUTSIDE, RIP, STROMA, VESSEL, VESSEL_LUMEN,
+                    VESSEL_WALL, Crypts, Ellipsoids, Rips, SceneModel, Section, Vacuoles, Vessels)
 
 WALL_HARMONICS = 3
 
@@ -155,7 +155,7 @@ def crypt_tree(crypts: Crypts) -> cKDTree:
 
 def compartments(points: np.ndarray, section: Section, crypts: Crypts, tree: cKDTree,
                  rips: Rips | None = None) -> np.ndarray:
-    """Compartment code (model.OUTSIDE .. BLOOD, without mucin and blood) of section-frame points
+    """Compartment code (model.OUTSIDE .. RIP: without mucin, blood and capillaries) of section-frame points
     ``(P, 3)``; with ``rips``, torn stroma is RIP."""
     q = section.to_tissue(points)
     _, rho, _, basal, lumen = crypt_coordinates(crypts, q, tree)
@@ -177,14 +177,58 @@ def wall_clearance(points: np.ndarray, section: Section, crypts: Crypts, tree: c
     return np.minimum(rho - basal, q[:, 2] - surface_depth(crypts, q[:, :2]) - crypts.surface)
 
 
-def compartment_map(scene: SceneModel, points: np.ndarray) -> np.ndarray:
-    """Every compartment (goblet mucin, tears and blood included) of section-frame points ``(P, 3)``."""
+def compartment_map(scene: SceneModel, points: np.ndarray, parts: np.ndarray | None = None) -> np.ndarray:
+    """Every compartment (goblet mucin, tears, capillaries and blood included) of section-frame
+    points ``(P, 3)``. Capillaries take untorn stroma (a tear cuts through them); red blood cells
+    show in the stroma and in capillary lumens; ``parts`` (``vessel_parts`` of the points) may be
+    passed when the caller has it."""
     tree = crypt_tree(scene.crypts)
     code = compartments(points, scene.section, scene.crypts, tree, scene.rips)
     point_tree = cKDTree(points)
     code[inside_vacuoles(points, scene.mucin, point_tree) & (code == EPITHELIUM)] = MUCIN
-    code[(ellipsoid_labels(points, scene.blood, point_tree) > 0) & (code == STROMA)] = BLOOD
+    parts = vessel_parts(scene.vessels, points) if parts is None else parts
+    stroma = code == STROMA
+    code[stroma & (parts != NO_VESSEL)] = VESSEL
+    blood = ellipsoid_labels(points, scene.blood, point_tree) > 0
+    code[blood & (stroma & (parts != VESSEL_WALL))] = BLOOD
     return code
+
+
+def _vessel_surfaces(vessels: Vessels, points: np.ndarray, within: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Signed distances of points ``(P, 3)`` from the union of the capillary lumens and from the
+    union of the tubes (lumen and wall): per piece of tube, the distance to its nearest centreline
+    sample minus its radius; the least over the pieces. Exact where below ``within``; inf where a
+    point is farther than that from every tube."""
+    lumen_sd = np.full(len(points), np.inf)
+    outer_sd = np.full(len(points), np.inf)
+    for rows in np.split(np.arange(len(vessels.piece)), np.nonzero(np.diff(vessels.piece))[0] + 1):
+        if len(rows) == 0:
+            continue
+        c, lumen, outer = vessels.centre[rows], vessels.lumen[rows[0]], vessels.lumen[rows[0]] + vessels.wall[rows[0]]
+        reach = outer + within
+        near = np.nonzero(((points >= c.min(0) - reach) & (points <= c.max(0) + reach)).all(1))[0]
+        if len(near) == 0:
+            continue
+        d, _ = cKDTree(c).query(points[near])
+        np.minimum.at(lumen_sd, near, d - lumen)
+        np.minimum.at(outer_sd, near, d - outer)
+    return lumen_sd, outer_sd
+
+
+def vessel_clearance(vessels: Vessels, points: np.ndarray, within: float) -> np.ndarray:
+    """Distance of points ``(P, 3)`` from the outer surface of the capillaries (negative inside a
+    tube): exact below ``within``, inf beyond (and without capillaries)."""
+    return _vessel_surfaces(vessels, points, within)[1]
+
+
+def vessel_parts(vessels: Vessels, points: np.ndarray) -> np.ndarray:
+    """``model.VESSEL_LUMEN``, ``VESSEL_WALL`` or ``NO_VESSEL`` for points ``(P, 3)``: capillaries are
+    the union of their pieces of tube (``model.Vessels``), so where two meet their lumens join."""
+    lumen_sd, outer_sd = _vessel_surfaces(vessels, points, 0.0)
+    out = np.full(len(points), NO_VESSEL, np.uint8)
+    out[outer_sd < 0] = VESSEL_WALL
+    out[lumen_sd < 0] = VESSEL_LUMEN
+    return out
 
 
 # ------------------------------------------------------------------------------ rips and blood
@@ -250,17 +294,20 @@ def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
     return (excess > 0) & (cracks | (wall_distance < cleft_width(rips.cleft_um, crack_field, excess)))
 
 
-def sample_blood(strength: float, diameter: float, section: Section, crypts: Crypts, tree: cKDTree,
+def sample_blood(conf: BloodConf, section: Section, crypts: Crypts, tree: cKDTree, vessels: Vessels,
                  rng: np.random.Generator) -> Ellipsoids:
-    """Red blood cells (biconcave discs approximated by oblate ellipsoids) in the stroma."""
+    """Extravasated red blood cells (biconcave discs approximated by oblate ellipsoids) scattered in
+    the stroma, outside the epithelium and the capillaries."""
+    diameter = conf.diameter_um
     lo, hi = scene_box(section, diameter / 2)
     area = (hi[0] - lo[0]) * (hi[1] - lo[1])
-    n = rng.poisson(strength * area / 1000)
+    n = rng.poisson(conf.strength * area / 1000)
     p = rng.uniform(lo, hi, size=(n, 3))
     p[:, 2] = rng.uniform(section.z0, section.z1, size=n)
-    keep = wall_clearance(p, section, crypts, tree) > diameter / 2
+    keep = ((wall_clearance(p, section, crypts, tree) > diameter / 2)
+            & (vessel_clearance(vessels, p, diameter) > diameter / 2))
     rot = random_rotations(rng, n)
-    axes = np.tile([diameter / 2, diameter / 2, 1.1], (n, 1))
+    axes = np.tile([diameter / 2, diameter / 2, conf.thickness_um / 2], (n, 1))
     return Ellipsoids(centre=p[keep], rotation=rot[keep], axes=axes[keep])
 
 

@@ -11,8 +11,9 @@ from ..config import ArctiqueConf, scene_part
 from ..rng import stream
 from .architecture import crypt_tree, sample_blood, sample_crypts, sample_rips, sample_section
 from .epithelium import build_epithelium
-from .model import Cells, SceneModel
+from .model import Cells, Ellipsoids, SceneModel
 from .stroma import build_stroma
+from .vessels import build_endothelium, capillary_blood, sample_vessels
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def scene_key(cfg: ArctiqueConf) -> str:
 
 
 def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
-    """Deterministic scene of ``seed``: crypts, section pose, cells, mucin, blood and rips.
+    """Deterministic scene of ``seed``: crypts, section pose, capillaries, cells, mucin, blood and rips.
 
     Each part draws from its own named stream, so e.g. changing a stroma density leaves crypts,
     pose and epithelium as they were.
@@ -43,10 +44,15 @@ def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
     epi, mucin = build_epithelium(
         crypts, section, tree, t.epithelium, c.types.EPI, c.nucleus_scale.get("EPI", 1.0),
         streams("epithelium/place"), streams("epithelium/shape"), streams("epithelium/goblet"))
-    stroma = build_stroma(c, section, crypts, tree, streams)
-    cells = Cells.concat([epi, stroma])
+    vessels = sample_vessels(t.vessels, section, crypts, tree, z_pad, streams("vessels"))
+    endothelium = build_endothelium(t.vessels.endothelium, c.types.FIB, c.nucleus_scale.get("FIB", 1.0),
+                                    vessels, section, streams("vessels/endothelium"))
+    stroma = build_stroma(c, section, crypts, tree, streams, vessels, endothelium)
+    cells = Cells.concat([epi, stroma, endothelium])
     rips = sample_rips(t.rips, section, crypts, tree, streams("rips"))
-    blood = sample_blood(t.blood.strength, t.blood.diameter_um, section, crypts, tree, streams("blood"))
-    logger.debug("scene %d: %d cells (%d epithelial), %d goblets", seed, len(cells), len(epi), len(mucin.centre))
+    extravasated = sample_blood(t.blood, section, crypts, tree, vessels, streams("blood"))
+    blood = Ellipsoids.concat([extravasated, capillary_blood(t.vessels, t.blood, vessels, streams("vessels/blood"))])
+    logger.debug("scene %d: %d cells (%d epithelial, %d endothelial), %d goblets, %d capillary samples",
+                 seed, len(cells), len(epi), len(endothelium), len(mucin.centre), len(vessels.centre))
     return SceneModel(seed=seed, section=section, crypts=crypts, cells=cells, mucin=mucin,
-                      blood=blood, rips=rips, config_json=scene_key(cfg))
+                      blood=blood, rips=rips, vessels=vessels, config_json=scene_key(cfg))

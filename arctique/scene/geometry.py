@@ -101,3 +101,77 @@ def unbend(bent: np.ndarray, curvature: np.ndarray) -> np.ndarray:
     x = np.where(np.abs(k) < 1e-9, bx, phi / safe)
     y = np.where(np.abs(k) < 1e-9, by, 1 / safe - sign * r)
     return np.stack([x, y, z], -1)
+
+
+def _cut_points(verts: np.ndarray, edges: np.ndarray, vert_plane: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Points where edges ``(E, 2)`` cross their shell's cutting plane (``vert_plane``, the plane's
+    z at each vertex): ``(unique cut points (U, 3), index of each edge's point (E,))``. An edge
+    shared by two triangles gets one point, computed from its lower-indexed end, so that the cut
+    surface stays closed."""
+    ends = np.sort(edges, axis=1).astype(np.int64)
+    unique, index = np.unique(ends[:, 0] * len(verts) + ends[:, 1], return_inverse=True)
+    lo, hi = np.divmod(unique, len(verts))
+    a, b = verts[lo], verts[hi]
+    z = vert_plane[lo]
+    t = (z - a[:, 2]) / (b[:, 2] - a[:, 2])
+    points = a + t[:, None] * (b - a)
+    points[:, 2] = z
+    return points, index.ravel()
+
+
+def _clip_plane(verts: np.ndarray, faces: np.ndarray, shell: np.ndarray, plane: np.ndarray,
+                keep_below: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed shells cut by the planes z = ``plane[shell]``, keeping the side below (or above), each
+    cut shell closed again by a fan from the mean of its cut points (see ``clip_to_slab``)."""
+    vert_plane = np.zeros(len(verts))
+    vert_plane[faces.ravel()] = plane[np.repeat(shell, 3)]
+    inside = verts[:, 2] <= vert_plane if keep_below else verts[:, 2] >= vert_plane
+    ins = inside[faces]
+    count = ins.sum(1)
+    keep = [faces[count == 3]]
+    kept_shell = [shell[count == 3]]
+    cut = (count == 1) | (count == 2)
+    f, s, c = faces[cut], shell[cut], count[cut]
+    # Rotate each cut triangle (orientation kept) so that its lone vertex, the one on the minority
+    # side, comes first: a lone inside vertex keeps a triangle, a lone outside vertex leaves a quad.
+    lone = np.where(c == 1, np.argmax(ins[cut], 1), np.argmin(ins[cut], 1))
+    f = f[np.arange(len(f))[:, None], (lone[:, None] + np.arange(3)) % 3]
+    points, index = _cut_points(verts, np.concatenate([f[:, [0, 1]], f[:, [2, 0]]]), vert_plane)
+    base = len(verts)
+    ab, ca = base + index[:len(f)], base + index[len(f):]
+    one = c == 1
+    keep += [np.column_stack([f[one, 0], ab[one], ca[one]]),
+             np.column_stack([ab[~one], f[~one, 1], f[~one, 2]]),
+             np.column_stack([ab[~one], f[~one, 2], ca[~one]])]
+    kept_shell += [s[one], s[~one], s[~one]]
+    # The cap closes the new boundary edge (ab -> ca in a kept triangle, ca -> ab in a kept quad)
+    # walked backwards, from the shell's centre point on the plane.
+    shells, of = np.unique(s, return_inverse=True)
+    mids = (points[index[:len(f)]] + points[index[len(f):]]) / 2
+    centre = np.column_stack([np.bincount(of, mids[:, k]) for k in range(3)]) / np.bincount(of)[:, None]
+    centre_id = base + len(points) + of
+    keep.append(np.column_stack([centre_id, np.where(one, ca, ab), np.where(one, ab, ca)]))
+    kept_shell.append(s)
+    return (np.concatenate([verts, points, centre]), np.concatenate(keep).astype(np.int64),
+            np.concatenate(kept_shell))
+
+
+def clip_to_slab(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, shell_faces: int, z0: float,
+                 z1: float, stagger: float = 0.0, phase: int = 0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parts of closed shells between the planes ``z0 <= z <= z1``, closed by caps on the planes
+    (a volume renderer then spends no step outside the section).
+
+    A shell is a block of ``shell_faces`` consecutive faces (one lobe or cell body); its caps are fans
+    from the mean of its cut points, so each section of a shell must be star-shaped about that point,
+    as the near-ellipsoidal sections of nuclei and cells are. With ``stagger`` > 0, shell k is cut
+    ``stagger * (2 * (k % 32) + phase + 1)`` outside the planes instead, so that the caps of
+    overlapping shells (a nucleus in its cell body, touching cells) never lie at the same depth,
+    where a ray tracer may take one surface for the other. Returns (vertices, faces, cell row of
+    each face) like the input; shells wholly outside the slab are gone.
+    """
+    shell = np.arange(len(faces)) // shell_faces
+    shell_row = rows[::shell_faces]
+    spacing = stagger * (2 * (np.arange(len(shell_row)) % 32) + phase + 1)
+    for plane, keep_below in ((z1 + spacing, True), (z0 - spacing, False)):
+        verts, faces, shell = _clip_plane(verts, faces, shell, plane, keep_below)
+    return verts, faces.astype(np.int32), shell_row[shell].astype(np.int32)

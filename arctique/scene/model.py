@@ -19,9 +19,12 @@ import numpy as np
 MAX_LOBES = 6
 NOISE_TERMS = 6
 
-# Tissue compartments: the values of masks/tissue/<i>.tif (goblet mucin is "mucin", tears "tear").
-OUTSIDE, STROMA, EPITHELIUM, LUMEN, MUCIN, RIP, BLOOD = range(7)
-COMPARTMENT_NAMES = ("outside", "stroma", "epithelium", "lumen", "mucin", "tear", "blood")
+# Tissue compartments: the values of masks/tissue/<i>.tif (goblet mucin is "mucin", tears "tear",
+# red blood cells "blood", the wall and the plasma-filled lumen of a capillary "vessel").
+OUTSIDE, STROMA, EPITHELIUM, LUMEN, MUCIN, RIP, BLOOD, VESSEL = range(8)
+COMPARTMENT_NAMES = ("outside", "stroma", "epithelium", "lumen", "mucin", "tear", "blood", "vessel")
+# Parts of a capillary (architecture.vessel_parts).
+NO_VESSEL, VESSEL_LUMEN, VESSEL_WALL = range(3)
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +99,28 @@ class Ellipsoids:
     rotation: np.ndarray  # (M, 3, 3) local -> section
     axes: np.ndarray  # (M, 3) semi-axes
 
+    @classmethod
+    def concat(cls, parts: Sequence["Ellipsoids"]) -> "Ellipsoids":
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
+
+
+@dataclass(frozen=True, eq=False)
+class Vessels:
+    """Capillaries as pieces of tube around densely sampled centrelines (samples
+    ``vessels.VESSEL_STEP_UM`` apart along a piece; lumen and wall are constant along a piece). A
+    point lies in a piece's lumen within ``lumen`` of its nearest centreline sample of that piece, in
+    its wall within ``lumen + wall``; the capillaries are the union of the pieces (where a link
+    meets a column, their lumens join)."""
+
+    centre: np.ndarray  # (K, 3) centreline samples, section frame
+    piece: np.ndarray  # (K,) int32: samples of one unbroken piece of tube are consecutive and share it
+    lumen: np.ndarray  # (K,) lumen radius at the sample
+    wall: np.ndarray  # (K,) wall thickness at the sample
+
+    @classmethod
+    def empty(cls) -> "Vessels":
+        return cls(centre=np.zeros((0, 3)), piece=np.zeros(0, np.int32), lumen=np.zeros(0), wall=np.zeros(0))
+
 
 @dataclass(frozen=True, eq=False)
 class Vacuoles:
@@ -139,14 +164,15 @@ class SceneModel:
     crypts: Crypts
     cells: Cells
     mucin: Vacuoles  # goblet mucin
-    blood: Ellipsoids  # red blood cells
+    blood: Ellipsoids  # red blood cells: extravasated ones first, then those in the capillaries
     rips: Rips
+    vessels: Vessels  # capillaries
     config_json: str  # the scene part of the configuration that produced this model
 
 
 _PARTS: Dict[str, Type[Any]] = {
     "section": Section, "crypts": Crypts, "cells": Cells, "mucin": Vacuoles,
-    "blood": Ellipsoids, "rips": Rips,
+    "blood": Ellipsoids, "rips": Rips, "vessels": Vessels,
 }
 T = TypeVar("T")
 
@@ -180,6 +206,8 @@ def load(path: Path) -> SceneModel:
         arrays = {k: data[k] for k in data.files}
 
     def build(cls: Type[T], part: str) -> T:
+        if part == "vessels" and f"{part}.centre" not in arrays:  # a scene saved before capillaries
+            return Vessels.empty()  # type: ignore[return-value]
         kwargs = {}
         for f in fields(cls):
             a = arrays[f"{part}.{f.name}"]

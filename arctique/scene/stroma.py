@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from ..classes import CLASS_IDS, STROMA_NAMES
 from ..config import CellsConf
-from .architecture import compartments, scene_box, wall_clearance
+from .architecture import compartments, scene_box, vessel_clearance, wall_clearance
 from .cells import bounding_radius, collision_spheres, draw_shapes, make_cells
 from .geometry import random_rotations
-from .model import MAX_LOBES, NOISE_TERMS, STROMA, Cells, Crypts, Section
+from .model import MAX_LOBES, NOISE_TERMS, STROMA, Cells, Crypts, Section, Vessels
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +34,10 @@ class _SphereIndex:
     sequential placement packs the faces of the region denser than its middle, where the slab is.
     """
 
-    def __init__(self, cell: float, period_z: float) -> None:
+    def __init__(self, cell: float, period_z: Optional[float]) -> None:
         self.cell = cell
-        self.shifts = [np.array([0.0, 0.0, d]) for d in (0.0, period_z, -period_z)]
+        periods = (0.0,) if period_z is None else (0.0, period_z, -period_z)
+        self.shifts = [np.array([0.0, 0.0, d]) for d in periods]
         self.grid: Dict[tuple, List[int]] = {}
         self.centres: List[Tuple[float, float, float]] = []
         self.radii: List[float] = []
@@ -58,9 +59,10 @@ class _SphereIndex:
                                 return True
         return False
 
-    def add(self, centres: np.ndarray, radii: np.ndarray) -> None:
+    def add(self, centres: np.ndarray, radii: np.ndarray, periodic: bool = True) -> None:
+        """Add spheres; ``periodic=False`` adds them once, without their copies at z +- period."""
         for p, r in zip(centres, radii):
-            for shift in self.shifts:
+            for shift in (self.shifts if periodic else self.shifts[:1]):
                 self.grid.setdefault(self._key(p + shift), []).append(len(self.centres))
                 self.centres.append(tuple((p + shift).tolist()))
                 self.radii.append(float(r))
@@ -76,12 +78,15 @@ def stroma_volume(section: Section, crypts: Crypts, tree: cKDTree, z_pad: float,
 
 
 def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTree,
-                 streams: Callable[[str], np.random.Generator]) -> Cells:
-    """Stroma cells of all types (placed in the class registry's order)."""
+                 streams: Callable[[str], np.random.Generator], vessels: Optional[Vessels] = None,
+                 obstacles: Optional[Cells] = None) -> Cells:
+    """Stroma cells of all types (placed in the class registry's order), clear of the capillaries
+    (``vessels``) and of the nuclei already placed in their walls (``obstacles``)."""
+    vessels = Vessels.empty() if vessels is None else vessels
     total = sum(conf.ratios.values())
     types = [n for n in STROMA_NAMES if conf.ratios.get(n, 0.0) > 0 and conf.stroma_density > 0]
     if not types:
-        return _empty()
+        return empty_cells()
     # All types share one placement region (the largest reach), so that each is uniform in it.
     pads = [bounding_radius(draw_shapes(getattr(conf.types, n), conf.nucleus_scale.get(n, 1.0), 64,
                                         streams(f"stroma/{n}/probe")), getattr(conf.types, n).shape_noise).mean()
@@ -89,9 +94,9 @@ def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTre
     z_pad = float(max(pads))
     volume = stroma_volume(section, crypts, tree, z_pad, streams("stroma/volume"))
     targets = {n: int(round(conf.stroma_density * conf.ratios[n] / total * volume / 1000)) for n in types}
-    placed = _place(conf, targets, z_pad, section, crypts, tree, streams)
+    placed = _place(conf, targets, z_pad, section, crypts, tree, streams, vessels, obstacles)
     if not placed:
-        return _empty()
+        return empty_cells()
     for n in types:
         got = int(np.sum(placed["cls_name"] == n))
         if got < targets[n]:
@@ -104,7 +109,7 @@ def build_stroma(conf: CellsConf, section: Section, crypts: Crypts, tree: cKDTre
     return make_cells(cls, placed["centre"], placed["rotation"], placed)
 
 
-def _empty() -> Cells:
+def empty_cells() -> Cells:
     shapes = {"lobe_count": np.zeros(0, int), "lobe_centre": np.zeros((0, MAX_LOBES, 3)),
               "lobe_axes": np.zeros((0, MAX_LOBES, 3)), "curvature": np.zeros(0),
               "noise": np.zeros((0, NOISE_TERMS, 6)), "body_centre": np.zeros((0, 3)), "body_axes": np.zeros((0, 3))}
@@ -112,10 +117,17 @@ def _empty() -> Cells:
 
 
 def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Section, crypts: Crypts,
-           tree: cKDTree, streams: Callable[[str], np.random.Generator]) -> Dict[str, np.ndarray]:
+           tree: cKDTree, streams: Callable[[str], np.random.Generator], vessels: Vessels,
+           obstacles: Optional[Cells]) -> Dict[str, np.ndarray]:
     """Random sequential placement of all types at once, in an order interleaving the types."""
     lo, hi = scene_box(section, z_pad)
     index = _SphereIndex(cell=8.0, period_z=hi[2] - lo[2])
+    if obstacles is not None and len(obstacles):
+        shapes = {k: getattr(obstacles, k) for k in ("lobe_count", "lobe_centre", "lobe_axes", "curvature",
+                                                     "noise", "body_centre", "body_axes")}
+        shape_noise = np.abs(obstacles.noise[:, :, 5]).sum(1).max()
+        _, sc, sr = collision_spheres(obstacles.centre, obstacles.rotation, shapes, shape_noise)
+        index.add(sc, sr, periodic=False)
     rngs = {n: streams(f"stroma/{n}") for n in targets}
     counts = {n: 0 for n in targets}
     accepted: List[Dict[str, np.ndarray]] = []
@@ -133,7 +145,8 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
             # Nuclei keep clear of the epithelium and of each other; cell bodies may touch and
             # overlap, as cytoplasm does in the packed lamina propria.
             ok = np.ones(m, bool)
-            np.logical_and.at(ok, owner, wall_clearance(sc, section, crypts, tree) >= sr + conf.min_gap_um)
+            clear = np.minimum(wall_clearance(sc, section, crypts, tree), vessel_clearance(vessels, sc, 2 * sr.max()))
+            np.logical_and.at(ok, owner, clear >= sr + conf.min_gap_um)
             cand["reach"] = bounding_radius(shapes, tconf.shape_noise)
             cand["cls_name"] = np.array([n] * m)
             bounds = np.searchsorted(owner, np.arange(m + 1))
