@@ -49,7 +49,7 @@ def tissue_only(cfg, seed: int, monkeypatch) -> SceneModel:
     no_cells = make_cells(np.zeros(0, np.uint8), np.zeros((0, 3)), np.zeros((0, 3, 3)),
                           draw_shapes(CellTypeConf(), 1.0, 0, np.random.default_rng(0)))
     no_mucin = Vacuoles(centre=np.zeros((0, 3)), rotation=np.zeros((0, 3, 3)), axes=np.zeros((0, 3)),
-                        taper=np.zeros(0), flat=np.zeros(0), exponent=np.zeros(0),
+                        taper=np.zeros(0), exponent=np.zeros(0),
                         stem=np.zeros(0, bool))
     with monkeypatch.context() as m:
         m.setattr(scene_build, "build_epithelium", lambda *args, **kwargs: (no_cells, no_mucin))
@@ -70,10 +70,9 @@ def surface_w(crypts, uv: np.ndarray) -> np.ndarray:
 def inside_any_vacuole(points: np.ndarray, vac) -> np.ndarray:
     """Whether points lie in any goblet vacuole, by its inequality (``model.Vacuoles``)."""
     hit = np.zeros(len(points), bool)
-    for centre, rotation, (a, b, c), taper, flat, p in zip(vac.centre, vac.rotation, vac.axes, vac.taper,
-                                                           vac.flat, vac.exponent):
+    for centre, rotation, (a, b, c), taper, p in zip(vac.centre, vac.rotation, vac.axes, vac.taper, vac.exponent):
         x, y, z = ((points - centre) @ rotation).T
-        width = b * np.maximum(1 + taper * x / a, 0) * np.minimum(1, (c - np.abs(z)) / (c - flat))
+        width = b * np.maximum(1 + taper * x / a, 0) * np.sqrt(np.clip(1 - (z / c) ** 2, 0, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             hit |= (width > 0) & (np.abs(x / a) ** p + (np.abs(y) / width) ** p <= 1)
     return hit

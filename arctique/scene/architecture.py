@@ -345,15 +345,15 @@ def inside_vacuoles(points: np.ndarray, vac: Vacuoles, point_tree: cKDTree) -> n
             continue
         hits = np.asarray(hits)
         out[hits[in_vacuole((points[hits] - vac.centre[i]) @ vac.rotation[i], vac.axes[i],
-                            vac.taper[i], vac.flat[i], vac.exponent[i])]] = True
+                            vac.taper[i], vac.exponent[i])]] = True
     return out
 
 
-def in_vacuole(local: np.ndarray, axes: np.ndarray, taper: float, flat: float, exponent: float) -> np.ndarray:
+def in_vacuole(local: np.ndarray, axes: np.ndarray, taper: float, exponent: float) -> np.ndarray:
     """Whether local points ``(P, 3)`` lie inside one vacuole (see ``model.Vacuoles``)."""
     a, b, c = axes
     u = np.abs(local[:, 0] / a)
-    height = np.minimum(1, (c - np.abs(local[:, 2])) / (c - flat))
+    height = np.sqrt(np.clip(1 - (local[:, 2] / c)**2, 0, None))
     width = b * np.maximum(1 + taper * local[:, 0] / a, 0) * height
     inside = (height > 0) & (width > 0) & (u <= 1)
     v = np.abs(local[:, 1]) / np.where(inside, width, 1)

@@ -47,8 +47,10 @@ class _Wall:
 
 def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random.Generator) -> _Wall:
     """Cells on every crypt wall. Goblets sit at equal angles around each ring (the "flower" of a
-    cross-section), half a goblet apart from those of the next ring, like bricks: the goblet is the
-    cell nearest to each such angle, its theca is centred on the angle itself."""
+    cross-section), turned by ``goblet_stagger`` of a goblet from those of the previous ring (0: in
+    columns along the crypt, so that the petals of a cross-section keep their place through the
+    slab's depth): the goblet is the cell nearest to each such angle, its theca is centred on the
+    angle itself."""
     parts = []
     spacing = epi.spacing_um
     start = n_rows = 0
@@ -69,7 +71,7 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         goblet = np.zeros(len(row), bool)
         cup_theta = np.full(len(row), np.nan)
         for r in np.nonzero(n_goblet)[0]:
-            angles = goblet_phase + 2 * np.pi * (np.arange(n_goblet[r]) + 0.5 * (r % 2)) / n_goblet[r]
+            angles = goblet_phase + 2 * np.pi * (np.arange(n_goblet[r]) + epi.goblet_stagger * (r % 2)) / n_goblet[r]
             cols = np.round((angles - phase[r]) * ring[r] / (2 * np.pi)).astype(int) % ring[r]
             cols, j = np.unique(cols, return_index=True)
             base = np.cumsum(ring)[r] - ring[r]
@@ -183,7 +185,6 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     vac_rotation = section.rotation.T @ np.concatenate([cup["frame"], _wall_frame(wall.normal[g], wall.theta[g])])
     vac_axes = np.concatenate([cup["axes"], stem["axes"]])
     vac_taper = np.concatenate([cup["taper"], np.zeros(len(g))])
-    vac_flat = np.concatenate([cup["flat"], stem["flat"]])
     has_vacuole = np.concatenate([cup["ok"], stem["ok"]])
     vac_owner = np.concatenate([g, g])
 
@@ -204,7 +205,7 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     keep = _reaches(centre, bounding_radius(shapes, nucleus.shape_noise), lo, hi)
     keep[:n] &= below
     vac_centre = section.to_section(vac_centre_t)
-    mucin = Vacuoles(centre=vac_centre, rotation=vac_rotation, axes=vac_axes, taper=vac_taper, flat=vac_flat,
+    mucin = Vacuoles(centre=vac_centre, rotation=vac_rotation, axes=vac_axes, taper=vac_taper,
                      exponent=np.full(len(vac_axes), float(epi.goblet_exponent)),
                      stem=np.repeat([False, True], len(g)))
     keep_vac = has_vacuole & below[vac_owner] & _reaches(vac_centre, vacuole_reach(mucin), lo, hi)
@@ -256,11 +257,10 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     slope = np.minimum(half_angle, (width / 2 + epi.goblet_strand_um / 2) / np.maximum(outer, 1.0))
     b = slope * radius - epi.goblet_strand_um / 2
     semi = np.maximum(semi, 0.1)
-    # Along the crypt a theca keeps its width within ``flat`` of its mid-height, then narrows to
-    # nothing at ``height``; with height + flat = row spacing the staggered rings interlock exactly.
+    # Along the crypt a theca is elliptic: with a height above the row spacing the thecae of one
+    # column of goblets (stagger 0) join through a waist, beads on a string along the crypt.
     height = epi.goblet_height_um / 2
-    flat = float(np.clip(epi.row_spacing_um - height, 0, height / 2))
-    cup = {"flat": np.full(len(g), flat), "normal": normal, "radius": radius, "frame": _wall_frame(normal, theta),
+    cup = {"normal": normal, "radius": radius, "frame": _wall_frame(normal, theta),
            "axes": np.column_stack([semi, np.maximum(b, 0.1), np.full(len(g), height)]),
            "taper": slope * semi / np.maximum(b, 0.1), "ok": (semi > 0.5) & (b > 0.2)}
     # The stem: from the theca to the goblet's nucleus, as wide as its ring neighbours leave room.
@@ -269,7 +269,7 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     stem_half = gap - np.maximum(half_width[left], half_width[right]) - 0.3
     stem_low = np.maximum(outer - 1.0, low)
     stem_semi = (top[g] - stem_low) / 2
-    stem = {"radius": (top[g] + stem_low) / 2, "flat": np.zeros(len(g)),
+    stem = {"radius": (top[g] + stem_low) / 2,
             "axes": np.column_stack([np.maximum(stem_semi, 0.1), np.maximum(stem_half, 0.1),
                                      np.full(len(g), min(height, epi.row_spacing_um / 2))]),
             "ok": (stem_semi > 0.5) & (stem_half > 0.4)}

@@ -130,18 +130,16 @@ class Vacuoles:
     In local coordinates (x along the outward crypt normal, towards the base; y around the crypt;
     z along the crypt axis) a point is inside when ``|z| < c`` and
     ``|x / a|**p + |y / (b * t * h)|**p <= 1`` with ``t = max(1 + taper * x / a, 0)`` and
-    ``h = min(1, (c - |z|) / (c - flat))``: a superellipse of exponent ``p`` across the crypt whose
-    width changes linearly towards the base (a wedge about the crypt axis) and, beyond ``flat`` from
-    its mid-height, narrows linearly to nothing at ``c``, so the vacuoles of staggered rows
-    interlock without touching.
+    ``h = sqrt(1 - (z / c)**2)``: a superellipse of exponent ``p`` across the crypt (a rounded petal)
+    whose width grows linearly towards the base (a wedge about the crypt axis, so that the cytoplasm
+    strands between neighbouring petals keep their width), elliptic along the crypt.
     """
 
     centre: np.ndarray  # (M, 3) section frame
     rotation: np.ndarray  # (M, 3, 3) local -> section
     axes: np.ndarray  # (M, 3) semi-axes (a, b, c): radial, around the crypt at x = 0, along the axis
     taper: np.ndarray  # (M,) relative growth of the width from x = 0 to x = a
-    flat: np.ndarray  # (M,) half-height (along z) of the full-width middle, < c
-    exponent: np.ndarray  # (M,) superellipse exponent p (2: elliptic, larger: sharper shoulders)
+    exponent: np.ndarray  # (M,) superellipse exponent p (2: elliptic, larger: blunter ends)
     stem: np.ndarray  # (M,) bool: the neck of a goblet rather than its theca
 
 
