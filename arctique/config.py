@@ -107,9 +107,9 @@ class EpitheliumConf:
     row_spacing_um: float = _num(5.5, 1, 30)  # ... and along the crypt axis
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(1.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.28, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_fraction: float = _num(0.24, 0, 1)  # fraction of epithelial cells that are goblet cells
     goblet_length_um: List[float] = _span([30.0, 36.0], 1, 40)  # radial extent of mucin (theca and stem)
-    goblet_width_um: List[float] = _span([12.0, 15.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_width_um: List[float] = _span([15.0, 18.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(1.0, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
     goblet_stagger: float = _num(0.0, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
