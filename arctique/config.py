@@ -74,9 +74,9 @@ def _choice(default: str, *choices: str) -> Any:
 
 @dataclass
 class CryptConf:
-    spacing_um: float = _num(108.0, 20, 1000)  # centre distance of neighbouring crypts (hexagonal lattice)
+    spacing_um: float = _num(122.0, 20, 1000)  # centre distance of neighbouring crypts (hexagonal lattice)
     spacing_jitter: float = _num(0.1, 0, 0.4)  # random displacement of crypt centres, fraction of spacing
-    radius_um: float = _num(37.0, 5, 300)  # outer (basal) radius of a crypt
+    radius_um: float = _num(44.0, 5, 300)  # outer (basal) radius of a crypt
     radius_jitter: float = _num(0.1, 0, 0.5)  # per-crypt relative radius variation
     lumen_radius_um: float = _num(7.0, 0.5, 150)  # mean radius of the lumen
     lumen_lobes: List[int] = _span([2, 6], 2, 12)  # folds of the lumen (2: a slit)
@@ -106,11 +106,15 @@ class EpitheliumConf:
     spacing_um: float = _num(4.3, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
     row_spacing_um: float = _num(5.5, 1, 30)  # ... and along the crypt axis
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
-    stratification_um: float = _num(3.0, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.34, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([18.0, 26.0], 1, 40)  # radial extent of mucin
-    goblet_width_um: List[float] = _span([10.0, 13.0], 1, 40)  # tangential extent of mucin
-    goblet_fill: float = _num(1.0, 0.3, 1.5)  # a vacuole spans at most this share of the wall between goblets
+    stratification_um: float = _num(1.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
+    goblet_fraction: float = _num(0.24, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_length_um: List[float] = _span([30.0, 36.0], 1, 40)  # radial extent of mucin (theca and stem)
+    goblet_width_um: List[float] = _span([15.0, 18.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_fill: float = _num(1.0, 0.3, 1)  # a theca spans this share of the angle between goblets ...
+    goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
+    goblet_stagger: float = _num(0.0, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
+    goblet_height_um: float = _num(9.5, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
+    goblet_exponent: float = _num(3.0, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
 
 
 @dataclass

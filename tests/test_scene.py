@@ -21,7 +21,7 @@ from arctique.scene.architecture import CLEFT_TAPER, CLEFT_VARIATION, compartmen
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
 from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
 from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
-                                  SceneModel)
+                                  SceneModel, Vacuoles)
 from arctique.scene.vessels import endothelial
 
 SMALL = ["optics.image_size=96", "optics.mpp=1.0"]
@@ -48,7 +48,9 @@ def tissue_only(cfg, seed: int, monkeypatch) -> SceneModel:
     and blood come from their own named streams, so they are those of the full scene."""
     no_cells = make_cells(np.zeros(0, np.uint8), np.zeros((0, 3)), np.zeros((0, 3, 3)),
                           draw_shapes(CellTypeConf(), 1.0, 0, np.random.default_rng(0)))
-    no_mucin = Ellipsoids(centre=np.zeros((0, 3)), rotation=np.zeros((0, 3, 3)), axes=np.zeros((0, 3)))
+    no_mucin = Vacuoles(centre=np.zeros((0, 3)), rotation=np.zeros((0, 3, 3)), axes=np.zeros((0, 3)),
+                        taper=np.zeros(0), exponent=np.zeros(0),
+                        stem=np.zeros(0, bool))
     with monkeypatch.context() as m:
         m.setattr(scene_build, "build_epithelium", lambda *args, **kwargs: (no_cells, no_mucin))
         m.setattr(scene_build, "build_stroma", lambda *args, **kwargs: no_cells)
@@ -63,6 +65,17 @@ def waves(rows: np.ndarray, xy: np.ndarray) -> np.ndarray:
 def surface_w(crypts, uv: np.ndarray) -> np.ndarray:
     """w of the luminal surface above tissue points ``uv``."""
     return waves(crypts.surface_waves, uv)
+
+
+def inside_any_vacuole(points: np.ndarray, vac) -> np.ndarray:
+    """Whether points lie in any goblet vacuole, by its inequality (``model.Vacuoles``)."""
+    hit = np.zeros(len(points), bool)
+    for centre, rotation, (a, b, c), taper, p in zip(vac.centre, vac.rotation, vac.axes, vac.taper, vac.exponent):
+        x, y, z = ((points - centre) @ rotation).T
+        width = b * np.maximum(1 + taper * x / a, 0) * np.sqrt(np.clip(1 - (z / c) ** 2, 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hit |= (width > 0) & (np.abs(x / a) ** p + (np.abs(y) / width) ** p <= 1)
+    return hit
 
 
 def inside_any(points: np.ndarray, ell: Ellipsoids) -> np.ndarray:
@@ -410,7 +423,7 @@ def test_tissue_only_scenes_have_the_architecture_of_the_full_scene(cfg, monkeyp
 @pytest.mark.parametrize("overrides, seed, shown", [(DEEP, 3, {LUMEN, RIP, BLOOD, VESSEL}), (SURFACE, 0, {OUTSIDE})])
 def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     """Every pixel's compartment from the geometry directly: the surface waves, the crypt radii at
-    the point, the ellipsoid inequality of mucin vacuoles and red blood cells, the tear fields, the
+    the point, the inequalities of goblet vacuoles and red blood cells, the tear fields, the
     nearest capillary centreline sample (brute force)."""
     cfg = load_config(overrides)
     scene = built(tuple(overrides), seed)
@@ -443,7 +456,7 @@ def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     vessel = stroma & ~tear & in_vessel
     expected = np.full(len(p), STROMA, np.uint8)
     for code, where in ((OUTSIDE, outside), (LUMEN, lumen), (EPITHELIUM, epithelium), (RIP, tear),
-                        (MUCIN, epithelium & inside_any(p, scene.mucin)), (VESSEL, vessel),
+                       (MUCIN, epithelium & inside_any_vacuole(p, scene.mucin)), (VESSEL, vessel),
                         (BLOOD, stroma & ~tear & (~in_vessel | in_lumen) & inside_any(p, scene.blood))):
         expected[where] = code
     wrong = mask.ravel() != expected

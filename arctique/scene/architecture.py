@@ -15,7 +15,7 @@ from scipy.spatial import cKDTree
 from ..config import BloodConf, CryptConf, RipsConf, SectionConf, SurfaceConf
 from .geometry import random_rotations
 from .model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, NO_VESSEL, OUTSIDE, RIP, STROMA, VESSEL, VESSEL_LUMEN,
-                    VESSEL_WALL, Crypts, Ellipsoids, Rips, SceneModel, Section, Vessels)
+                    VESSEL_WALL, Crypts, Ellipsoids, Rips, SceneModel, Section, Vacuoles, Vessels)
 
 WALL_HARMONICS = 3
 
@@ -186,7 +186,7 @@ def compartment_map(scene: SceneModel, points: np.ndarray, parts: np.ndarray | N
     tree = crypt_tree(scene.crypts)
     code = compartments(points, scene.section, scene.crypts, tree, scene.rips)
     point_tree = cKDTree(points)
-    code[(ellipsoid_labels(points, scene.mucin, point_tree) > 0) & (code == EPITHELIUM)] = MUCIN
+    code[inside_vacuoles(points, scene.mucin, point_tree) & (code == EPITHELIUM)] = MUCIN
     parts = vessel_parts(scene.vessels, points) if parts is None else parts
     stroma = code == STROMA
     code[stroma & (parts != NO_VESSEL)] = VESSEL
@@ -330,3 +330,35 @@ def ellipsoid_labels(points: np.ndarray, ell: Ellipsoids, point_tree: cKDTree) -
         out[hits[inside]] = i + 1
     return out
 
+
+
+def vacuole_reach(vac: Vacuoles) -> np.ndarray:
+    """(M,) radius of a sphere about each vacuole's centre that holds it."""
+    a, b, c = vac.axes.T
+    return np.sqrt(a**2 + (b * (1 + np.abs(vac.taper)))**2 + c**2)
+
+
+def inside_vacuoles(points: np.ndarray, vac: Vacuoles, point_tree: cKDTree) -> np.ndarray:
+    """Whether each point lies in any goblet vacuole (the inequality in ``model.Vacuoles``);
+    ``point_tree`` indexes ``points``."""
+    out = np.zeros(len(points), bool)
+    if len(vac.centre) == 0:
+        return out
+    for i, hits in enumerate(point_tree.query_ball_point(vac.centre, vacuole_reach(vac))):
+        if not hits:
+            continue
+        hits = np.asarray(hits)
+        out[hits[in_vacuole((points[hits] - vac.centre[i]) @ vac.rotation[i], vac.axes[i],
+                            vac.taper[i], vac.exponent[i])]] = True
+    return out
+
+
+def in_vacuole(local: np.ndarray, axes: np.ndarray, taper: float, exponent: float) -> np.ndarray:
+    """Whether local points ``(P, 3)`` lie inside one vacuole (see ``model.Vacuoles``)."""
+    a, b, c = axes
+    u = np.abs(local[:, 0] / a)
+    height = np.sqrt(np.clip(1 - (local[:, 2] / c)**2, 0, None))
+    width = b * np.maximum(1 + taper * local[:, 0] / a, 0) * height
+    inside = (height > 0) & (width > 0) & (u <= 1)
+    v = np.abs(local[:, 1]) / np.where(inside, width, 1)
+    return inside & (u**exponent + v**exponent <= 1)

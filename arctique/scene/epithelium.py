@@ -10,7 +10,7 @@ slab are kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Dict, Tuple
 
 import numpy as np
@@ -18,10 +18,11 @@ from scipy.spatial import cKDTree
 
 from ..classes import CLASS_IDS
 from ..config import CellTypeConf, EpitheliumConf
-from .architecture import axis_point, crypt_coordinates, lumen_factor, scene_box, surface_depth, wall_factor
+from .architecture import (axis_point, crypt_coordinates, lumen_factor, scene_box, surface_depth, vacuole_reach,
+                           wall_factor)
 from .cells import bounding_radius, draw_shapes, make_cells
 from .geometry import frames_from_axis
-from .model import Cells, Crypts, Ellipsoids, Section
+from .model import Cells, Crypts, Section, Vacuoles
 
 GOBLET_SQUASH = (0.6, 1.15)  # goblet nuclei: shorter and wider, pressed to the base
 
@@ -34,16 +35,25 @@ class _Wall:
     theta: np.ndarray  # (P,) angle about the axis
     anchor: np.ndarray  # (P, 3) point on the axis (or centre of the rounded end) the normal starts from
     normal: np.ndarray  # (P, 3) outward unit normal
+    alpha: np.ndarray  # (P,) angle of the normal on the rounded end (0 on the tube)
     arc: np.ndarray  # (P,) distance to the nearer ring neighbour at the nominal inset radius
     goblet: np.ndarray  # (P,) bool: a goblet cell
-    goblet_arc: np.ndarray  # (P,) distance between the goblets of the ring at the inset radius
+    cup_theta: np.ndarray  # (P,) angle of a goblet's theca (NaN for other cells)
+    pitch: np.ndarray  # (P,) angle between neighbouring goblets of the ring
+    neighbours: np.ndarray  # (P, 2) the ring neighbours before and after
+    row: np.ndarray  # (P,) index of the cell's ring, unique over all crypts
+    rows: np.ndarray  # (P, 2) first and last index of the cells of the ring before and after
 
 
 def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random.Generator) -> _Wall:
-    """Cells on every crypt wall; goblets evenly spread around each ring (the "flower" of a
-    cross-section), their number per ring rounded at random to keep the goblet fraction."""
+    """Cells on every crypt wall. Goblets sit at equal angles around each ring (the "flower" of a
+    cross-section), turned by ``goblet_stagger`` of a goblet from those of the previous ring (0: in
+    columns along the crypt, so that the petals of a cross-section keep their place through the
+    slab's depth): the goblet is the cell nearest to each such angle, its theca is centred on the
+    angle itself."""
     parts = []
     spacing = epi.spacing_um
+    start = n_rows = 0
     for c in range(len(crypts.centre)):
         rho = crypts.radius[c] - inset
         total = crypts.depth + np.pi / 2 * rho
@@ -51,16 +61,22 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         alpha = np.clip((s - crypts.depth) / rho, 0, None)  # angle on the rounded end
         ring = np.maximum(1, np.floor(2 * np.pi * rho * np.cos(alpha) / spacing)).astype(int)
         row = np.repeat(np.arange(len(s)), ring)
-        col = np.arange(len(row)) - np.repeat(np.cumsum(ring) - ring, ring)
+        first = np.repeat(np.cumsum(ring) - ring, ring)
+        col = np.arange(len(row)) - first
         jitter = rng.uniform(-0.15, 0.15, len(row))
         phase = rng.uniform(0, 2 * np.pi, len(s))
-        want = epi.goblet_fraction * ring
-        n_goblet = np.floor(want + rng.random(len(s))).astype(int)
-        offset = rng.random(len(s))
+        goblet_phase = rng.uniform(0, 2 * np.pi)
+        n_goblet = np.where(epi.goblet_fraction > 0, np.maximum(1, np.round(epi.goblet_fraction * ring)), 0)
+        n_goblet = n_goblet.astype(int)
         goblet = np.zeros(len(row), bool)
+        cup_theta = np.full(len(row), np.nan)
         for r in np.nonzero(n_goblet)[0]:
-            cols = np.floor((np.arange(n_goblet[r]) + offset[r]) * ring[r] / n_goblet[r]).astype(int)
-            goblet[np.cumsum(ring)[r] - ring[r] + cols] = True
+            angles = goblet_phase + 2 * np.pi * (np.arange(n_goblet[r]) + epi.goblet_stagger * (r % 2)) / n_goblet[r]
+            cols = np.round((angles - phase[r]) * ring[r] / (2 * np.pi)).astype(int) % ring[r]
+            cols, j = np.unique(cols, return_index=True)
+            base = np.cumsum(ring)[r] - ring[r]
+            goblet[base + cols] = True
+            cup_theta[base + cols] = angles[j]
         theta = 2 * np.pi * (col + jitter) / ring[row] + phase[row]
         w_anchor = np.minimum(s, crypts.depth)[row]
         a = alpha[row]
@@ -69,12 +85,18 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         normal = np.column_stack([np.cos(a) * np.cos(theta), np.cos(a) * np.sin(theta), np.sin(a)])
         nominal = (2 * np.pi * rho * np.cos(alpha) / ring)[row]
         # The jitter brings ring neighbours closer than the nominal arc: each cell gets its nearer gap.
-        first = np.repeat(np.cumsum(ring) - ring, ring)
-        after = jitter[first + (col + 1) % ring[row]] - jitter
-        before = jitter - jitter[first + (col - 1) % ring[row]]
+        before_i = first + (col - 1) % ring[row]
+        after_i = first + (col + 1) % ring[row]
+        after = jitter[after_i] - jitter
+        before = jitter - jitter[before_i]
         arc = nominal * (1 + np.minimum(after, before))
-        goblet_arc = nominal * ring[row] / np.maximum(n_goblet[row], 1)
-        parts.append((idx, theta, anchor, normal, arc, goblet, goblet_arc))
+        pitch = 2 * np.pi / np.maximum(n_goblet, 1)[row]
+        lo = np.cumsum(ring) - ring  # first cell of each ring
+        rows = np.column_stack([lo[np.maximum(row - 1, 0)], (lo + ring)[np.minimum(row + 1, len(s) - 1)] - 1])
+        parts.append((idx, theta, anchor, normal, a, arc, goblet, cup_theta, pitch,
+                      np.column_stack([before_i, after_i]) + start, row + n_rows, rows + start))
+        start += len(row)
+        n_rows += len(s)
     return _Wall(*(np.concatenate(p) for p in zip(*parts)))
 
 
@@ -123,7 +145,7 @@ def _fit_width(shapes: Dict[str, np.ndarray], room: np.ndarray, noise: float) ->
 def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: EpitheliumConf,
                      nucleus: CellTypeConf, scale: float, rng_place: np.random.Generator,
                      rng_shape: np.random.Generator, rng_goblet: np.random.Generator,
-                     ) -> Tuple[Cells, Ellipsoids]:
+                     ) -> Tuple[Cells, Vacuoles]:
     """Epithelial cells (class EPI) of crypts and surface, and goblet mucin vacuoles, near the slab."""
     mean_len = np.mean(nucleus.length_um) * scale
     inset = epi.basal_gap_um + mean_len / 2
@@ -147,18 +169,24 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
                       for k in (-1, 0, 1)], axis=0)
     below = centre_t[:, 2] - reach_w > surface
 
-    # Mucin vacuoles fill the space between a goblet nucleus and the lumen, as wide as the room
-    # between neighbouring goblets allows (thin cytoplasm strands stay between them).
-    lumen = crypts.lumen[idx] * wall_factor(crypts, idx, theta) * lumen_factor(crypts, idx, theta)
-    top = centre_radius - half_len - 0.6  # luminal end of the nucleus, small gap
-    want = rng_goblet.uniform(*epi.goblet_length_um, size=n)
-    length = np.minimum(want, top - lumen + 1.0)  # vacuoles may bulge slightly into the lumen
-    vac_radius = top - length / 2
-    room_goblet = epi.goblet_fill * wall.goblet_arc * np.maximum(vac_radius, 1.0) / (crypts.radius[idx] - inset)
-    width = np.minimum(rng_goblet.uniform(*epi.goblet_width_um, size=n), room_goblet)
-    vac_centre_t = wall.anchor + wall.normal * vac_radius[:, None]
-    vac_axes = np.column_stack([length / 2, width / 2, width / 2 * 0.95])
-    has_vacuole = goblet & (length > 1.0)
+    # Goblet mucin: a theca (cup) from inside the nuclear palisade to the lumen, a wedge about the
+    # crypt axis spanning ``goblet_fill`` of the angle between goblets less a strand of cytoplasm, and
+    # a narrow stem between the neighbouring nuclei down to the goblet's own flattened nucleus.
+    top = centre_radius - half_len - 0.6  # luminal end of each nucleus, small gap
+    lo, hi = scene_box(section, 0)
+    # Only goblets whose mucin can reach the slab (it lies within a crypt radius of the nucleus).
+    g = np.nonzero(goblet & _reaches(section.to_section(centre_t),
+                                     np.full(n, crypts.radius.max() + epi.goblet_height_um), lo, hi))[0]
+    cup, stem = _goblet_mucin(crypts, epi, wall, g, top, centre_radius, shapes["lobe_axes"][:, 0, 1] * noise,
+                              rng_goblet)
+    cup_centre_t = wall.anchor[g] + cup["normal"] * cup["radius"][:, None]
+    stem_centre_t = wall.anchor[g] + wall.normal[g] * stem["radius"][:, None]
+    vac_centre_t = np.concatenate([cup_centre_t, stem_centre_t])
+    vac_rotation = section.rotation.T @ np.concatenate([cup["frame"], _wall_frame(wall.normal[g], wall.theta[g])])
+    vac_axes = np.concatenate([cup["axes"], stem["axes"]])
+    vac_taper = np.concatenate([cup["taper"], np.zeros(len(g))])
+    has_vacuole = np.concatenate([cup["ok"], stem["ok"]])
+    vac_owner = np.concatenate([g, g])
 
     # Surface epithelium: columnar cells standing on the base of the surface layer.
     anchor_s, normal_s = _surface_grid(crypts, section, epi.row_spacing_um, mean_len * 2, tree)
@@ -174,15 +202,78 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     shapes = {k: np.concatenate([shapes[k], shapes_s[k]]) for k in shapes}
     goblet_all = np.concatenate([goblet, np.zeros(m, bool)])
 
-    lo, hi = scene_box(section, 0)
     keep = _reaches(centre, bounding_radius(shapes, nucleus.shape_noise), lo, hi)
     keep[:n] &= below
     vac_centre = section.to_section(vac_centre_t)
-    keep_vac = has_vacuole & below & _reaches(vac_centre, vac_axes.max(1), lo, hi)
+    mucin = Vacuoles(centre=vac_centre, rotation=vac_rotation, axes=vac_axes, taper=vac_taper,
+                     exponent=np.full(len(vac_axes), float(epi.goblet_exponent)),
+                     stem=np.repeat([False, True], len(g)))
+    keep_vac = has_vacuole & below[vac_owner] & _reaches(vac_centre, vacuole_reach(mucin), lo, hi)
     cells = make_cells(np.full(int(keep.sum()), CLASS_IDS["EPI"]), centre[keep], rotation[keep],
                        {k: v[keep] for k, v in shapes.items()}, goblet_all[keep])
-    mucin = Ellipsoids(centre=vac_centre[keep_vac], rotation=rotation[:n][keep_vac], axes=vac_axes[keep_vac])
+    mucin = Vacuoles(**{f.name: getattr(mucin, f.name)[keep_vac] for f in fields(Vacuoles)})
     return cells, mucin
+
+
+def _wall_frame(normal: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """(P, 3, 3) local -> tissue frames: x along the outward normal, y around the crypt, z = x cross y."""
+    tangent = np.column_stack([-np.sin(theta), np.cos(theta), np.zeros(len(theta))])
+    return np.stack([normal, tangent, np.cross(normal, tangent)], axis=-1)
+
+
+def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarray, top: np.ndarray,
+                  centre_radius: np.ndarray, half_width: np.ndarray, rng: np.random.Generator,
+                  ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """Theca and stem of the goblets ``g`` (indices into the wall grid). ``top``: luminal end of each
+    cell's nucleus along its normal; ``inner``: innermost reach of each nucleus (shape noise
+    included); ``half_width``: greatest half-width of each nucleus."""
+    idx = wall.crypt[g]
+    theta = wall.cup_theta[g]
+    a = wall.alpha[g]
+    normal = np.column_stack([np.cos(a) * np.cos(theta), np.cos(a) * np.sin(theta), np.sin(a)])
+    f = wall_factor(crypts, idx, theta)
+    lumen = crypts.lumen[idx] * f * lumen_factor(crypts, idx, theta)
+    half_angle = epi.goblet_fill * wall.pitch[g] / 2
+    # The theca reaches down between the nuclei of its ring neighbours (those within its angle plus
+    # half a cell) to the middle of the shallowest of them; the stem continues to its own nucleus.
+    window = int((wall.rows[:, 1] - wall.rows[:, 0]).max()) + 1
+    cand = wall.rows[g, :1] + np.arange(window)
+    valid = cand <= wall.rows[g, 1:]
+    cand = np.minimum(cand, len(wall.crypt) - 1)
+    cell_angle = wall.arc[g] / np.maximum(crypts.radius[idx] * f, 1.0)
+    dtheta = (wall.theta[cand] - theta[:, None] + np.pi) % (2 * np.pi) - np.pi
+    near = (valid & (wall.row[cand] == wall.row[g, None]) & (cand != g[:, None])
+            & (np.abs(dtheta) <= (half_angle + 0.5 * cell_angle)[:, None]))
+    palisade = np.min(np.where(near, centre_radius[cand], np.inf), axis=1)
+    outer = np.minimum(palisade, top[g]) - 0.5
+    n = len(wall.crypt)  # drawn for every cell, so that a goblet's draw does not depend on the view
+    want = rng.uniform(*epi.goblet_length_um, size=n)[g]
+    width = rng.uniform(*epi.goblet_width_um, size=n)[g]
+    low = np.maximum(lumen - 1.0, top[g] - want)  # vacuoles may bulge slightly into the lumen
+    semi = (outer - low) / 2
+    radius = (outer + low) / 2
+    # Half-width at distance r from the axis: half_angle * r - strand / 2, so that neighbouring thecae
+    # keep strands of even width; at most the drawn width at the outer end.
+    slope = np.minimum(half_angle, (width / 2 + epi.goblet_strand_um / 2) / np.maximum(outer, 1.0))
+    b = slope * radius - epi.goblet_strand_um / 2
+    semi = np.maximum(semi, 0.1)
+    # Along the crypt a theca is elliptic: with a height above the row spacing the thecae of one
+    # column of goblets (stagger 0) join through a waist, beads on a string along the crypt.
+    height = epi.goblet_height_um / 2
+    cup = {"normal": normal, "radius": radius, "frame": _wall_frame(normal, theta),
+           "axes": np.column_stack([semi, np.maximum(b, 0.1), np.full(len(g), height)]),
+           "taper": slope * semi / np.maximum(b, 0.1), "ok": (semi > 0.5) & (b > 0.2)}
+    # The stem: from the theca to the goblet's nucleus, as wide as its ring neighbours leave room.
+    left, right = wall.neighbours[g].T
+    gap = wall.arc[g] * outer / np.maximum(crypts.radius[idx] * f, 1.0)
+    stem_half = gap - np.maximum(half_width[left], half_width[right]) - 0.3
+    stem_low = np.maximum(outer - 1.0, low)
+    stem_semi = (top[g] - stem_low) / 2
+    stem = {"radius": (top[g] + stem_low) / 2,
+            "axes": np.column_stack([np.maximum(stem_semi, 0.1), np.maximum(stem_half, 0.1),
+                                     np.full(len(g), min(height, epi.row_spacing_um / 2))]),
+            "ok": (stem_semi > 0.5) & (stem_half > 0.4)}
+    return cup, stem
 
 
 def _reaches(centre: np.ndarray, reach: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

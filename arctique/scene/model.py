@@ -123,6 +123,27 @@ class Vessels:
 
 
 @dataclass(frozen=True, eq=False)
+class Vacuoles:
+    """Goblet mucin: each goblet cell has a theca (a wedge-shaped cup between the nuclear palisade
+    and the lumen) and a stem (a narrow neck between its neighbours' nuclei down to its own nucleus).
+
+    In local coordinates (x along the outward crypt normal, towards the base; y around the crypt;
+    z along the crypt axis) a point is inside when ``|z| < c`` and
+    ``|x / a|**p + |y / (b * t * h)|**p <= 1`` with ``t = max(1 + taper * x / a, 0)`` and
+    ``h = sqrt(1 - (z / c)**2)``: a superellipse of exponent ``p`` across the crypt (a rounded petal)
+    whose width grows linearly towards the base (a wedge about the crypt axis, so that the cytoplasm
+    strands between neighbouring petals keep their width), elliptic along the crypt.
+    """
+
+    centre: np.ndarray  # (M, 3) section frame
+    rotation: np.ndarray  # (M, 3, 3) local -> section
+    axes: np.ndarray  # (M, 3) semi-axes (a, b, c): radial, around the crypt at x = 0, along the axis
+    taper: np.ndarray  # (M,) relative growth of the width from x = 0 to x = a
+    exponent: np.ndarray  # (M,) superellipse exponent p (2: elliptic, larger: blunter ends)
+    stem: np.ndarray  # (M,) bool: the neck of a goblet rather than its theca
+
+
+@dataclass(frozen=True, eq=False)
 class Rips:
     """Tears through the section: thin cracks along the zero set of an isotropic random field, kept
     where a second, smooth field marks a damaged patch, and clefts along the crypt walls."""
@@ -140,7 +161,7 @@ class SceneModel:
     section: Section
     crypts: Crypts
     cells: Cells
-    mucin: Ellipsoids  # goblet vacuoles
+    mucin: Vacuoles  # goblet mucin
     blood: Ellipsoids  # red blood cells: extravasated ones first, then those in the capillaries
     rips: Rips
     vessels: Vessels  # capillaries
@@ -148,7 +169,7 @@ class SceneModel:
 
 
 _PARTS: Dict[str, Type[Any]] = {
-    "section": Section, "crypts": Crypts, "cells": Cells, "mucin": Ellipsoids,
+    "section": Section, "crypts": Crypts, "cells": Cells, "mucin": Vacuoles,
     "blood": Ellipsoids, "rips": Rips, "vessels": Vessels,
 }
 T = TypeVar("T")
