@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tifffile
@@ -25,11 +25,12 @@ from .classes import class_table
 from .config import ArctiqueConf, ConfigError, NoiseConf, OpticsConf, fingerprint, to_dict
 from .io import dataset as ds
 from .io.sample import RenderedSample, write_sample
-from .labels.ambiguity import ambiguity_maps, cell_columns, instance_rows
+from .labels.ambiguity import AmbiguityMaps, ambiguity_maps, cell_columns, instance_rows
 from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes, tissue_mask
 from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, build_scene, load
-from .labels.trace import crossings, z_range
+from .labels.trace import Mesh, crossings, z_range
+from .parallel import Background
 from .scene.cells import body_mesh, nucleus_mesh
 from .stopping import StopOnSignal
 
@@ -44,10 +45,13 @@ COLOUR_PIPELINE = ("Cycles linear transmittance of a white back-light (optics.wh
 
 class StageTimer:
     """Wall-clock seconds per named stage (summed when a stage repeats); with a ``sample`` seed,
-    the start of each stage is logged, so long work is never silent."""
+    the start of each stage is logged, so long work is never silent. ``beside`` holds the seconds of
+    stages that ran in a background process at the same time (``arctique.parallel``): they are not
+    part of the sample's wall time."""
 
     def __init__(self, sample: Optional[int] = None) -> None:
         self.seconds: Dict[str, float] = {}
+        self.beside: Dict[str, float] = {}
         self.sample = sample
 
     @contextmanager
@@ -59,6 +63,11 @@ class StageTimer:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def summary(self) -> str:
+        own = ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
+        beside = ", ".join(f"{k} {v:.2f}s" for k, v in self.beside.items())
+        return f"{own}; beside them: {beside}" if beside else own
 
 
 def srgb_uint8(linear: np.ndarray) -> np.ndarray:
@@ -104,30 +113,25 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
             scene = build_scene(cfg, seed)
         nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
         bodies = body_mesh(scene.cells, cfg.cells.mesh_subdivisions)
-    with timer("appearance"):
-        stains = cell_stains(cfg, scene)
-        textures = tissue_textures(cfg, scene)
-    staged = dataset.staging(seed)
-    blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
-    if blend is not None:
-        blend.parent.mkdir(parents=True, exist_ok=True)
-    linear, device = render_scene(cfg, scene, stains, textures, nuclei, bodies, timer, save_blend=blend)
-    with timer("labels"):  # the pixel-centre rays through the meshes Blender rendered
-        sec, size, mpp = scene.section, cfg.optics.image_size, cfg.optics.mpp
-        focus_z = (sec.z0 + sec.z1) / 2 + cfg.optics.focus_offset_um
-        centre = crossings(nuclei, size, mpp, 1, (-np.inf, sec.z1))
-        raw = label_passes(scene, centre, crossings(bodies, size, mpp, 1, (-np.inf, sec.z1)), cfg.output.z_slices)
-        labels = finalize(scene, raw, mpp, focus_z, z_range(nuclei, len(scene.cells)))
-        tissue = tissue_mask(scene, size, mpp)
-        image = srgb_uint8(linear)
-    with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
-        rows = instance_rows(labels.cells)
-        ambiguity = ambiguity_maps(scene, nuclei, centre, labels.instance, rows, mpp,
-                                   cfg.output.soft_subsamples, focus_z)
-        labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
-                                                    cfg.optics.aperture, cfg.optics.mpp))
-        meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record},
-                "software": software_versions(), "cells": labels.cells}
+    traced = Background(f"labels of sample {seed}", cfg.optics.threads, sample_labels, cfg, scene, nuclei, bodies)
+    try:
+        with timer("appearance"):
+            stains = cell_stains(cfg, scene)
+            textures = tissue_textures(cfg, scene)
+        staged = dataset.staging(seed)
+        blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
+        if blend is not None:
+            blend.parent.mkdir(parents=True, exist_ok=True)
+        linear, device = render_scene(cfg, scene, stains, textures, nuclei, bodies, timer, save_blend=blend)
+        with timer("labels_wait"):
+            labels, tissue, ambiguity, seconds = traced.result()
+    finally:
+        traced.cancel()
+    timer.beside.update(seconds)
+    focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
+    image = srgb_uint8(linear)
+    meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record},
+            "software": software_versions(), "cells": labels.cells}
     with timer("write"):
         write_sample(staged, RenderedSample(seed, cfg.optics.mpp, image, labels, tissue, scene, meta,
                                             {**parameters, "seed": seed}, ambiguity.maps()),
@@ -142,6 +146,28 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
             "software": json.dumps(software_versions(), sort_keys=True),
         })
     return labels
+
+
+def sample_labels(cfg: ArctiqueConf, scene: SceneModel, nuclei: Mesh, bodies: Mesh
+                  ) -> Tuple[Labels, np.ndarray, AmbiguityMaps, Dict[str, float]]:
+    """Every label of one sample from its scene model: the pixel-centre rays through the meshes Blender
+    renders give the instance, cytoplasm and stack labels and the ambiguity maps; the tissue mask is
+    the mid-plane's compartments. Also returns the seconds of the ``labels`` and ``ambiguity`` stages."""
+    timer = StageTimer()
+    with timer("labels"):
+        sec, size, mpp = scene.section, cfg.optics.image_size, cfg.optics.mpp
+        focus_z = (sec.z0 + sec.z1) / 2 + cfg.optics.focus_offset_um
+        centre = crossings(nuclei, size, mpp, 1, (-np.inf, sec.z1))
+        raw = label_passes(scene, centre, crossings(bodies, size, mpp, 1, (-np.inf, sec.z1)), cfg.output.z_slices)
+        labels = finalize(scene, raw, mpp, focus_z, z_range(nuclei, len(scene.cells)))
+        tissue = tissue_mask(scene, size, mpp)
+    with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
+        rows = instance_rows(labels.cells)
+        ambiguity = ambiguity_maps(scene, nuclei, centre, labels.instance, rows, mpp,
+                                   cfg.output.soft_subsamples, focus_z)
+        labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
+                                                    cfg.optics.aperture, cfg.optics.mpp))
+    return labels, tissue, ambiguity, timer.seconds
 
 
 def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray,
@@ -396,7 +422,7 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
                 stopper.current = None
             dataset.clear_failure(seed)
             logger.info("sample %d written to %s (%s)", seed, dataset.root,
-                        ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
+                        timer.summary())
             counts.rendered += 1
     return counts
 
