@@ -20,15 +20,16 @@ import numpy as np
 import tifffile
 
 from . import __version__
-from .appearance import appearance_mixture, cell_stains, tissue_textures
+from .appearance import appearance_mixture, cell_stains, section_compartments, tissue_textures
 from .classes import class_table
 from .config import ArctiqueConf, ConfigError, NoiseConf, OpticsConf, fingerprint, to_dict
 from .io import dataset as ds
 from .io.sample import RenderedSample, write_sample
 from .labels.ambiguity import AmbiguityMaps, ambiguity_maps, cell_columns, instance_rows
-from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes, tissue_mask
+from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes
 from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
-from .scene import SceneModel, build_scene, load
+from .scene import SceneModel, load
+from .scene.build import add_stroma, build_tissue
 from .labels.trace import Mesh, crossings, z_range
 from .parallel import Background
 from .scene.cells import body_mesh, nucleus_mesh
@@ -108,24 +109,32 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     from .render import render_scene  # bpy is imported only when something is rendered
 
     timer = timer or StageTimer()
+    size, mpp, threads = cfg.optics.image_size, cfg.optics.mpp, cfg.optics.threads
+    # Work that needs only part of the scene starts in other processes as soon as that part exists:
+    # the compartment maps once the tissue is built (beside the stroma placement), the labels once the
+    # cells are (beside the texture and the render).
     with timer("scene_model"):
-        if scene is None:
-            scene = build_scene(cfg, seed)
+        tissue = build_tissue(cfg, seed) if scene is None else scene
+        mapped = Background(f"compartments of sample {seed}", threads, section_compartments, tissue, size, mpp,
+                            cfg.optics.layers)
+        scene = add_stroma(cfg, tissue) if scene is None else scene
         nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
         bodies = body_mesh(scene.cells, cfg.cells.mesh_subdivisions)
-    traced = Background(f"labels of sample {seed}", cfg.optics.threads, sample_labels, cfg, scene, nuclei, bodies)
+    traced = Background(f"labels of sample {seed}", threads, sample_labels, cfg, scene, nuclei, bodies)
     try:
         with timer("appearance"):
             stains = cell_stains(cfg, scene)
-            textures = tissue_textures(cfg, scene)
+            textures = tissue_textures(cfg, scene, mapped.result)
         staged = dataset.staging(seed)
         blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
         if blend is not None:
             blend.parent.mkdir(parents=True, exist_ok=True)
         linear, device = render_scene(cfg, scene, stains, textures, nuclei, bodies, timer, save_blend=blend)
         with timer("labels_wait"):
-            labels, tissue, ambiguity, seconds = traced.result()
+            labels, ambiguity, seconds = traced.result()
+        tissue = mapped.result().mask
     finally:
+        mapped.cancel()
         traced.cancel()
     timer.beside.update(seconds)
     focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
@@ -149,10 +158,11 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
 
 
 def sample_labels(cfg: ArctiqueConf, scene: SceneModel, nuclei: Mesh, bodies: Mesh
-                  ) -> Tuple[Labels, np.ndarray, AmbiguityMaps, Dict[str, float]]:
-    """Every label of one sample from its scene model: the pixel-centre rays through the meshes Blender
-    renders give the instance, cytoplasm and stack labels and the ambiguity maps; the tissue mask is
-    the mid-plane's compartments. Also returns the seconds of the ``labels`` and ``ambiguity`` stages."""
+                  ) -> Tuple[Labels, AmbiguityMaps, Dict[str, float]]:
+    """The cell labels of one sample: the pixel-centre rays through the meshes Blender renders give
+    the instance, cytoplasm and stack labels and the ambiguity maps (the tissue mask comes with the
+    texture's compartments, ``appearance.section_compartments``). Also returns the seconds of the
+    ``labels`` and ``ambiguity`` stages."""
     timer = StageTimer()
     with timer("labels"):
         sec, size, mpp = scene.section, cfg.optics.image_size, cfg.optics.mpp
@@ -160,14 +170,13 @@ def sample_labels(cfg: ArctiqueConf, scene: SceneModel, nuclei: Mesh, bodies: Me
         centre = crossings(nuclei, size, mpp, 1, (-np.inf, sec.z1))
         raw = label_passes(scene, centre, crossings(bodies, size, mpp, 1, (-np.inf, sec.z1)), cfg.output.z_slices)
         labels = finalize(scene, raw, mpp, focus_z, z_range(nuclei, len(scene.cells)))
-        tissue = tissue_mask(scene, size, mpp)
     with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
         rows = instance_rows(labels.cells)
         ambiguity = ambiguity_maps(scene, nuclei, centre, labels.instance, rows, mpp,
                                    cfg.output.soft_subsamples, focus_z)
         labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
                                                     cfg.optics.aperture, cfg.optics.mpp))
-    return labels, tissue, ambiguity, timer.seconds
+    return labels, ambiguity, timer.seconds
 
 
 def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray,

@@ -287,9 +287,8 @@ class SceneRenderer:
 
     def _tissue(self, transmittance: np.ndarray) -> List["bpy.types.Object"]:
         """One transparent sheet per depth layer, at the layer's centre, carrying its transmittance."""
-        sec = self.model.section
         n_layers, h, w, _ = transmittance.shape
-        half = sec.field_um / 2 + sec.margin_um
+        half = w * self.optics.mpp / 2  # appearance.texture_grid
         objects = []
         for k, z in enumerate(layer_depths(self.model, n_layers)):
             image = bpy.data.images.new(f"tissue_{k}", w, h, alpha=True, float_buffer=True)
