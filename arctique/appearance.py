@@ -18,13 +18,14 @@ from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 from .config import ArctiqueConf, StainConf
 from .rng import stream
 from .scene.architecture import compartment_map, vessel_parts
-from .scene.cells import inside_nucleus
+from .scene.cells import inside_body, inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
 from .labels.exact import tissue_mask
 from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSEL_WALL, SceneModel
 
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
+_OCCUPANCY_CHUNK = 200_000  # grid points tested at once; bounds the memory
 
 
 def od_vectors(stain: StainConf) -> Dict[str, np.ndarray]:
@@ -199,32 +200,42 @@ def cell_occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: in
     return np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)[:, :len(xs), :len(xs)]
 
 
+def _window(grid: np.ndarray, centre: np.ndarray, reach: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last index of the points of an ascending ``grid`` within ``reach`` of each
+    ``centre``."""
+    return np.searchsorted(grid, centre - reach, "left"), np.searchsorted(grid, centre + reach, "right")
+
+
 def _occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: int) -> np.ndarray:
     s, cells = scene.section, scene.cells
     dz = s.thickness / layers
     zs = s.z1 - dz * (np.arange(layers * per_layer) + 0.5) / per_layer
-    inside = np.zeros((len(zs), len(xs), len(xs)), bool)
+    ys = xs[::-1]
     shape_noise = cells.noise[:, :, 5].sum(1)
     lobes = np.linalg.norm(cells.lobe_centre, axis=2) + cells.lobe_axes.max(2) * (1 + shape_noise[:, None])
     reach = np.maximum(lobes.max(1), np.linalg.norm(cells.body_centre, axis=1) + cells.body_axes.max(1))
-    for row in range(len(cells)):
-        c = cells.centre[row]
-        if c[2] - reach[row] > s.z1 or c[2] + reach[row] < s.z0:
-            continue
-        cols = np.nonzero(np.abs(xs - c[0]) <= reach[row])[0]
-        rows = np.nonzero(np.abs(xs[::-1] - c[1]) <= reach[row])[0]
-        layers_hit = np.nonzero(np.abs(zs - c[2]) <= reach[row])[0]
-        if not (len(cols) and len(rows) and len(layers_hit)):
-            continue
-        zz, yy, xx = np.meshgrid(zs[layers_hit], xs[::-1][rows], xs[cols], indexing="ij")
-        pts = np.column_stack([xx.ravel(), yy.ravel(), zz.ravel()])
-        hit = inside_nucleus(pts, cells, row)
-        if cells.body_axes[row, 0] > 0:
-            local = (pts - c) @ cells.rotation[row] - cells.body_centre[row]
-            hit |= ((local / cells.body_axes[row]) ** 2).sum(1) <= 1
-        block = inside[layers_hit[0]:layers_hit[-1] + 1, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        block |= hit.reshape(block.shape)
-    return inside.reshape(layers, per_layer, len(xs), len(xs)).mean(1)
+    # Each cell's box of grid points within its reach (ys and zs descend: searched negated).
+    x0, x1 = _window(xs, cells.centre[:, 0], reach)
+    y0, y1 = _window(-ys, -cells.centre[:, 1], reach)
+    z0, z1 = _window(-zs, -cells.centre[:, 2], reach)
+    nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
+    count = nx * ny * nz
+    inside = np.zeros((len(zs), len(ys), len(xs)), bool)
+    rows = np.flatnonzero(count > 0)
+    ends = np.cumsum(count[rows])
+    starts = np.unique(np.searchsorted(ends, np.arange(0, ends[-1] if len(ends) else 0, _OCCUPANCY_CHUNK), "right"))
+    for chunk in np.split(rows, starts[1:]) if len(rows) else []:
+        row = np.repeat(chunk, count[chunk])
+        k = np.arange(len(row)) - np.repeat(np.cumsum(count[chunk]) - count[chunk], count[chunk])
+        plane = nx[row] * ny[row]
+        iz, rest = z0[row] + k // plane, k % plane
+        iy, ix = y0[row] + rest // nx[row], x0[row] + rest % nx[row]
+        pts = np.column_stack([xs[ix], ys[iy], zs[iz]])
+        hit = inside_body(pts, cells, row)
+        rest = np.flatnonzero(~hit)
+        hit[rest] = inside_nucleus(pts[rest], cells, row[rest])
+        inside[iz[hit], iy[hit], ix[hit]] = True
+    return inside.reshape(layers, per_layer, len(ys), len(xs)).mean(1)
 
 
 def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, compartments: Callable[[], Compartments]

@@ -9,12 +9,14 @@ has one core, the work runs in the calling process when its result is asked for.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import traceback
+import weakref
 from typing import Any, Callable, List, Optional, Tuple
 
 
@@ -22,18 +24,37 @@ class BackgroundFailed(RuntimeError):
     """The forked work raised, or its process ended without a result; the message carries its traceback."""
 
 
-def _run_child(send, work: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+# The receiving ends of the pipes of every Background still running in this process: a child
+# forked later closes its copies, so that a child whose parent is gone meets a closed pipe.
+_RECEIVING: "weakref.WeakSet" = weakref.WeakSet()
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _end_with_parent(parent: int) -> None:
+    """Have the kernel kill this child when its parent dies (a killed job leaves nothing running)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the closed pipe ends the child after its work
+        return
+    if os.getppid() != parent:  # the parent died before the request
+        os._exit(1)
+
+
+def _run_child(parent: int, receive, send, work: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    _end_with_parent(parent)
     # Stop at once on the job's signals: the parent's handlers and wakeup pipe belong to the parent.
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
+    for connection in [receive, *_RECEIVING]:
+        connection.close()
     try:
         message = (True, work(*args))
     except BaseException as exc:  # reported to the parent, which raises it in the sample
         message = (False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
     try:
         send.send(message)
-    except (BrokenPipeError, OSError):  # the parent is gone; nobody waits for the result
+    except OSError:  # the parent is gone; nobody waits for the result
         pass
     finally:
         send.close()
@@ -62,9 +83,11 @@ class Background:
         receive, send = ctx.Pipe(duplex=False)
         for stream in (sys.stdout, sys.stderr):  # no buffered parent output is written twice
             stream.flush()
-        self._process = ctx.Process(target=_run_child, args=(send, work, args), name=name, daemon=True)
+        self._process = ctx.Process(target=_run_child, args=(os.getpid(), receive, send, work, args), name=name,
+                                    daemon=True)
         self._process.start()
         send.close()
+        _RECEIVING.add(receive)
         self._message: Optional[Tuple[bool, Any]] = None
         self._receiver = threading.Thread(target=self._receive, args=(receive,), name=f"{name}-result",
                                           daemon=True)
@@ -76,6 +99,7 @@ class Background:
         except EOFError:
             self._message = None
         finally:
+            _RECEIVING.discard(receive)
             receive.close()
 
     def result(self) -> Any:

@@ -163,7 +163,7 @@ def sample_labels(cfg: ArctiqueConf, scene: SceneModel, nuclei: Mesh, bodies: Me
     the instance, cytoplasm and stack labels and the ambiguity maps (the tissue mask comes with the
     texture's compartments, ``appearance.section_compartments``). Also returns the seconds of the
     ``labels`` and ``ambiguity`` stages."""
-    timer = StageTimer()
+    timer = StageTimer(scene.seed)
     with timer("labels"):
         sec, size, mpp = scene.section, cfg.optics.image_size, cfg.optics.mpp
         focus_z = (sec.z0 + sec.z1) / 2 + cfg.optics.focus_offset_um

@@ -177,14 +177,34 @@ def body_mesh(cells: Cells, level: int) -> Tuple[np.ndarray, np.ndarray, np.ndar
     return world.reshape(-1, 3), faces.astype(np.int32), np.repeat(idx, len(tris)).astype(np.int32)
 
 
-def inside_nucleus(points: np.ndarray, cells: Cells, row: int) -> np.ndarray:
-    """Whether section-frame ``points`` (P, 3) lie inside the parametric nucleus of cell ``row``."""
-    local = (points - cells.centre[row]) @ cells.rotation[row]
-    local = unbend(local, cells.curvature[row])
+def inside_nucleus(points: np.ndarray, cells: Cells, row) -> np.ndarray:
+    """Whether section-frame ``points`` (P, 3) lie inside the parametric nucleus of cell ``row`` (one
+    row of ``cells``, or one per point)."""
+    rows = np.broadcast_to(row, len(points))
+    local = np.einsum("pi,pij->pj", points - cells.centre[rows], cells.rotation[rows])
+    local = unbend(local[:, None], cells.curvature[rows])[:, 0]
+    count = cells.lobe_count[rows]
+    amplitude = np.abs(cells.noise[:, :, 5]).sum(1)[rows]  # |surface_noise| never exceeds it
     inside = np.zeros(len(points), bool)
-    for lobe in range(cells.lobe_count[row]):
-        q = (local - cells.lobe_centre[row, lobe]) / cells.lobe_axes[row, lobe]
+    for lobe in range(int(count.max(initial=0))):
+        on = np.flatnonzero(count > lobe)
+        q = (local[on] - cells.lobe_centre[rows[on], lobe]) / cells.lobe_axes[rows[on], lobe]
         rho = np.linalg.norm(q, axis=1)
-        direction = q / np.maximum(rho, 1e-12)[:, None]
-        inside |= rho <= 1 + surface_noise(direction, cells.noise[row])
+        inside[on[rho <= 1 - amplitude[on]]] = True
+        # Only points in the shell that the surface noise can reach need the noise.
+        shell = np.flatnonzero((rho > 1 - amplitude[on]) & (rho <= 1 + amplitude[on]))
+        direction = q[shell] / np.maximum(rho[shell], 1e-12)[:, None]
+        noise = surface_noise(direction[:, None], cells.noise[rows[on[shell]]])[:, 0]
+        inside[on[shell]] |= rho[shell] <= 1 + noise
+    return inside
+
+
+def inside_body(points: np.ndarray, cells: Cells, rows: np.ndarray) -> np.ndarray:
+    """Whether ``points`` (P, 3) lie inside the cell body (ellipsoid) of cell ``rows`` (P,); false for
+    cells without cytoplasm."""
+    inside = np.zeros(len(points), bool)
+    has = np.flatnonzero(cells.body_axes[rows, 0] > 0)
+    r = rows[has]
+    local = np.einsum("pi,pij->pj", points[has] - cells.centre[r], cells.rotation[r]) - cells.body_centre[r]
+    inside[has] = ((local / cells.body_axes[r]) ** 2).sum(1) <= 1
     return inside
