@@ -30,7 +30,7 @@ _RECEIVING: "weakref.WeakSet" = weakref.WeakSet()
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def _end_with_parent(parent: int) -> None:
+def end_with_parent(parent: int) -> None:
     """Have the kernel kill this child when its parent dies (a killed job leaves nothing running)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -41,7 +41,7 @@ def _end_with_parent(parent: int) -> None:
 
 
 def _run_child(parent: int, receive, send, work: Callable[..., Any], args: Tuple[Any, ...]) -> None:
-    _end_with_parent(parent)
+    end_with_parent(parent)
     # Stop at once on the job's signals: the parent's handlers and wakeup pipe belong to the parent.
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -20,7 +20,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from .io import dataset as ds
 
@@ -31,12 +31,15 @@ _JOB_ENDED = 0  # byte written to the pipe to end the watcher (no signal has num
 
 
 class StopOnSignal:
-    """Context manager for a job writing into ``dataset``; ``current`` is the seed being made.
-    Inside it, ``tempfile`` puts temporary files into a folder of the job's own."""
+    """Context manager for a job writing into ``dataset``; ``current`` is the seed being made, and
+    ``on_stop`` what ends the job's other processes (Blender's, ``render.worker``) and removes their
+    files before the job's own are cleaned up. Inside it, ``tempfile`` puts temporary files into a
+    folder of the job's own."""
 
     def __init__(self, dataset: ds.Dataset) -> None:
         self.dataset = dataset
         self.current: Optional[int] = None
+        self.on_stop: List[Callable[[], None]] = []
         self._previous: Dict[int, object] = {}
         self._pipe: Optional[tuple] = None
         self._scratch: Optional[str] = None
@@ -84,6 +87,8 @@ class StopOnSignal:
     def _stop(self, sig: signal.Signals) -> None:
         with self.dataset.writing:  # a commit or record in progress finishes first
             seed = self.current
+            for end in self.on_stop:
+                end()
             shutil.rmtree(self._scratch, ignore_errors=True)
             if "bpy" in sys.modules:  # Blender's session folder, which it removes only at a normal exit
                 shutil.rmtree(sys.modules["bpy"].app.tempdir, ignore_errors=True)

@@ -151,10 +151,13 @@ def render_stages(seeds: range, overrides: list) -> None:
     print(f"peak resident memory: {peak_mb:.0f} MB")
 
 
-# A fresh interpreter running arctique-gen that reports its own peak resident memory at exit.
+# A fresh interpreter running arctique-gen that reports the peak memory of its processes at exit
+# (arctique.parallel.TreeMemory; a checkout from before it had one process: its own high-water mark).
 CHILD = ("import atexit, resource, sys\n"
-         "atexit.register(lambda: sys.stderr.write("
-         "f'peak_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+         "try:\n    from arctique.parallel import TreeMemory\n    memory = TreeMemory().__enter__()\n"
+         "    peak = lambda: memory.peak_bytes // 1024\n"
+         "except ImportError:\n    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+         "atexit.register(lambda: sys.stderr.write(f'peak_kb={peak()}\\n'))\n"
          "from arctique.cli import main\n"
          "main(sys.argv[1:])\n")
 
