@@ -137,6 +137,17 @@ def _pss_bytes(pid: int) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
 
 
+def tree_pss_bytes() -> int:
+    """Proportional set size of this process and its descendants together (Linux)."""
+    total = 0
+    for pid in [os.getpid(), *_descendants(os.getpid())]:
+        try:
+            total += _pss_bytes(pid)
+        except (OSError, StopIteration):  # ended between the listing and the reading
+            pass
+    return total
+
+
 class TreeMemory:
     """Peak memory of this process and its children together (Linux), sampled every ``interval``
     seconds in a thread: the sum of their proportional set sizes, which counts a page that a forked
@@ -150,13 +161,7 @@ class TreeMemory:
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            total = 0
-            for pid in [os.getpid(), *_descendants(os.getpid())]:
-                try:
-                    total += _pss_bytes(pid)
-                except (OSError, StopIteration):  # ended between the listing and the reading
-                    pass
-            self.sampled = max(self.sampled, total)
+            self.sampled = max(self.sampled, tree_pss_bytes())
 
     def __enter__(self) -> "TreeMemory":
         self._thread = threading.Thread(target=self._sample, name="tree-memory", daemon=True)
