@@ -4,8 +4,9 @@ Cycles renders in C with Python's lock released and calls back into Python only 
 where Blender prints and swallows a ``KeyboardInterrupt``: a Python signal handler alone runs after
 the render, if at all. The C part of Python's signal handling writes the signal number to a wakeup
 pipe at once, though. A watcher thread reads that pipe, waits until no sample is being committed
-(``Dataset.writing``), discards the staging folder of the sample in progress, the job's
-temporary folder and Blender's session folder, records the sample as interrupted, says so on stderr
+(``Dataset.writing``), ends the job's Blender worker (``render.worker``), discards the staging folder
+of the sample in progress, the job's temporary folder and Blender's session folder, records the
+sample as interrupted, says so on stderr
 (stdout may be silenced during a render) and ends the process with the shell's status for the
 signal (130 for SIGINT, 143 for SIGTERM). Complete samples stay complete; the interrupted one is
 redone by the next run.

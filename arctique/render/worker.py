@@ -21,7 +21,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, NoReturn, Optional
 
 import numpy as np
 
@@ -121,16 +121,25 @@ class RenderWorker:
             self._conn.close()
             self._process.join()
             self._start()
-        self._conn.send((method, args))
+        self._post(method, *args)
+
+    def _post(self, method: str, *args: Any) -> None:
+        try:
+            self._conn.send((method, args))
+        except OSError:
+            self._ended()
         self._pending += 1
+
+    def _ended(self) -> NoReturn:
+        self._pending = 0
+        self._process.join(timeout=10)
+        raise RenderFailed(f"Blender's process ended (exit code {self._process.exitcode})") from None
 
     def _reply(self) -> Any:
         try:
             ok, value = self._conn.recv()
         except (EOFError, OSError):
-            self._pending = 0
-            self._process.join(timeout=10)
-            raise RenderFailed(f"Blender's process ended (exit code {self._process.exitcode})") from None
+            self._ended()
         self._pending -= 1
         if not ok:
             raise RenderFailed(value)
@@ -153,8 +162,7 @@ class RenderWorker:
         self._send("build", cfg, scene, stains, nuclei, bodies, save_blend)
 
     def render(self, textures: np.ndarray) -> Rendered:
-        self._conn.send(("render", (textures,)))
-        self._pending += 1
+        self._post("render", textures)
         try:
             self._reply()  # the build's
         except RenderFailed:
