@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 from scipy import fft
@@ -18,12 +18,14 @@ from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 from .config import ArctiqueConf, StainConf
 from .rng import stream
 from .scene.architecture import compartment_map, vessel_parts
-from .scene.cells import inside_nucleus
+from .scene.cells import inside_body, inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
+from .labels.exact import tissue_mask
 from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSEL_WALL, SceneModel
 
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
+_OCCUPANCY_CHUNK = 200_000  # grid points tested at once; bounds the memory
 
 
 def od_vectors(stain: StainConf) -> Dict[str, np.ndarray]:
@@ -102,18 +104,20 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
 
 
 def layer_depths(scene: SceneModel, layers: int) -> np.ndarray:
-    """Centres (z) of the depth layers of the tissue texture, top first."""
+    """Centres (z) of the depth layers of the tissue texture, top first; one layer lies at the slab's
+    mid-plane exactly, the plane of the tissue mask."""
     s = scene.section
     dz = s.thickness / layers
-    return s.z1 - dz * (np.arange(layers) + 0.5)
+    return (s.z0 + s.z1) / 2 + dz * ((layers - 1) / 2 - np.arange(layers))
 
 
 def texture_grid(scene: SceneModel, mpp: float) -> np.ndarray:
-    """Pixel-centre coordinates (x for columns, y for rows, top row first) of the tissue texture,
-    which covers the field plus the scene margin."""
-    half = scene.section.field_um / 2 + scene.section.margin_um
-    n = int(np.ceil(2 * half / mpp))
-    return -half + (np.arange(n) + 0.5) * (2 * half / n)
+    """Pixel-centre coordinates (x for columns, y for rows, top row first) of the tissue texture: the
+    image's pixel grid extended by whole pixels over the scene margin, so the image's pixel centres
+    are points of the texture's grid."""
+    size = int(round(scene.section.field_um / mpp))
+    margin = int(np.ceil(scene.section.margin_um / mpp))
+    return (np.arange(-margin, size + margin) + 0.5 - size / 2) * mpp
 
 
 def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -128,6 +132,29 @@ def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> Tuple
         codes.append(compartment_map(scene, points, part).reshape(xx.shape))
         parts.append(part.reshape(xx.shape))
     return np.stack(codes), np.stack(parts)
+
+
+@dataclass(frozen=True)
+class Compartments:
+    """The tissue's compartments where the texture and the tissue mask need them."""
+
+    codes: np.ndarray  # (layers, H, W) uint8 on ``texture_grid``, at ``layer_depths``
+    parts: np.ndarray  # (layers, H, W) capillary parts there
+    mask: np.ndarray  # (size, size) uint8: ``labels.exact.tissue_mask``, the image's pixels at the mid-plane
+
+
+def section_compartments(scene: SceneModel, size: int, mpp: float, layers: int) -> Compartments:
+    """The texture's compartment maps and the tissue mask, cut out of the mid-plane layer of the
+    maps (the same points, so the same codes) or, for an even number of layers, computed apart."""
+    xs, zs = texture_grid(scene, mpp), layer_depths(scene, layers)
+    codes, parts = compartment_maps(scene, xs, zs)
+    mid = np.flatnonzero(zs == (scene.section.z0 + scene.section.z1) / 2)
+    if len(mid):
+        margin = (len(xs) - size) // 2
+        mask = codes[mid[0], margin:margin + size, margin:margin + size].astype(np.uint8)
+    else:
+        mask = tissue_mask(scene, size, mpp)
+    return Compartments(codes, parts, mask)
 
 
 def _ridges(field: np.ndarray, width: float) -> np.ndarray:
@@ -173,50 +200,64 @@ def cell_occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: in
     return np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)[:, :len(xs), :len(xs)]
 
 
+def _window(grid: np.ndarray, centre: np.ndarray, reach: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last index of the points of an ascending ``grid`` within ``reach`` of each
+    ``centre``."""
+    return np.searchsorted(grid, centre - reach, "left"), np.searchsorted(grid, centre + reach, "right")
+
+
 def _occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: int) -> np.ndarray:
     s, cells = scene.section, scene.cells
     dz = s.thickness / layers
     zs = s.z1 - dz * (np.arange(layers * per_layer) + 0.5) / per_layer
-    inside = np.zeros((len(zs), len(xs), len(xs)), bool)
+    ys = xs[::-1]
     shape_noise = cells.noise[:, :, 5].sum(1)
     lobes = np.linalg.norm(cells.lobe_centre, axis=2) + cells.lobe_axes.max(2) * (1 + shape_noise[:, None])
     reach = np.maximum(lobes.max(1), np.linalg.norm(cells.body_centre, axis=1) + cells.body_axes.max(1))
-    for row in range(len(cells)):
-        c = cells.centre[row]
-        if c[2] - reach[row] > s.z1 or c[2] + reach[row] < s.z0:
-            continue
-        cols = np.nonzero(np.abs(xs - c[0]) <= reach[row])[0]
-        rows = np.nonzero(np.abs(xs[::-1] - c[1]) <= reach[row])[0]
-        layers_hit = np.nonzero(np.abs(zs - c[2]) <= reach[row])[0]
-        if not (len(cols) and len(rows) and len(layers_hit)):
-            continue
-        zz, yy, xx = np.meshgrid(zs[layers_hit], xs[::-1][rows], xs[cols], indexing="ij")
-        pts = np.column_stack([xx.ravel(), yy.ravel(), zz.ravel()])
-        hit = inside_nucleus(pts, cells, row)
-        if cells.body_axes[row, 0] > 0:
-            local = (pts - c) @ cells.rotation[row] - cells.body_centre[row]
-            hit |= ((local / cells.body_axes[row]) ** 2).sum(1) <= 1
-        block = inside[layers_hit[0]:layers_hit[-1] + 1, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-        block |= hit.reshape(block.shape)
-    return inside.reshape(layers, per_layer, len(xs), len(xs)).mean(1)
+    # Each cell's box of grid points within its reach (ys and zs descend: searched negated).
+    x0, x1 = _window(xs, cells.centre[:, 0], reach)
+    y0, y1 = _window(-ys, -cells.centre[:, 1], reach)
+    z0, z1 = _window(-zs, -cells.centre[:, 2], reach)
+    nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
+    count = nx * ny * nz
+    inside = np.zeros((len(zs), len(ys), len(xs)), bool)
+    rows = np.flatnonzero(count > 0)
+    ends = np.cumsum(count[rows])
+    starts = np.unique(np.searchsorted(ends, np.arange(0, ends[-1] if len(ends) else 0, _OCCUPANCY_CHUNK), "right"))
+    for chunk in np.split(rows, starts[1:]) if len(rows) else []:
+        row = np.repeat(chunk, count[chunk])
+        k = np.arange(len(row)) - np.repeat(np.cumsum(count[chunk]) - count[chunk], count[chunk])
+        plane = nx[row] * ny[row]
+        iz, rest = z0[row] + k // plane, k % plane
+        iy, ix = y0[row] + rest // nx[row], x0[row] + rest % nx[row]
+        pts = np.column_stack([xs[ix], ys[iy], zs[iz]])
+        hit = inside_body(pts, cells, row)
+        rest = np.flatnonzero(~hit)
+        hit[rest] = inside_nucleus(pts[rest], cells, row[rest])
+        inside[iz[hit], iy[hit], ix[hit]] = True
+    return inside.reshape(layers, per_layer, len(ys), len(xs)).mean(1)
 
 
-def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
+def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, compartments: Callable[[], Compartments]
+                    ) -> np.ndarray:
     """Stain concentrations of the tissue matrix: ``(layers, H, W, 3)`` float32 (H, E, blood).
 
-    Rows run from the top of the field (+y) down, as in the image.
+    Rows run from the top of the field (+y) down, as in the image. ``compartments`` returns the
+    ``section_compartments`` of the scene; it is called when they are needed, after the parts of the
+    texture that do not depend on them (they may still be being made in another process).
     """
     st, op = cfg.stain, cfg.optics
     xs = texture_grid(scene, op.mpp)
-    zs = layer_depths(scene, op.layers)
-    codes, parts = compartment_maps(scene, xs, zs)
+    shape = (op.layers, len(xs), len(xs))
+    occupied = cell_occupancy(scene, xs, op.layers)
     rng = stream(scene.seed, "appearance/tissue")
-    shape = codes.shape
     eosin = st.eosin_intensity
     fibres = _fibres(rng, shape, st, op.mpp)
     mottle = _periodic_blur(rng.normal(size=shape), (0.5, 3.0 / op.mpp, 3.0 / op.mpp))
     mottle = 1 + 0.2 * mottle / (mottle.std() + 1e-12)
     strands = _ridges(_periodic_blur(rng.normal(size=shape), (0.3, 1.0 / op.mpp, 1.0 / op.mpp)), 0.12)
+    maps = compartments()
+    codes, parts = maps.codes, maps.parts
     # Collagen is densest in the sheath around the crypts and under the surface epithelium.
     epithelium = (codes == EPITHELIUM) | (codes == MUCIN)
     to_epithelium = np.stack([distance_transform_edt(~layer, sampling=op.mpp) for layer in epithelium])
@@ -248,7 +289,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel) -> np.ndarray:
     e[vessel & ~wall] = st.plasma_eosin * eosin
     out[..., 2][codes == BLOOD] = st.blood_density
     e[codes == BLOOD] = st.stroma_eosin * eosin
-    out *= (1 - cell_occupancy(scene, xs, op.layers))[..., None]
+    out *= (1 - occupied)[..., None]
     return np.clip(out, 0, None)
 
 

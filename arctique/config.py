@@ -315,7 +315,7 @@ class OpticsConf:
     # Cycles GPU backend for optics.device=gpu: auto takes the first of OptiX, CUDA, HIP, oneAPI that
     # finds a device and keeps it for the rest of the job; a named backend is used or fails.
     gpu_backend: str = _choice("auto", "auto", "optix", "cuda", "hip", "oneapi")
-    threads: int = _num(0, 0, 1024)  # CPU render threads; 0 = all cores
+    threads: int = _num(0, 0, 1024)  # CPU threads of a job; 0 = all cores; 1 = no work in forked processes either
 
 
 # ------------------------------------------------------------------------------------ noise and output

@@ -9,56 +9,38 @@ import os
 import platform
 import shutil
 import socket
-import tempfile
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import tifffile
 
 from . import __version__
-from .appearance import appearance_mixture, cell_stains, tissue_textures
+from .appearance import appearance_mixture, cell_stains, section_compartments, tissue_textures
 from .classes import class_table
 from .config import ArctiqueConf, ConfigError, NoiseConf, OpticsConf, fingerprint, to_dict
 from .io import dataset as ds
 from .io.sample import RenderedSample, write_sample
-from .labels.ambiguity import ambiguity_maps, cell_columns, instance_rows
-from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes, tissue_mask
+from .labels.ambiguity import AmbiguityMaps, ambiguity_maps, cell_columns, instance_rows
+from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes
 from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
-from .scene import SceneModel, build_scene, load
-from .labels.trace import crossings, z_range
+from .scene import SceneModel, load
+from .scene.build import add_stroma, build_tissue
+from .labels.trace import Mesh, crossings, z_range
+from .parallel import Background
 from .scene.cells import body_mesh, nucleus_mesh
 from .stopping import StopOnSignal
+from .timing import StageTimer
 
-if TYPE_CHECKING:  # bpy is imported only when something is rendered
+if TYPE_CHECKING:  # bpy is imported only where something is rendered
     from .render.blender import RenderDevice
+    from .render.worker import Renderer, RenderWorker
 
 logger = logging.getLogger(__name__)
 
 COLOUR_PIPELINE = ("Cycles linear transmittance of a white back-light (optics.white_level), "
                    "Standard view transform, then the sRGB transfer function (IEC 61966-2-1), uint8")
-
-
-class StageTimer:
-    """Wall-clock seconds per named stage (summed when a stage repeats); with a ``sample`` seed,
-    the start of each stage is logged, so long work is never silent."""
-
-    def __init__(self, sample: Optional[int] = None) -> None:
-        self.seconds: Dict[str, float] = {}
-        self.sample = sample
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        if self.sample is not None:
-            logger.info("sample %d: %s", self.sample, stage)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def srgb_uint8(linear: np.ndarray) -> np.ndarray:
@@ -67,11 +49,9 @@ def srgb_uint8(linear: np.ndarray) -> np.ndarray:
     return np.rint(encoded * 255).astype(np.uint8)
 
 
-def software_versions() -> Dict[str, str]:
-    from .render._bpy import bpy
-
-    return {"arctique": __version__, "bpy": bpy.app.version_string, "numpy": np.__version__,
-            "python": platform.python_version()}
+def software_versions(blender: str) -> Dict[str, str]:
+    """The versions that made a sample; ``blender`` is the version of the bpy that rendered it."""
+    return {"arctique": __version__, "bpy": blender, "numpy": np.__version__, "python": platform.python_version()}
 
 
 def _sample_values(cfg: ArctiqueConf, scene, focus_z: float, device: "RenderDevice") -> Dict[str, Any]:
@@ -91,43 +71,53 @@ def _sample_values(cfg: ArctiqueConf, scene, focus_z: float, device: "RenderDevi
 
 
 def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict[str, Any],
-             timer: Optional[StageTimer] = None, scene: Optional[SceneModel] = None) -> Labels:
+             timer: Optional[StageTimer] = None, scene: Optional[SceneModel] = None,
+             renderer: Optional["Renderer | RenderWorker"] = None) -> Labels:
     """Render sample ``seed`` and commit it to ``dataset``; ``parameters`` is the resolved config.
 
-    ``scene`` is a saved scene of this seed and config to re-render instead of building it again.
+    ``scene`` is a saved scene of this seed and config to re-render instead of building it again;
+    ``renderer`` is the job's (``render.worker``), by default Blender in this process.
     """
-    from .render import render_scene  # bpy is imported only when something is rendered
+    from .render.worker import Renderer
 
+    renderer = renderer or Renderer()
     timer = timer or StageTimer()
+    size, mpp, threads = cfg.optics.image_size, cfg.optics.mpp, cfg.optics.threads
+    # Work that needs only part of the scene starts in other processes as soon as that part exists:
+    # the compartment maps once the tissue is built (beside the stroma placement), the labels once the
+    # cells are (beside the texture and the render), Blender's build of the cells beside the texture.
     with timer("scene_model"):
-        if scene is None:
-            scene = build_scene(cfg, seed)
+        tissue = build_tissue(cfg, seed) if scene is None else scene
+        mapped = Background(f"compartments of sample {seed}", threads, section_compartments, tissue, size, mpp,
+                            cfg.optics.layers)
+        scene = add_stroma(cfg, tissue) if scene is None else scene
         nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
         bodies = body_mesh(scene.cells, cfg.cells.mesh_subdivisions)
-    with timer("appearance"):
+    traced = Background(f"labels of sample {seed}", threads, sample_labels, cfg, scene, nuclei, bodies)
+    try:
         stains = cell_stains(cfg, scene)
-        textures = tissue_textures(cfg, scene)
-    staged = dataset.staging(seed)
-    blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
-    if blend is not None:
-        blend.parent.mkdir(parents=True, exist_ok=True)
-    linear, device = render_scene(cfg, scene, stains, textures, nuclei, bodies, timer, save_blend=blend)
-    with timer("labels"):  # the pixel-centre rays through the meshes Blender rendered
-        sec, size, mpp = scene.section, cfg.optics.image_size, cfg.optics.mpp
-        focus_z = (sec.z0 + sec.z1) / 2 + cfg.optics.focus_offset_um
-        centre = crossings(nuclei, size, mpp, 1, (-np.inf, sec.z1))
-        raw = label_passes(scene, centre, crossings(bodies, size, mpp, 1, (-np.inf, sec.z1)), cfg.output.z_slices)
-        labels = finalize(scene, raw, mpp, focus_z, z_range(nuclei, len(scene.cells)))
-        tissue = tissue_mask(scene, size, mpp)
-        image = srgb_uint8(linear)
-    with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
-        rows = instance_rows(labels.cells)
-        ambiguity = ambiguity_maps(scene, nuclei, centre, labels.instance, rows, mpp,
-                                   cfg.output.soft_subsamples, focus_z)
-        labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
-                                                    cfg.optics.aperture, cfg.optics.mpp))
-        meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record},
-                "software": software_versions(), "cells": labels.cells}
+        staged = dataset.staging(seed)
+        blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
+        if blend is not None:
+            blend.parent.mkdir(parents=True, exist_ok=True)
+        renderer.build(cfg, scene, stains, nuclei, bodies, blend)
+        with timer("appearance"):
+            textures = tissue_textures(cfg, scene, mapped.result)
+        with timer("render_wait" if renderer.beside else "render"):
+            rendered = renderer.render(textures)
+        with timer("labels_wait"):
+            labels, ambiguity, seconds = traced.result()
+        tissue = mapped.result().mask
+    finally:
+        mapped.cancel()
+        traced.cancel()
+    (timer.beside if renderer.beside else timer.seconds).update(rendered.seconds)
+    timer.beside.update(seconds)
+    device = rendered.device
+    focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
+    image = srgb_uint8(rendered.image)
+    meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record},
+            "software": software_versions(rendered.blender), "cells": labels.cells}
     with timer("write"):
         write_sample(staged, RenderedSample(seed, cfg.optics.mpp, image, labels, tissue, scene, meta,
                                             {**parameters, "seed": seed}, ambiguity.maps()),
@@ -139,9 +129,31 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
             "index": seed, "seed": seed, "n_instances": len(labels.cells),
             "seconds": round(sum(timer.seconds.values()), 2), "host": socket.gethostname(),
             "render_backend": device.backend, "render_device": device.name,
-            "software": json.dumps(software_versions(), sort_keys=True),
+            "software": json.dumps(software_versions(rendered.blender), sort_keys=True),
         })
     return labels
+
+
+def sample_labels(cfg: ArctiqueConf, scene: SceneModel, nuclei: Mesh, bodies: Mesh
+                  ) -> Tuple[Labels, AmbiguityMaps, Dict[str, float]]:
+    """The cell labels of one sample: the pixel-centre rays through the meshes Blender renders give
+    the instance, cytoplasm and stack labels and the ambiguity maps (the tissue mask comes with the
+    texture's compartments, ``appearance.section_compartments``). Also returns the seconds of the
+    ``labels`` and ``ambiguity`` stages."""
+    timer = StageTimer(scene.seed)
+    with timer("labels"):
+        sec, size, mpp = scene.section, cfg.optics.image_size, cfg.optics.mpp
+        focus_z = (sec.z0 + sec.z1) / 2 + cfg.optics.focus_offset_um
+        centre = crossings(nuclei, size, mpp, 1, (-np.inf, sec.z1))
+        raw = label_passes(scene, centre, crossings(bodies, size, mpp, 1, (-np.inf, sec.z1)), cfg.output.z_slices)
+        labels = finalize(scene, raw, mpp, focus_z, z_range(nuclei, len(scene.cells)))
+    with timer("ambiguity"):  # exact ambiguity maps and the per-cell blur and class mixture
+        rows = instance_rows(labels.cells)
+        ambiguity = ambiguity_maps(scene, nuclei, centre, labels.instance, rows, mpp,
+                                   cfg.output.soft_subsamples, focus_z)
+        labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
+                                                    cfg.optics.aperture, cfg.optics.mpp))
+    return labels, ambiguity, timer.seconds
 
 
 def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray,
@@ -269,7 +281,7 @@ def check_output_root(root: Path) -> None:
         raise ConfigError(f"{where} cannot be written: {existing} is read-only")
 
 
-def check_device(optics: OpticsConf) -> None:
+def check_device(renderer: "Renderer | RenderWorker", optics: OpticsConf) -> None:
     """A GPU asked for exists (Cycles is asked, before the first scene is built; its output goes to
     a temporary log, so a failed check writes nothing into the dataset).
 
@@ -278,13 +290,10 @@ def check_device(optics: OpticsConf) -> None:
     """
     if optics.device == "cpu":
         return
-    from .render.blender import configure_device
-
-    with tempfile.TemporaryDirectory() as scratch:
-        try:
-            configure_device(optics, Path(scratch) / "devices.log")
-        except RuntimeError as exc:
-            raise ConfigError(str(exc)) from None
+    try:
+        renderer.check_device(optics)
+    except RuntimeError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_memory(cfg: ArctiqueConf, available: Optional[int] = None) -> None:
@@ -352,52 +361,68 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
     """
     from tqdm import tqdm
 
+    from .render.worker import start_renderer
+
     if not jobs:
         return Counts()
     first = jobs[0].cfg
     check_output_root(dataset.root)
     check_memory(first)
     check_same_config(dataset, jobs, overwrite)
-    check_device(first.optics)
-    dataset.fingerprint = fingerprint(to_dict(first))
-    dataset.record_job([job.seed for job in jobs])
     done = dataset.completed()
+    renders = any(job.rendered_in is None and (overwrite or job.seed not in done) for job in jobs)
+    renderer = start_renderer(first.optics) if renders else None  # Blender starts while the first scene is built
+    try:
+        if renderer is not None:
+            check_device(renderer, first.optics)
+        dataset.fingerprint = fingerprint(to_dict(first))
+        dataset.record_job([job.seed for job in jobs])
+        with StopOnSignal(dataset) as stopper:
+            if renderer is not None:
+                stopper.on_stop.append(renderer.stop)
+            return _render_jobs(dataset, jobs, done, overwrite, progress and tqdm, stopper, renderer)
+    finally:
+        if renderer is not None:
+            renderer.close()
+
+
+def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int], overwrite: bool, progress,
+                 stopper: StopOnSignal, renderer: Optional["Renderer | RenderWorker"]) -> Counts:
+    """The loop of ``render_samples`` over its jobs; ``progress`` is tqdm, or None."""
     counts = Counts()
-    with StopOnSignal(dataset) as stopper:
-        for n, job in enumerate(tqdm(jobs, desc="samples", unit="sample", disable=not progress)):
-            seed = job.seed
-            if seed in done and not overwrite:
-                logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)",
-                            seed, dataset.root)
-                counts.skipped += 1
-                continue
-            logger.info("sample %d (%d of %d): started", seed, n + 1, len(jobs))
-            stopper.current = seed
-            dataset.fingerprint = fingerprint(to_dict(job.cfg))
-            if seed in done:
-                dataset.forget(seed)
-            timer = StageTimer(seed)
-            try:
-                if job.rendered_in is not None:
-                    relabel(job, dataset, timer)
-                else:
-                    scene = load(job.scene_file) if job.scene_file else None
-                    generate(job.cfg, seed, dataset, job.parameters, timer, scene)
-            except Exception as exc:  # recorded per sample; the job goes on with the next seed
-                dataset.discard_staging(seed)
-                if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-                    raise _disk_full(dataset, seed, len(jobs) - n) from None
-                dataset.record_failure(seed, exc)
-                logger.error("sample %d failed (%s: %s); recorded in %s", seed, type(exc).__name__, exc,
-                             dataset.root / ds.failure_file(seed))
-                counts.failed.append(seed)
-                continue
-            finally:
-                stopper.current = None
-            dataset.clear_failure(seed)
-            logger.info("sample %d written to %s (%s)", seed, dataset.root,
-                        ", ".join(f"{k} {v:.2f}s" for k, v in timer.seconds.items()))
-            counts.rendered += 1
+    for n, job in enumerate(progress(jobs, desc="samples", unit="sample") if progress else jobs):
+        seed = job.seed
+        if seed in done and not overwrite:
+            logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)",
+                        seed, dataset.root)
+            counts.skipped += 1
+            continue
+        logger.info("sample %d (%d of %d): started", seed, n + 1, len(jobs))
+        stopper.current = seed
+        dataset.fingerprint = fingerprint(to_dict(job.cfg))
+        if seed in done:
+            dataset.forget(seed)
+        timer = StageTimer(seed)
+        try:
+            if job.rendered_in is not None:
+                relabel(job, dataset, timer)
+            else:
+                scene = load(job.scene_file) if job.scene_file else None
+                generate(job.cfg, seed, dataset, job.parameters, timer, scene, renderer)
+        except Exception as exc:  # recorded per sample; the job goes on with the next seed
+            dataset.discard_staging(seed)
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                raise _disk_full(dataset, seed, len(jobs) - n) from None
+            dataset.record_failure(seed, exc)
+            logger.error("sample %d failed (%s: %s); recorded in %s", seed, type(exc).__name__, exc,
+                         dataset.root / ds.failure_file(seed))
+            counts.failed.append(seed)
+            continue
+        finally:
+            stopper.current = None
+        dataset.clear_failure(seed)
+        logger.info("sample %d written to %s (%s)", seed, dataset.root, timer.summary())
+        counts.rendered += 1
     return counts
 
 

@@ -4,8 +4,9 @@ Cycles renders in C with Python's lock released and calls back into Python only 
 where Blender prints and swallows a ``KeyboardInterrupt``: a Python signal handler alone runs after
 the render, if at all. The C part of Python's signal handling writes the signal number to a wakeup
 pipe at once, though. A watcher thread reads that pipe, waits until no sample is being committed
-(``Dataset.writing``), discards the staging folder of the sample in progress, the job's
-temporary folder and Blender's session folder, records the sample as interrupted, says so on stderr
+(``Dataset.writing``), ends the job's Blender worker (``render.worker``), discards the staging folder
+of the sample in progress, the job's temporary folder and Blender's session folder, records the
+sample as interrupted, says so on stderr
 (stdout may be silenced during a render) and ends the process with the shell's status for the
 signal (130 for SIGINT, 143 for SIGTERM). Complete samples stay complete; the interrupted one is
 redone by the next run.
@@ -20,7 +21,7 @@ import signal
 import sys
 import tempfile
 import threading
-from typing import Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from .io import dataset as ds
 
@@ -31,12 +32,15 @@ _JOB_ENDED = 0  # byte written to the pipe to end the watcher (no signal has num
 
 
 class StopOnSignal:
-    """Context manager for a job writing into ``dataset``; ``current`` is the seed being made.
-    Inside it, ``tempfile`` puts temporary files into a folder of the job's own."""
+    """Context manager for a job writing into ``dataset``; ``current`` is the seed being made, and
+    ``on_stop`` what ends the job's other processes (Blender's, ``render.worker``) and removes their
+    files before the job's own are cleaned up. Inside it, ``tempfile`` puts temporary files into a
+    folder of the job's own."""
 
     def __init__(self, dataset: ds.Dataset) -> None:
         self.dataset = dataset
         self.current: Optional[int] = None
+        self.on_stop: List[Callable[[], None]] = []
         self._previous: Dict[int, object] = {}
         self._pipe: Optional[tuple] = None
         self._scratch: Optional[str] = None
@@ -84,6 +88,8 @@ class StopOnSignal:
     def _stop(self, sig: signal.Signals) -> None:
         with self.dataset.writing:  # a commit or record in progress finishes first
             seed = self.current
+            for end in self.on_stop:
+                end()
             shutil.rmtree(self._scratch, ignore_errors=True)
             if "bpy" in sys.modules:  # Blender's session folder, which it removes only at a normal exit
                 shutil.rmtree(sys.modules["bpy"].app.tempdir, ignore_errors=True)

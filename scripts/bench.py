@@ -34,7 +34,9 @@ from arctique.compose import load_config
 from arctique.io.dataset import Dataset
 from arctique.labels.exact import tissue_mask
 from arctique.labels.quality import in_focus_hematoxylin_dice
+from arctique.parallel import TreeMemory, tree_pss_bytes
 from arctique.pipeline import StageTimer, generate
+from arctique.render.worker import start_renderer
 from arctique.scene import build_scene, load, save
 from arctique.scene.cells import nucleus_mesh
 from arctique.scene.model import COMPARTMENT_NAMES, EPITHELIUM, LUMEN, MUCIN
@@ -124,17 +126,28 @@ def composition(seeds: range) -> None:
           f"{len(tilts) - cross - longitudinal} oblique")
 
 
+def _samples(cfg, seeds, dataset: Dataset):
+    """(seed, timer, labels) of each seed rendered as ``arctique-gen`` renders a job: with the job's
+    renderer (Blender in a worker process where the job may use two or more cores)."""
+    renderer = start_renderer(cfg.optics)
+    try:
+        for seed in seeds:
+            timer = StageTimer()
+            yield seed, timer, generate(cfg, seed, dataset, {}, timer, renderer=renderer)
+    finally:
+        renderer.close()
+
+
 def render_stages(seeds: range, overrides: list) -> None:
     from PIL import Image
 
     cfg = load_config(overrides)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, TreeMemory() as memory:
         dataset = Dataset(Path(tmp))
-        rows, dice = [], []
-        for seed in seeds:
-            timer = StageTimer()
-            labels = generate(cfg, seed, dataset, {}, timer)
+        rows, beside, dice = [], [], []
+        for seed, timer, labels in _samples(cfg, seeds, dataset):
             rows.append(timer.seconds)
+            beside.append(timer.beside)
             image = np.asarray(Image.open(Path(tmp) / f"images/image_{seed}.png"))
             dice.append(in_focus_hematoxylin_dice(image, labels.instance, labels.cells))
     print("hematoxylin (Otsu) vs in-focus nuclei, Dice per seed:", ", ".join(f"{d:.3f}" for d in dice))
@@ -144,17 +157,20 @@ def render_stages(seeds: range, overrides: list) -> None:
         value = statistics.median(r[stage] for r in rows)
         total += value
         print(f"  {stage:14s} {value:7.2f}")
-    print(f"  {'total':14s} {total:7.2f}")
-    share = statistics.median(r["ambiguity"] / sum(r.values()) for r in rows)
-    print(f"ambiguity maps (soft, soft instances, overlap, defocus): {100 * share:.1f} % of the sample time")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak resident memory: {peak_mb:.0f} MB")
+    print(f"  {'total':14s} {total:7.2f}  (start-up and exit not included)")
+    print("in other processes, beside those stages (arctique.parallel, render.worker):")
+    for stage in beside[0]:
+        print(f"  {stage:14s} {statistics.median(r[stage] for r in beside):7.2f}")
+    print(f"peak memory of the job's processes together (PSS): {memory.peak_bytes / 2**20:.0f} MB")
 
 
-# A fresh interpreter running arctique-gen that reports its own peak resident memory at exit.
+# A fresh interpreter running arctique-gen that reports the peak memory of its processes at exit
+# (arctique.parallel.TreeMemory; a checkout from before it had one process: its own high-water mark).
 CHILD = ("import atexit, resource, sys\n"
-         "atexit.register(lambda: sys.stderr.write("
-         "f'peak_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n'))\n"
+         "try:\n    from arctique.parallel import TreeMemory\n    memory = TreeMemory().__enter__()\n"
+         "    peak = lambda: memory.peak_bytes // 1024\n"
+         "except ImportError:\n    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+         "atexit.register(lambda: sys.stderr.write(f'peak_kb={peak()}\\n'))\n"
          "from arctique.cli import main\n"
          "main(sys.argv[1:])\n")
 
@@ -194,26 +210,20 @@ def process_timing(against: Path | None, repeats: int = 3) -> None:
                   f"{', '.join(f'{v[0]:.1f}' for v in values)}), peak {max(v[1] for v in values):.0f} MB")
 
 
-def _resident_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def long_run(n: int) -> None:
-    """Resident memory after each of ``n`` default samples rendered in one process: a job's memory
-    must not grow with the number of samples it has rendered."""
+    """Memory of the job's processes (this one, its Blender worker, and any forked helper still
+    running) after each of ``n`` default samples rendered as one job: it must not grow with the
+    number of samples rendered."""
     cfg = load_config([])
     resident = []
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset = Dataset(Path(tmp))
-        for seed in range(n):
-            generate(cfg, seed, dataset, {})
-            resident.append(_resident_mb())
+    with tempfile.TemporaryDirectory() as tmp, TreeMemory() as memory:
+        for _ in _samples(cfg, range(n), Dataset(Path(tmp))):
+            resident.append(tree_pss_bytes() / 2**20)
     quarter = max(n // 4, 1)
-    print(f"resident memory over {n} samples in one process: after sample 1 {resident[0]:.0f} MB, "
+    print(f"memory of the job's processes (PSS) over {n} samples: after sample 1 {resident[0]:.0f} MB, "
           f"median of the first {quarter} {statistics.median(resident[:quarter]):.0f} MB, of the last {quarter} "
-          f"{statistics.median(resident[-quarter:]):.0f} MB, highest {max(resident):.0f} MB; "
-          f"peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"{statistics.median(resident[-quarter:]):.0f} MB, highest after a sample {max(resident):.0f} MB; "
+          f"peak while rendering {memory.peak_bytes / 2**20:.0f} MB")
 
 
 def convergence(seed: int = 7, size: int = 256) -> None:

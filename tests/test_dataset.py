@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import arctique.render
-
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset, sample_files
 from arctique import pipeline
 from arctique.pipeline import Counts, generate, run
+from arctique.render.worker import Renderer
 from arctique.scene import build_scene
 
 from .conftest import SMALL, run_cli
@@ -57,14 +56,19 @@ def test_sample_killed_at_any_point_of_its_commit_is_not_complete_and_is_redone(
     manifest row never exists before all its files are in place, and a re-run completes it."""
     cfg = load_config([*SMALL, "seed=8", f"output.root={tmp_path / 'data'}"])
     scene = build_scene(cfg, 8)
-    real_render, rendered = arctique.render.render_scene, []
+    real_build, real_render, rendered = Renderer.build, Renderer.render, []
 
-    def render_once(*args, **kwargs):
+    def build_once(self, *args):
         if not rendered:
-            rendered.append(real_render(*args, **kwargs))
+            real_build(self, *args)
+
+    def render_once(self, textures):
+        if not rendered:
+            rendered.append(real_render(self, textures))
         return rendered[0]
 
-    monkeypatch.setattr(arctique.render, "render_scene", render_once)
+    monkeypatch.setattr(Renderer, "build", build_once)
+    monkeypatch.setattr(Renderer, "render", render_once)
     real_replace = os.replace
     moves: list = []
 

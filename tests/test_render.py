@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -343,6 +345,30 @@ def test_black_image_fails_the_sample(tmp_path, monkeypatch):
     error = dataset.failures()[3]["error"]
     assert "came back black" in error and "on CPU" in error and "logs/failed_3.log" in error
     assert "Fra:" in (tmp_path / "data/logs/failed_3.log").read_text()
+
+
+CRASH_ON_SEED_3 = ("import os, sys\n"
+                   "from arctique.cli import main\n"
+                   "from arctique.render.worker import Renderer\n"
+                   "real = Renderer.build\n"
+                   "def crash_on_seed_3(self, cfg, scene, *args):\n"
+                   "    if scene.seed == 3:\n"
+                   "        os._exit(139)  # as Blender on a segfault\n"
+                   "    return real(self, cfg, scene, *args)\n"
+                   "Renderer.build = crash_on_seed_3\n"
+                   "main(sys.argv[1:])\n")
+
+
+def test_blender_crash_fails_its_sample_and_the_job_goes_on(tmp_path):
+    """Blender renders in a process of its own (``render.worker``): when it dies on a sample, that
+    sample fails and a new Blender renders the next one. (A fresh process: the worker is forked
+    only where Blender is not loaded yet, as it is in this one.)"""
+    proc = subprocess.run([sys.executable, "-c", CRASH_ON_SEED_3, *SMALL, "seed=3", "n_samples=2", "output.root=data"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0, "a job with a failed sample exits non-zero"
+    dataset = Dataset(tmp_path / "data")
+    assert dataset.completed() == {4}
+    assert "Blender's process ended (exit code 139)" in dataset.failures()[3]["error"]
 
 
 def _gpu_or_skip() -> None:

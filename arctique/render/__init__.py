@@ -1,5 +1,2 @@
-"""Renderer: the only package that imports bpy (Blender as a Python module)."""
-
-from .blender import render_scene
-
-__all__ = ["render_scene"]
+"""Renderer: the only package that imports bpy (Blender as a Python module), and only in the process
+that renders (``worker``)."""

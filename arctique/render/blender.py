@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,13 +145,13 @@ def configure_device(optics: OpticsConf, log: Path) -> RenderDevice:
 
 
 class SceneRenderer:
-    """Turns one scene model into the H&E image.
+    """Turns one scene model into the H&E image: the cells on construction, the tissue matrix
+    (whose texture may still be being made then) in ``render_image``.
 
     The Blender state is reset on construction, so every sample starts from an empty file.
     """
 
-    def __init__(self, cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
-                 nuclei: Mesh, bodies: Mesh) -> None:
+    def __init__(self, cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, nuclei: Mesh, bodies: Mesh) -> None:
         self.cfg, self.model, self.optics = cfg, scene, cfg.optics
         reset()
         self.bscene = bpy.context.scene
@@ -163,7 +162,7 @@ class SceneRenderer:
             raise self.failure(str(exc)) from exc
         self._setup_cycles()
         self.camera = self._camera()
-        od = od_vectors(cfg.stain)
+        self.od = od = od_vectors(cfg.stain)
         step, level = self.optics.volume_step_rate, cfg.cells.mesh_subdivisions
         self.nuclei = self._cells("nucleus", self._in_slab(nuclei, level, phase=0), stains.nucleus,
                                   materials.NUCLEUS_AMOUNTS, materials.NUCLEUS_FEATURES,
@@ -173,7 +172,6 @@ class SceneRenderer:
                                   stains.body,
                                   materials.BODY_AMOUNTS, materials.BODY_FEATURES,
                                   lambda features: materials.body_material(od, step, features))
-        self.layers = self._tissue(layer_transmittance(textures, od, scene.section.thickness))
 
     def failure(self, message: str) -> RuntimeError:
         """An error for this sample that names a kept copy of Blender's output for it."""
@@ -287,9 +285,8 @@ class SceneRenderer:
 
     def _tissue(self, transmittance: np.ndarray) -> List["bpy.types.Object"]:
         """One transparent sheet per depth layer, at the layer's centre, carrying its transmittance."""
-        sec = self.model.section
         n_layers, h, w, _ = transmittance.shape
-        half = sec.field_um / 2 + sec.margin_um
+        half = w * self.optics.mpp / 2  # appearance.texture_grid
         objects = []
         for k, z in enumerate(layer_depths(self.model, n_layers)):
             image = bpy.data.images.new(f"tissue_{k}", w, h, alpha=True, float_buffer=True)
@@ -337,9 +334,11 @@ class SceneRenderer:
         path.unlink()
         return px.reshape(h, w, 4)[::-1]
 
-    def render_image(self, workdir: Path) -> np.ndarray:
-        """Linear transmittance image, (H, W, 3) float32 in [0, 1]."""
+    def render_image(self, workdir: Path, textures: np.ndarray) -> np.ndarray:
+        """Linear transmittance image, (H, W, 3) float32 in [0, 1], with the tissue matrix of
+        ``textures`` (``appearance.tissue_textures``)."""
         sec, o = self.model.section, self.optics
+        self._tissue(layer_transmittance(textures, self.od, sec.thickness))
         cam = self.camera.data
         cam.clip_start, cam.clip_end = 0.1, 10 * (CAMERA_HEIGHT_UM + sec.thickness) + 1000
         focus_z = (sec.z0 + sec.z1) / 2 + o.focus_offset_um
@@ -361,22 +360,3 @@ class SceneRenderer:
 
     def save_blend(self, path: Path) -> None:
         bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True, copy=True)
-
-
-def render_scene(cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, textures: np.ndarray,
-                 nuclei: Mesh, bodies: Mesh, timer: Callable[[str], object],
-                 save_blend: Path | None = None) -> Tuple[np.ndarray, RenderDevice]:
-    """The linear H&E image ((H, W, 3) float32) of one scene and the device that rendered it.
-
-    ``nuclei`` and ``bodies`` are ``arctique.scene.cells.nucleus_mesh`` and ``body_mesh`` of the
-    cells, built once by the caller, which traces the labels through them.
-    """
-    with timer("blender_build"):
-        r = SceneRenderer(cfg, scene, stains, textures, nuclei, bodies)
-    with tempfile.TemporaryDirectory(prefix="arctique_") as tmp:
-        work = Path(tmp)
-        with timer("render_image"):
-            image = r.render_image(work)
-    if save_blend is not None:
-        r.save_blend(save_blend)
-    return image, r.device

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from functools import partial
 
-from ..classes import NAMES
+import numpy as np
+
+from ..classes import CLASS_IDS, NAMES
 from ..config import ArctiqueConf, scene_part
 from ..rng import stream
 from .architecture import crypt_tree, sample_blood, sample_crypts, sample_rips, sample_section
@@ -30,7 +33,15 @@ def scene_key(cfg: ArctiqueConf) -> str:
 
 
 def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
-    """Deterministic scene of ``seed``: crypts, section pose, capillaries, cells, mucin, blood and rips.
+    """Deterministic scene of ``seed``: crypts, section pose, capillaries, cells, mucin, blood and rips."""
+    return add_stroma(cfg, build_tissue(cfg, seed))
+
+
+def build_tissue(cfg: ArctiqueConf, seed: int) -> SceneModel:
+    """The scene of ``seed`` without its stroma cells: section pose, crypts and their epithelium,
+    goblet mucin, capillaries with their endothelium and red cells, extravasated blood and rips.
+    Every compartment of the tissue is final here (stroma cells lie inside the stroma), so
+    compartment maps can be made while ``add_stroma`` places the cells.
 
     Each part draws from its own named stream, so e.g. changing a stroma density leaves crypts,
     pose and epithelium as they were.
@@ -38,21 +49,35 @@ def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
     streams = partial(stream, seed)
     t, c = cfg.tissue, cfg.cells
     section = sample_section(t.section, field_um(cfg), t.margin_um, t.crypt.spacing_um, streams("section"))
-    z_pad = max(max(getattr(c.types, n).length_um[1] for n in NAMES) * 2, t.blood.diameter_um)
-    crypts = sample_crypts(t.crypt, t.surface, section, z_pad, streams("crypts"))
+    crypts = sample_crypts(t.crypt, t.surface, section, _z_pad(cfg), streams("crypts"))
     tree = crypt_tree(crypts)
     epi, mucin = build_epithelium(
         crypts, section, tree, t.epithelium, c.types.EPI, c.nucleus_scale.get("EPI", 1.0),
         streams("epithelium/place"), streams("epithelium/shape"), streams("epithelium/goblet"))
-    vessels = sample_vessels(t.vessels, section, crypts, tree, z_pad, streams("vessels"))
+    vessels = sample_vessels(t.vessels, section, crypts, tree, _z_pad(cfg), streams("vessels"))
     endothelium = build_endothelium(t.vessels.endothelium, c.types.FIB, c.nucleus_scale.get("FIB", 1.0),
                                     vessels, section, streams("vessels/endothelium"))
-    stroma = build_stroma(c, section, crypts, tree, streams, vessels, endothelium)
-    cells = Cells.concat([epi, stroma, endothelium])
     rips = sample_rips(t.rips, section, crypts, tree, streams("rips"))
     extravasated = sample_blood(t.blood, section, crypts, tree, vessels, streams("blood"))
     blood = Ellipsoids.concat([extravasated, capillary_blood(t.vessels, t.blood, vessels, streams("vessels/blood"))])
+    return SceneModel(seed=seed, section=section, crypts=crypts, cells=Cells.concat([epi, endothelium]),
+                      mucin=mucin, blood=blood, rips=rips, vessels=vessels, config_json=scene_key(cfg))
+
+
+def add_stroma(cfg: ArctiqueConf, tissue: SceneModel) -> SceneModel:
+    """The scene of ``build_tissue`` with its lamina propria cells, placed clear of the epithelium,
+    the capillaries and their endothelial nuclei; cells are ordered epithelium, stroma, endothelium."""
+    s = tissue
+    epi = s.cells.take(np.flatnonzero(s.cells.cls == CLASS_IDS["EPI"]))
+    endothelium = s.cells.take(np.flatnonzero(s.cells.cls != CLASS_IDS["EPI"]))
+    stroma = build_stroma(cfg.cells, s.section, s.crypts, crypt_tree(s.crypts), partial(stream, s.seed), s.vessels,
+                          endothelium)
+    cells = Cells.concat([epi, stroma, endothelium])
     logger.debug("scene %d: %d cells (%d epithelial, %d endothelial), %d goblets, %d capillary samples",
-                 seed, len(cells), len(epi), len(endothelium), len(mucin.centre), len(vessels.centre))
-    return SceneModel(seed=seed, section=section, crypts=crypts, cells=cells, mucin=mucin,
-                      blood=blood, rips=rips, vessels=vessels, config_json=scene_key(cfg))
+                 s.seed, len(cells), len(epi), len(endothelium), len(s.mucin.centre), len(s.vessels.centre))
+    return replace(s, cells=cells)
+
+
+def _z_pad(cfg: ArctiqueConf) -> float:
+    """How far beyond the slab crypts and capillaries are made: the largest cell or red cell reaches that far."""
+    return max(max(getattr(cfg.cells.types, n).length_um[1] for n in NAMES) * 2, cfg.tissue.blood.diameter_um)

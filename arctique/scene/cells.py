@@ -98,15 +98,26 @@ def bounding_radius(shapes: Dict[str, np.ndarray], noise_amp: float) -> np.ndarr
     return np.maximum(lobe_reach.max(1), body_reach)
 
 
-def _chain(centre: np.ndarray, axes: np.ndarray, grow: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Spheres (local centres, radii) that cover one ellipsoid with long axis local x."""
-    a, minor = axes[0] * grow, max(axes[1], axes[2]) * grow
-    if a <= 1.3 * minor:
-        return centre[None], np.array([a])
-    m = int(np.ceil((2 * (a - minor)) / minor)) + 1
-    xs = np.linspace(-(a - minor), a - minor, m)
-    pts = centre + np.stack([xs, np.zeros(m), np.zeros(m)], 1)
-    return pts, np.full(m, minor * _CHAIN_RADIUS)
+def _chains(centre: np.ndarray, axes: np.ndarray, grow: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spheres that cover ellipsoids (local ``centre`` (E, 3), semi-axes ``axes`` (E, 3), long axis
+    local x, grown by ``grow`` (E,)): a round one by one sphere, an elongated one by a chain along x.
+
+    Returns ``(ellipsoid of each sphere, local centres, radii)``.
+    """
+    a = axes[:, 0] * grow
+    minor = np.maximum(axes[:, 1], axes[:, 2]) * grow
+    chain = a > 1.3 * minor
+    half = a - minor  # the chain's centres span [-half, half], as np.linspace places them
+    count = np.where(chain, np.ceil((2 * half) / np.where(chain, minor, 1.0)).astype(int) + 1, 1)
+    item = np.repeat(np.arange(len(a)), count)
+    k = np.arange(len(item)) - np.repeat(np.cumsum(count) - count, count)
+    along = k * ((half - -half) / np.maximum(count - 1, 1))[item] + -half[item]
+    last = k == count[item] - 1
+    along[last] = half[item[last]]
+    along[~chain[item]] = 0.0
+    points = centre[item] + np.where(chain[item, None], np.stack([along, np.zeros_like(along), np.zeros_like(along)], 1), 0.0)
+    radii = np.where(chain, minor * _CHAIN_RADIUS, a)[item]
+    return item, points, radii
 
 
 def collision_spheres(centre: np.ndarray, rotation: np.ndarray, shapes: Dict[str, np.ndarray],
@@ -115,24 +126,24 @@ def collision_spheres(centre: np.ndarray, rotation: np.ndarray, shapes: Dict[str
 
     Returns ``(owner, centres, radii)`` with ``owner`` the row of the cell each sphere belongs to.
     """
-    owners: List[int] = []
-    pts: List[np.ndarray] = []
-    radii: List[np.ndarray] = []
-    for i in range(len(centre)):
-        has_body = body and shapes["body_axes"][i, 0] > 0
-        if has_body:
-            parts = [_chain(shapes["body_centre"][i], shapes["body_axes"][i], 1.0)]
-        else:
-            parts = [_chain(shapes["lobe_centre"][i, j], shapes["lobe_axes"][i, j], 1 + noise_amp)
-                     for j in range(shapes["lobe_count"][i])]
-        local = np.concatenate([p for p, _ in parts])
-        local = local if has_body else bend(local, shapes["curvature"][i])
-        pts.append(centre[i] + local @ rotation[i].T)
-        radii.append(np.concatenate([r for _, r in parts]))
-        owners.extend([i] * len(local))
-    if not pts:
+    n = len(centre)
+    if n == 0:
         return np.zeros(0, int), np.zeros((0, 3)), np.zeros(0)
-    return np.asarray(owners), np.concatenate(pts), np.concatenate(radii)
+    has_body = shapes["body_axes"][:, 0] > 0 if body else np.zeros(n, bool)
+    # The ellipsoids to cover: a cell's body, or each lobe of its nucleus.
+    count = np.where(has_body, 1, shapes["lobe_count"])
+    cell = np.repeat(np.arange(n), count)
+    lobe = np.arange(len(cell)) - np.repeat(np.cumsum(count) - count, count)
+    whole = has_body[cell, None]
+    centres = np.where(whole, shapes["body_centre"][cell], shapes["lobe_centre"][cell, lobe])
+    axes = np.where(whole, shapes["body_axes"][cell], shapes["lobe_axes"][cell, lobe])
+    item, local, radii = _chains(centres, axes, np.where(has_body[cell], 1.0, 1 + noise_amp))
+    owner = cell[item]
+    bent = ~has_body[owner]
+    local[bent] = bend(local[bent][:, None], shapes["curvature"][owner[bent]])[:, 0]
+    bounds = np.searchsorted(owner, np.arange(n + 1))
+    pts = [centre[i] + local[bounds[i]:bounds[i + 1]] @ rotation[i].T for i in range(n)]
+    return owner, np.concatenate(pts), radii
 
 
 # --------------------------------------------------------------------------------- meshes, inside
@@ -177,14 +188,34 @@ def body_mesh(cells: Cells, level: int) -> Tuple[np.ndarray, np.ndarray, np.ndar
     return world.reshape(-1, 3), faces.astype(np.int32), np.repeat(idx, len(tris)).astype(np.int32)
 
 
-def inside_nucleus(points: np.ndarray, cells: Cells, row: int) -> np.ndarray:
-    """Whether section-frame ``points`` (P, 3) lie inside the parametric nucleus of cell ``row``."""
-    local = (points - cells.centre[row]) @ cells.rotation[row]
-    local = unbend(local, cells.curvature[row])
+def inside_nucleus(points: np.ndarray, cells: Cells, row) -> np.ndarray:
+    """Whether section-frame ``points`` (P, 3) lie inside the parametric nucleus of cell ``row`` (one
+    row of ``cells``, or one per point)."""
+    rows = np.broadcast_to(row, len(points))
+    local = np.einsum("pi,pij->pj", points - cells.centre[rows], cells.rotation[rows])
+    local = unbend(local[:, None], cells.curvature[rows])[:, 0]
+    count = cells.lobe_count[rows]
+    amplitude = np.abs(cells.noise[:, :, 5]).sum(1)[rows]  # |surface_noise| never exceeds it
     inside = np.zeros(len(points), bool)
-    for lobe in range(cells.lobe_count[row]):
-        q = (local - cells.lobe_centre[row, lobe]) / cells.lobe_axes[row, lobe]
+    for lobe in range(int(count.max(initial=0))):
+        on = np.flatnonzero(count > lobe)
+        q = (local[on] - cells.lobe_centre[rows[on], lobe]) / cells.lobe_axes[rows[on], lobe]
         rho = np.linalg.norm(q, axis=1)
-        direction = q / np.maximum(rho, 1e-12)[:, None]
-        inside |= rho <= 1 + surface_noise(direction, cells.noise[row])
+        inside[on[rho <= 1 - amplitude[on]]] = True
+        # Only points in the shell that the surface noise can reach need the noise.
+        shell = np.flatnonzero((rho > 1 - amplitude[on]) & (rho <= 1 + amplitude[on]))
+        direction = q[shell] / np.maximum(rho[shell], 1e-12)[:, None]
+        noise = surface_noise(direction[:, None], cells.noise[rows[on[shell]]])[:, 0]
+        inside[on[shell]] |= rho[shell] <= 1 + noise
+    return inside
+
+
+def inside_body(points: np.ndarray, cells: Cells, rows: np.ndarray) -> np.ndarray:
+    """Whether ``points`` (P, 3) lie inside the cell body (ellipsoid) of cell ``rows`` (P,); false for
+    cells without cytoplasm."""
+    inside = np.zeros(len(points), bool)
+    has = np.flatnonzero(cells.body_axes[rows, 0] > 0)
+    r = rows[has]
+    local = np.einsum("pi,pij->pj", points[has] - cells.centre[r], cells.rotation[r]) - cells.body_centre[r]
+    inside[has] = ((local / cells.body_axes[r]) ** 2).sum(1) <= 1
     return inside

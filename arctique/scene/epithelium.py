@@ -70,13 +70,15 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         n_goblet = n_goblet.astype(int)
         goblet = np.zeros(len(row), bool)
         cup_theta = np.full(len(row), np.nan)
-        for r in np.nonzero(n_goblet)[0]:
-            angles = goblet_phase + 2 * np.pi * (np.arange(n_goblet[r]) + epi.goblet_stagger * (r % 2)) / n_goblet[r]
-            cols = np.round((angles - phase[r]) * ring[r] / (2 * np.pi)).astype(int) % ring[r]
-            cols, j = np.unique(cols, return_index=True)
-            base = np.cumsum(ring)[r] - ring[r]
-            goblet[base + cols] = True
-            cup_theta[base + cols] = angles[j]
+        # Each ring's goblet angles, and the cell nearest to each (two angles may share a cell: the first counts).
+        g_ring = np.repeat(np.arange(len(s)), n_goblet)
+        g_k = np.arange(len(g_ring)) - np.repeat(np.cumsum(n_goblet) - n_goblet, n_goblet)
+        angles = goblet_phase + 2 * np.pi * (g_k + epi.goblet_stagger * (g_ring % 2)) / n_goblet[g_ring]
+        cols = np.round((angles - phase[g_ring]) * ring[g_ring] / (2 * np.pi)).astype(int) % ring[g_ring]
+        cell = (np.cumsum(ring) - ring)[g_ring] + cols
+        cell, j = np.unique(cell, return_index=True)
+        goblet[cell] = True
+        cup_theta[cell] = angles[j]
         theta = 2 * np.pi * (col + jitter) / ring[row] + phase[row]
         w_anchor = np.minimum(s, crypts.depth)[row]
         a = alpha[row]

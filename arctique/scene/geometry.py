@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
-from typing import Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -175,3 +176,44 @@ def clip_to_slab(verts: np.ndarray, faces: np.ndarray, rows: np.ndarray, shell_f
     for plane, keep_below in ((z1 + spacing, True), (z0 - spacing, False)):
         verts, faces, shell = _clip_plane(verts, faces, shell, plane, keep_below)
     return verts, faces.astype(np.int32), shell_row[shell].astype(np.int32)
+
+
+class SphereIndex:
+    """Spheres placed so far, hashed on a grid for fast overlap queries.
+
+    The region is periodic in z (every sphere also blocks at z +- period): without that, random
+    sequential placement packs the faces of the region denser than its middle, where the slab is.
+    """
+
+    def __init__(self, cell: float, period_z: Optional[float]) -> None:
+        self.cell = cell
+        periods = (0.0,) if period_z is None else (0.0, period_z, -period_z)
+        self.shifts = [np.array([0.0, 0.0, d]) for d in periods]
+        self.grid: Dict[tuple, List[int]] = {}
+        self.centres: List[Tuple[float, float, float]] = []
+        self.radii: List[float] = []
+
+    def _key(self, p: np.ndarray) -> tuple:
+        return tuple(np.floor(p / self.cell).astype(int))
+
+    def collides(self, centres: np.ndarray, radii: np.ndarray, gap: float) -> bool:
+        # Plain floats: this runs for every candidate sphere, where numpy's per-call cost dominates.
+        for (x, y, z), r in zip(centres.tolist(), radii.tolist()):
+            kx, ky, kz = (math.floor(v / self.cell) for v in (x, y, z))
+            for dx in (-1, 0, 1):
+                for dy in (-1, 0, 1):
+                    for dz in (-1, 0, 1):
+                        for j in self.grid.get((kx + dx, ky + dy, kz + dz), ()):
+                            cx, cy, cz = self.centres[j]
+                            reach = self.radii[j] + r + gap
+                            if (cx - x) ** 2 + (cy - y) ** 2 + (cz - z) ** 2 < reach * reach:
+                                return True
+        return False
+
+    def add(self, centres: np.ndarray, radii: np.ndarray, periodic: bool = True) -> None:
+        """Add spheres; ``periodic=False`` adds them once, without their copies at z +- period."""
+        for p, r in zip(centres, radii):
+            for shift in (self.shifts if periodic else self.shifts[:1]):
+                self.grid.setdefault(self._key(p + shift), []).append(len(self.centres))
+                self.centres.append(tuple((p + shift).tolist()))
+                self.radii.append(float(r))

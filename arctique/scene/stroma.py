@@ -8,8 +8,7 @@ random order, and accepted when the nucleus clears the crypt walls and every nuc
 from __future__ import annotations
 
 import logging
-import math
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -18,54 +17,13 @@ from ..classes import CLASS_IDS, STROMA_NAMES
 from ..config import CellsConf
 from .architecture import compartments, scene_box, vessel_clearance, wall_clearance
 from .cells import bounding_radius, collision_spheres, draw_shapes, make_cells
-from .geometry import random_rotations
+from .geometry import SphereIndex, random_rotations
 from .model import MAX_LOBES, NOISE_TERMS, STROMA, Cells, Crypts, Section, Vessels
 
 logger = logging.getLogger(__name__)
 
 _VOLUME_SAMPLES = 20000
 _MAX_BATCHES = 40
-
-
-class _SphereIndex:
-    """Spheres placed so far, hashed on a grid for fast overlap queries.
-
-    The region is periodic in z (every sphere also blocks at z +- period): without that, random
-    sequential placement packs the faces of the region denser than its middle, where the slab is.
-    """
-
-    def __init__(self, cell: float, period_z: Optional[float]) -> None:
-        self.cell = cell
-        periods = (0.0,) if period_z is None else (0.0, period_z, -period_z)
-        self.shifts = [np.array([0.0, 0.0, d]) for d in periods]
-        self.grid: Dict[tuple, List[int]] = {}
-        self.centres: List[Tuple[float, float, float]] = []
-        self.radii: List[float] = []
-
-    def _key(self, p: np.ndarray) -> tuple:
-        return tuple(np.floor(p / self.cell).astype(int))
-
-    def collides(self, centres: np.ndarray, radii: np.ndarray, gap: float) -> bool:
-        # Plain floats: this runs for every candidate sphere, where numpy's per-call cost dominates.
-        for (x, y, z), r in zip(centres.tolist(), radii.tolist()):
-            kx, ky, kz = (math.floor(v / self.cell) for v in (x, y, z))
-            for dx in (-1, 0, 1):
-                for dy in (-1, 0, 1):
-                    for dz in (-1, 0, 1):
-                        for j in self.grid.get((kx + dx, ky + dy, kz + dz), ()):
-                            cx, cy, cz = self.centres[j]
-                            reach = self.radii[j] + r + gap
-                            if (cx - x) ** 2 + (cy - y) ** 2 + (cz - z) ** 2 < reach * reach:
-                                return True
-        return False
-
-    def add(self, centres: np.ndarray, radii: np.ndarray, periodic: bool = True) -> None:
-        """Add spheres; ``periodic=False`` adds them once, without their copies at z +- period."""
-        for p, r in zip(centres, radii):
-            for shift in (self.shifts if periodic else self.shifts[:1]):
-                self.grid.setdefault(self._key(p + shift), []).append(len(self.centres))
-                self.centres.append(tuple((p + shift).tolist()))
-                self.radii.append(float(r))
 
 
 def stroma_volume(section: Section, crypts: Crypts, tree: cKDTree, z_pad: float,
@@ -121,7 +79,7 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
            obstacles: Optional[Cells]) -> Dict[str, np.ndarray]:
     """Random sequential placement of all types at once, in an order interleaving the types."""
     lo, hi = scene_box(section, z_pad)
-    index = _SphereIndex(cell=8.0, period_z=hi[2] - lo[2])
+    index = SphereIndex(cell=8.0, period_z=hi[2] - lo[2])
     if obstacles is not None and len(obstacles):
         shapes = {k: getattr(obstacles, k) for k in ("lobe_count", "lobe_centre", "lobe_axes", "curvature",
                                                      "noise", "body_centre", "body_axes")}

@@ -26,7 +26,8 @@ from ..config import BloodConf, CellTypeConf, EndotheliumConf, VesselsConf
 from .architecture import axis_point, scene_box, vessel_clearance, vessel_parts, wall_clearance
 from .cells import bounding_radius, collision_spheres, draw_shapes, make_cells
 from .model import VESSEL_WALL, Cells, Crypts, Ellipsoids, Section, Vessels
-from .stroma import _SphereIndex, empty_cells
+from .geometry import SphereIndex
+from .stroma import empty_cells
 
 # Lizard / CoNIC count endothelial nuclei as connective tissue: our fibroblast class.
 ENDOTHELIUM_CLASS = "FIB"
@@ -264,7 +265,7 @@ def build_endothelium(conf: EndotheliumConf, fib: CellTypeConf, scale: float, ve
     keep = ((centre[:, 2] - reach <= section.z1) & (centre[:, 2] + reach >= section.z0)
             & (vessel_parts(vessels, centre) == VESSEL_WALL))
     owner, sc, sr = collision_spheres(centre, rotation, shapes, fib.shape_noise)
-    index = _SphereIndex(cell=8.0, period_z=None)
+    index = SphereIndex(cell=8.0, period_z=None)
     bounds = np.searchsorted(owner, np.arange(n + 1))
     for i in np.nonzero(keep)[0]:
         spheres, radii = sc[bounds[i]:bounds[i + 1]], sr[bounds[i]:bounds[i + 1]]

@@ -1,0 +1,179 @@
+"""Work of one sample that runs beside the render, in a forked process.
+
+A sample's labels need only the scene model and its meshes, and the image needs only Blender: on a
+machine with two or more cores the labels are traced while the tissue texture is made and Blender
+builds and renders. A forked child shares the parent's scene arrays without copying or pickling
+them; only its result comes back, through a pipe. Where ``fork`` does not exist, or the machine
+has one core, the work runs in the calling process when its result is asked for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import traceback
+import weakref
+from typing import Any, Callable, List, Optional, Tuple
+
+
+class BackgroundFailed(RuntimeError):
+    """The forked work raised, or its process ended without a result; the message carries its traceback."""
+
+
+# The receiving ends of the pipes of every Background still running in this process: a child
+# forked later closes its copies, so that a child whose parent is gone meets a closed pipe.
+_RECEIVING: "weakref.WeakSet" = weakref.WeakSet()
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def end_with_parent(parent: int) -> None:
+    """Have the kernel kill this child when its parent dies (a killed job leaves nothing running)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the closed pipe ends the child after its work
+        return
+    if os.getppid() != parent:  # the parent died before the request
+        os._exit(1)
+
+
+def _run_child(parent: int, receive, send, work: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    end_with_parent(parent)
+    # Stop at once on the job's signals: the parent's handlers and wakeup pipe belong to the parent.
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    for connection in [receive, *_RECEIVING]:
+        connection.close()
+    try:
+        message = (True, work(*args))
+    except BaseException as exc:  # reported to the parent, which raises it in the sample
+        message = (False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    try:
+        send.send(message)
+    except OSError:  # the parent is gone; nobody waits for the result
+        pass
+    finally:
+        send.close()
+
+
+def can_fork(cores: int) -> bool:
+    """Whether work can run beside the caller: ``fork`` exists and the job may use two or more
+    cores (``cores``; 0 means every core this process may run on)."""
+    if not cores:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return "fork" in multiprocessing.get_all_start_methods() and cores > 1
+
+
+class Background:
+    """``work(*args)`` started now in a forked child (deferred where ``can_fork(cores)`` is false);
+    ``result()`` returns its value or raises ``BackgroundFailed``. A thread receives the result as
+    soon as it is ready, so the child exits and frees its memory while the parent is still busy."""
+
+    def __init__(self, name: str, cores: int, work: Callable[..., Any], *args: Any) -> None:
+        self.name = name
+        self._deferred: Optional[Tuple[Callable[..., Any], Tuple[Any, ...]]] = None
+        if not can_fork(cores):
+            self._deferred = (work, args)
+            return
+        ctx = multiprocessing.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        for stream in (sys.stdout, sys.stderr):  # no buffered parent output is written twice
+            stream.flush()
+        self._process = ctx.Process(target=_run_child, args=(os.getpid(), receive, send, work, args), name=name,
+                                    daemon=True)
+        self._process.start()
+        send.close()
+        _RECEIVING.add(receive)
+        self._message: Optional[Tuple[bool, Any]] = None
+        self._receiver = threading.Thread(target=self._receive, args=(receive,), name=f"{name}-result",
+                                          daemon=True)
+        self._receiver.start()
+
+    def _receive(self, receive) -> None:
+        try:
+            self._message = receive.recv()
+        except EOFError:
+            self._message = None
+        finally:
+            _RECEIVING.discard(receive)
+            receive.close()
+
+    def result(self) -> Any:
+        if self._deferred is not None:
+            work, args = self._deferred
+            return work(*args)
+        self._receiver.join()
+        self._process.join()
+        if self._message is None:
+            raise BackgroundFailed(f"{self.name}: its process ended without a result "
+                                   f"(exit code {self._process.exitcode})")
+        ok, value = self._message
+        if not ok:
+            raise BackgroundFailed(f"{self.name} failed in its process: {value}")
+        return value
+
+    def cancel(self) -> None:
+        """End the child (a sample that failed elsewhere does not wait for its labels)."""
+        if self._deferred is None and self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+def _descendants(pid: int) -> List[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            for child in map(int, f.read().split()):
+                found += [child, *_descendants(child)]
+    return found
+
+
+def _pss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+
+
+def tree_pss_bytes() -> int:
+    """Proportional set size of this process and its descendants together (Linux)."""
+    total = 0
+    for pid in [os.getpid(), *_descendants(os.getpid())]:
+        try:
+            total += _pss_bytes(pid)
+        except (OSError, StopIteration):  # ended between the listing and the reading
+            pass
+    return total
+
+
+class TreeMemory:
+    """Peak memory of this process and its children together (Linux), sampled every ``interval``
+    seconds in a thread: the sum of their proportional set sizes, which counts a page that a forked
+    child shares with its parent once. ``peak_bytes`` is at least this process's own high-water mark,
+    which sampling cannot miss."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.sampled = 0
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sampled = max(self.sampled, tree_pss_bytes())
+
+    def __enter__(self) -> "TreeMemory":
+        self._thread = threading.Thread(target=self._sample, name="tree-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_bytes(self) -> int:
+        import resource
+
+        return max(self.sampled, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
