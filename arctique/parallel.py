@@ -125,10 +125,18 @@ class Background:
 
 def _descendants(pid: int) -> List[int]:
     found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            for child in map(int, f.read().split()):
-                found += [child, *_descendants(child)]
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:  # the process ended
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children = list(map(int, f.read().split()))
+        except OSError:  # the thread ended
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
     return found
 
 

@@ -142,6 +142,7 @@ def render_stages(seeds: range, overrides: list) -> None:
     from PIL import Image
 
     cfg = load_config(overrides)
+    before = tree_pss_bytes()
     with tempfile.TemporaryDirectory() as tmp, TreeMemory() as memory:
         dataset = Dataset(Path(tmp))
         rows, beside, dice = [], [], []
@@ -161,7 +162,8 @@ def render_stages(seeds: range, overrides: list) -> None:
     print("in other processes, beside those stages (arctique.parallel, render.worker):")
     for stage in beside[0]:
         print(f"  {stage:14s} {statistics.median(r[stage] for r in beside):7.2f}")
-    print(f"peak memory of the job's processes together (PSS): {memory.peak_bytes / 2**20:.0f} MB")
+    print(f"peak memory of the job's processes together (PSS): {memory.peak_bytes / 2**20:.0f} MB, of which "
+          f"{before / 2**20:.0f} MB this process held before (for a whole fresh job: --process)")
 
 
 # A fresh interpreter running arctique-gen that reports the peak memory of its processes at exit
