@@ -1,10 +1,11 @@
-"""Work of one sample that runs beside the render, in a forked process.
+"""Work of one sample that runs beside the rest, in a forked process.
 
-A sample's labels need only the scene model and its meshes, and the image needs only Blender: on a
-machine with two or more cores the labels are traced while the tissue texture is made and Blender
-builds and renders. A forked child shares the parent's scene arrays without copying or pickling
-them; only its result comes back, through a pipe. Where ``fork`` does not exist, or the machine
-has one core, the work runs in the calling process when its result is asked for.
+A sample's labels need only the scene model and its meshes, and the compartment maps only its
+tissue: where a job may use two or more cores, they are made while the stroma is placed, the
+tissue texture is made and Blender builds and renders. A forked child shares the parent's scene
+arrays without copying or pickling them; only its result comes back, through a pipe. Where
+``fork`` does not exist, or the job may use one core (``optics.threads=1``), the work runs in the
+calling process when its result is first asked for.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ class Background:
 
     def __init__(self, name: str, cores: int, work: Callable[..., Any], *args: Any) -> None:
         self.name = name
-        self._deferred: Optional[Tuple[Callable[..., Any], Tuple[Any, ...]]] = None
+        self._work, self._args = work, args
+        self._process = None
+        self._message: Optional[Tuple[bool, Any]] = None  # (ok, value or traceback), once known
         if not can_fork(cores):
-            self._deferred = (work, args)
             return
         ctx = multiprocessing.get_context("fork")
         receive, send = ctx.Pipe(duplex=False)
@@ -88,7 +90,6 @@ class Background:
         self._process.start()
         send.close()
         _RECEIVING.add(receive)
-        self._message: Optional[Tuple[bool, Any]] = None
         self._receiver = threading.Thread(target=self._receive, args=(receive,), name=f"{name}-result",
                                           daemon=True)
         self._receiver.start()
@@ -103,11 +104,12 @@ class Background:
             receive.close()
 
     def result(self) -> Any:
-        if self._deferred is not None:
-            work, args = self._deferred
-            return work(*args)
-        self._receiver.join()
-        self._process.join()
+        if self._process is None:
+            if self._message is None:  # deferred: done here, once
+                self._message = (True, self._work(*self._args))
+        else:
+            self._receiver.join()
+            self._process.join()
         if self._message is None:
             raise BackgroundFailed(f"{self.name}: its process ended without a result "
                                    f"(exit code {self._process.exitcode})")
@@ -118,7 +120,7 @@ class Background:
 
     def cancel(self) -> None:
         """End the child (a sample that failed elsewhere does not wait for its labels)."""
-        if self._deferred is None and self._process.is_alive():
+        if self._process is not None and self._process.is_alive():
             self._process.kill()
             self._process.join()
 

@@ -551,3 +551,21 @@ def test_class_registry_is_the_one_class_table(cfg):
     assert set(cfg.cells.ratios) <= set(classes.STROMA_NAMES) and set(cfg.cells.nucleus_scale) == set(names)
     assert set(np.unique(built(tuple(SMALL), 0).cells.cls)) <= set(CLASS_IDS.values())
 
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_tissue_mask_cut_from_the_texture_maps_is_the_mask_of_the_pixel_centres(layers):
+    """The pipeline cuts the tissue mask out of the texture's mid-plane map (or, without a mid-plane
+    layer, computes it apart): it is ``tissue_mask`` exactly, and the tissue alone gives it."""
+    from arctique.appearance import layer_depths, section_compartments
+
+    cfg = load_config([*SMALL, f"optics.layers={layers}"])
+    scene = built(tuple(SMALL), 3)
+    mask = tissue_mask(scene, cfg.optics.image_size, cfg.optics.mpp)
+    cut = section_compartments(scene, cfg.optics.image_size, cfg.optics.mpp, layers)
+    assert cut.codes.shape[0] == layers and cut.codes.shape[1] > cfg.optics.image_size
+    assert np.array_equal(cut.mask, mask) and len(np.unique(mask)) >= 3
+    if layers % 2:
+        assert (scene.section.z0 + scene.section.z1) / 2 in layer_depths(scene, layers)
+    tissue = scene_build.build_tissue(cfg, 3)
+    assert np.array_equal(section_compartments(tissue, cfg.optics.image_size, cfg.optics.mpp, layers).mask, mask)
