@@ -20,6 +20,7 @@ import numpy as np
 
 from ..appearance import CellStains, layer_depths, layer_transmittance, od_vectors
 from ..config import ArctiqueConf, OpticsConf
+from ..labels.trace import Mesh
 from ..scene.geometry import clip_to_slab, icosphere
 from ..scene.model import SceneModel
 from . import materials
@@ -33,7 +34,6 @@ CAMERA_HEIGHT_UM = 50.0  # camera distance above the top of the slab
 # resolution at scene depths (~1e-5 um), far below anything visible.
 CAP_STAGGER_UM = 2e-4
 TRANSPARENT_CROSSINGS = 64  # volume boundaries a ray may cross (nuclei, lobes, cell bodies)
-Mesh = Tuple[np.ndarray, np.ndarray, np.ndarray]  # vertices, faces, cell row of each face
 
 
 def reset() -> None:
