@@ -18,6 +18,7 @@ from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 from .config import ArctiqueConf, StainConf
 from .rng import stream
 from .scene.architecture import compartment_map, vessel_parts
+from .scene.build import field_um
 from .scene.cells import inside_body, inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
 from .labels.exact import tissue_mask
@@ -111,12 +112,12 @@ def layer_depths(scene: SceneModel, layers: int) -> np.ndarray:
     return (s.z0 + s.z1) / 2 + dz * ((layers - 1) / 2 - np.arange(layers))
 
 
-def texture_grid(scene: SceneModel, mpp: float) -> np.ndarray:
-    """Pixel-centre coordinates (x for columns, y for rows, top row first) of the tissue texture: the
-    image's pixel grid extended by whole pixels over the scene margin, so the image's pixel centres
-    are points of the texture's grid."""
-    size = int(round(scene.section.field_um / mpp))
-    margin = int(np.ceil(scene.section.margin_um / mpp))
+def texture_grid(field_um: float, margin_um: float, mpp: float) -> np.ndarray:
+    """Pixel-centre coordinates (x for columns, y for rows, top row first) of the tissue texture of a
+    section (``Section.field_um``, ``Section.margin_um``): the image's pixel grid extended by whole
+    pixels over the scene margin, so the image's pixel centres are points of the texture's grid."""
+    size = int(round(field_um / mpp))
+    margin = int(np.ceil(margin_um / mpp))
     return (np.arange(-margin, size + margin) + 0.5 - size / 2) * mpp
 
 
@@ -146,7 +147,7 @@ class Compartments:
 def section_compartments(scene: SceneModel, size: int, mpp: float, layers: int) -> Compartments:
     """The texture's compartment maps and the tissue mask, cut out of the mid-plane layer of the
     maps (the same points, so the same codes) or, for an even number of layers, computed apart."""
-    xs, zs = texture_grid(scene, mpp), layer_depths(scene, layers)
+    xs, zs = texture_grid(scene.section.field_um, scene.section.margin_um, mpp), layer_depths(scene, layers)
     codes, parts = compartment_maps(scene, xs, zs)
     mid = np.flatnonzero(zs == (scene.section.z0 + scene.section.z1) / 2)
     if len(mid):
@@ -238,24 +239,46 @@ def _occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: int) -
     return inside.reshape(layers, per_layer, len(ys), len(xs)).mean(1)
 
 
-def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, compartments: Callable[[], Compartments]
-                    ) -> np.ndarray:
-    """Stain concentrations of the tissue matrix: ``(layers, H, W, 3)`` float32 (H, E, blood).
+@dataclass(frozen=True)
+class MatrixPatterns:
+    """The random patterns of the tissue matrix, (layers, H, W) on the texture grid."""
 
-    Rows run from the top of the field (+y) down, as in the image. ``compartments`` returns the
-    ``section_compartments`` of the scene; it is called when they are needed, after the parts of the
-    texture that do not depend on them (they may still be being made in another process).
-    """
+    fibres: np.ndarray  # collagen fibres, in [0, 1]
+    mottle: np.ndarray  # uneven eosin uptake, around 1
+    strands: np.ndarray  # mucin strands, in [0, 1]
+
+
+def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
+    """The matrix patterns of sample ``seed``. They depend on the seed and the texture grid's shape
+    only (the field and margin of the config, as a scene of this config has them), so they can be
+    made before the scene exists."""
     st, op = cfg.stain, cfg.optics
-    xs = texture_grid(scene, op.mpp)
-    shape = (op.layers, len(xs), len(xs))
-    occupied = cell_occupancy(scene, xs, op.layers)
-    rng = stream(scene.seed, "appearance/tissue")
-    eosin = st.eosin_intensity
+    n = len(texture_grid(field_um(cfg), cfg.tissue.margin_um, op.mpp))
+    shape = (op.layers, n, n)
+    rng = stream(seed, "appearance/tissue")
     fibres = _fibres(rng, shape, st, op.mpp)
     mottle = _periodic_blur(rng.normal(size=shape), (0.5, 3.0 / op.mpp, 3.0 / op.mpp))
     mottle = 1 + 0.2 * mottle / (mottle.std() + 1e-12)
     strands = _ridges(_periodic_blur(rng.normal(size=shape), (0.3, 1.0 / op.mpp, 1.0 / op.mpp)), 0.12)
+    return MatrixPatterns(fibres, mottle, strands)
+
+
+def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[], MatrixPatterns],
+                    compartments: Callable[[], Compartments]) -> np.ndarray:
+    """Stain concentrations of the tissue matrix: ``(layers, H, W, 3)`` float32 (H, E, blood).
+
+    Rows run from the top of the field (+y) down, as in the image. ``patterns`` returns the
+    ``matrix_patterns`` and ``compartments`` the ``section_compartments`` of the scene; each is
+    called when it is needed, after the work that does not depend on it (either may still be being
+    made in another process).
+    """
+    st, op = cfg.stain, cfg.optics
+    xs = texture_grid(scene.section.field_um, scene.section.margin_um, op.mpp)
+    shape = (op.layers, len(xs), len(xs))
+    occupied = cell_occupancy(scene, xs, op.layers)
+    eosin = st.eosin_intensity
+    matrix = patterns()
+    fibres, mottle, strands = matrix.fibres, matrix.mottle, matrix.strands
     maps = compartments()
     codes, parts = maps.codes, maps.parts
     # Collagen is densest in the sheath around the crypts and under the surface epithelium.

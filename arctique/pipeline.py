@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 
 from . import __version__
-from .appearance import appearance_mixture, cell_stains, section_compartments, tissue_textures
+from .appearance import appearance_mixture, cell_stains, matrix_patterns, section_compartments, tissue_textures
 from .classes import class_table
 from .config import ArctiqueConf, ConfigError, NoiseConf, OpticsConf, fingerprint, to_dict
 from .io import dataset as ds
@@ -34,8 +34,7 @@ from .stopping import StopOnSignal
 from .timing import StageTimer
 
 if TYPE_CHECKING:  # bpy is imported only where something is rendered
-    from .render.blender import RenderDevice
-    from .render.worker import Renderer, RenderWorker
+    from .render.worker import RenderDevice, Renderer, RenderWorker
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +83,11 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     timer = timer or StageTimer()
     size, mpp, threads = cfg.optics.image_size, cfg.optics.mpp, cfg.optics.threads
     # Work that needs only part of the scene starts in other processes as soon as that part exists:
-    # the compartment maps once the tissue is built (beside the stroma placement), the labels once the
-    # cells are (beside the texture and the render), Blender's build of the cells beside the texture.
+    # the matrix patterns at once (beside the scene), the compartment maps once the tissue is built
+    # (beside the stroma placement), the labels once the cells are (beside the texture and the
+    # render), Blender's build of the cells beside the texture.
     with timer("scene_model"):
+        patterns = Background(f"matrix patterns of sample {seed}", threads, matrix_patterns, cfg, seed)
         tissue = build_tissue(cfg, seed) if scene is None else scene
         mapped = Background(f"compartments of sample {seed}", threads, section_compartments, tissue, size, mpp,
                             cfg.optics.layers)
@@ -102,15 +103,15 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
             blend.parent.mkdir(parents=True, exist_ok=True)
         renderer.build(cfg, scene, stains, nuclei, bodies, blend)
         with timer("appearance"):
-            textures = tissue_textures(cfg, scene, mapped.result)
+            textures = tissue_textures(cfg, scene, patterns.result, mapped.result)
         with timer("render_wait" if renderer.beside else "render"):
             rendered = renderer.render(textures)
         with timer("labels_wait"):
             labels, ambiguity, seconds = traced.result()
         tissue = mapped.result().mask
     finally:
-        mapped.cancel()
-        traced.cancel()
+        for work in (patterns, mapped, traced):
+            work.cancel()
     (timer.beside if renderer.beside else timer.seconds).update(rendered.seconds)
     timer.beside.update(seconds)
     device = rendered.device

@@ -169,7 +169,7 @@ def render_stages(seeds: range, overrides: list) -> None:
 # A fresh interpreter running arctique-gen that reports the peak memory of its processes at exit
 # (arctique.parallel.TreeMemory; a checkout from before it had one process: its own high-water mark).
 CHILD = ("import atexit, resource, sys\n"
-         "try:\n    from arctique.parallel import TreeMemory\n    memory = TreeMemory().__enter__()\n"
+         "try:\n    from arctique.parallel import TreeMemory\n    memory = TreeMemory(interval=0.25).__enter__()\n"
          "    peak = lambda: memory.peak_bytes // 1024\n"
          "except ImportError:\n    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
          "atexit.register(lambda: sys.stderr.write(f'peak_kb={peak()}\\n'))\n"

@@ -12,7 +12,6 @@ import shutil
 import socket
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Tuple
 
@@ -25,6 +24,7 @@ from ..scene.geometry import clip_to_slab, icosphere
 from ..scene.model import SceneModel
 from . import materials
 from ._bpy import bpy
+from .worker import RenderDevice
 from mathutils import Matrix  # noqa: E402  (importable once bpy is)
 
 logger = logging.getLogger(__name__)
@@ -51,14 +51,6 @@ GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI")
 VISIBLE_DEVICE_VARIABLES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES",
                             "ONEAPI_DEVICE_SELECTOR")
 _auto_backend: Dict[str, str] = {}  # the backend optics.gpu_backend=auto chose in this process
-
-
-@dataclass(frozen=True)
-class RenderDevice:
-    """What renders a sample: the Cycles backend (CPU, OPTIX, CUDA, HIP, ONEAPI) and device names."""
-
-    backend: str
-    name: str
 
 
 def blender_log(cfg: ArctiqueConf) -> Path:

@@ -33,13 +33,23 @@ if TYPE_CHECKING:
     from ..appearance import CellStains
     from ..labels.trace import Mesh
     from ..scene.model import SceneModel
-    from .blender import RenderDevice, SceneRenderer
+    from .blender import SceneRenderer
+
+
+@dataclass(frozen=True)
+class RenderDevice:
+    """What renders a sample: the Cycles backend (CPU, OPTIX, CUDA, HIP, ONEAPI) and device names.
+    Declared here, not beside the bpy code, so that the job's process reads a worker's reply
+    without importing bpy."""
+
+    backend: str
+    name: str
 
 
 @dataclass(frozen=True)
 class Rendered:
     image: np.ndarray  # (H, W, 3) float32 linear transmittance
-    device: "RenderDevice"
+    device: RenderDevice
     blender: str  # Blender's version
     seconds: Dict[str, float]  # blender_build and render_image
 
