@@ -392,3 +392,87 @@ def test_gpu_render_matches_the_cpu_render(tmp_path, small_dataset):
         assert (gpu / sample_files(SEED)[key]).read_bytes() == (small_dataset / sample_files(SEED)[key]).read_bytes(), key
     difference = np.abs(read(gpu, "image").astype(float) - read(small_dataset, "image"))
     assert difference.mean() < 1.0 and np.percentile(difference, 99) <= 8, (difference.mean(), difference.max())
+
+
+def _voronoi_f1(points: np.ndarray) -> np.ndarray:
+    """F1 distance of Cycles' Voronoi texture (scale 1) at ``points``, from ``feature_points``."""
+    from arctique.render.voronoi import feature_points
+
+    offsets = np.stack(np.meshgrid(*[[-1, 0, 1]] * 3, indexing="ij"), -1).reshape(-1, 3)
+    cells = (np.floor(points)[:, None, :] + offsets).reshape(-1, 3)
+    features = feature_points(cells).reshape(len(points), 27, 3)
+    return np.linalg.norm(features - points[:, None, :], axis=2).min(1)
+
+
+def test_voronoi_feature_points_are_those_cycles_renders(tmp_path):
+    """Cycles' own Voronoi F1 distance, rendered on a plane far from the origin, equals the distance
+    to the nearest numpy feature point at every pixel centre."""
+    import bpy
+
+    n, side, origin = 64, 6.0, np.array([300.3, 17.1, 5.55])
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.render.resolution_x = scene.render.resolution_y = n
+    scene.cycles.samples, scene.cycles.use_denoising = 1, False
+    scene.cycles.filter_width = 0.01  # every ray through its pixel's centre
+    scene.view_settings.view_transform = "Standard"
+    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+    camera.data.type, camera.data.ortho_scale = "ORTHO", side
+    camera.location = (side / 2, side / 2, 10)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    bpy.ops.mesh.primitive_plane_add(size=2 * side, location=(side / 2, side / 2, 0))
+    material = bpy.data.materials.new("voronoi")
+    material.use_nodes = True
+    nodes, links = material.node_tree.nodes, material.node_tree.links
+    nodes.clear()
+    shift = nodes.new("ShaderNodeVectorMath")
+    shift.inputs[1].default_value = tuple(origin)
+    links.new(nodes.new("ShaderNodeNewGeometry").outputs["Position"], shift.inputs[0])
+    voronoi = nodes.new("ShaderNodeTexVoronoi")
+    voronoi.inputs["Scale"].default_value = 1.0
+    links.new(shift.outputs[0], voronoi.inputs["Vector"])
+    emission = nodes.new("ShaderNodeEmission")
+    links.new(voronoi.outputs["Distance"], emission.inputs["Color"])
+    links.new(emission.outputs[0], nodes.new("ShaderNodeOutputMaterial").inputs["Surface"])
+    bpy.context.object.data.materials.append(material)
+    scene.world = bpy.data.worlds.new("dark")
+    scene.render.image_settings.file_format, scene.render.image_settings.color_depth = "OPEN_EXR", "32"
+    scene.render.filepath = str(tmp_path / "voronoi.exr")
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(tmp_path / "voronoi.exr"))
+    pixels = np.empty(n * n * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    rendered = pixels.reshape(n, n, 4)[..., 0]  # bottom row first, as y grows
+    centres = (np.arange(n) + 0.5) * side / n
+    xx, yy = np.meshgrid(centres, centres)
+    points = np.column_stack([xx.ravel(), yy.ravel(), np.zeros(n * n)]) + origin
+    expected = _voronoi_f1(points).reshape(n, n)
+    assert np.abs(rendered - expected).max() < 1e-3
+    assert expected.min() < 0.1 and expected.max() > 0.5  # near feature points and far from them
+
+
+def test_nucleolus_centres_are_every_nucleolus_in_the_inner_zone():
+    """Inside the inner zone of random nuclei, a point is in a nucleolus of ``nucleolus_centres``
+    exactly where the Voronoi texture the centres stand for is below the nucleolus radius."""
+    from arctique.render.materials import (NUCLEOLUS_LATTICE_UM, NUCLEOLUS_RADIUS_UM, NUCLEOLUS_ZONE,
+                                           nucleolus_centres)
+
+    rng = np.random.default_rng(0)
+    cells = 40
+    offset = rng.uniform(0, 1000, (cells, 3))
+    inv_axes = 1 / rng.uniform(1.5, 5.0, (cells, 3))
+    centres = nucleolus_centres(offset, inv_axes)
+    assert max(len(c) for c in centres) >= 3
+    direction = rng.normal(size=(cells, 4000, 3))
+    direction /= np.linalg.norm(direction, axis=2, keepdims=True)
+    local = direction * NUCLEOLUS_ZONE * rng.uniform(0, 1, (cells, 4000, 1)) ** (1 / 3) / inv_axes[:, None, :]
+    inside = 0
+    for k in range(cells):
+        distance = _voronoi_f1((local[k] + offset[k]) / NUCLEOLUS_LATTICE_UM) * NUCLEOLUS_LATTICE_UM
+        near = np.linalg.norm(local[k][:, None, :] - centres[k][None], axis=2) < NUCLEOLUS_RADIUS_UM
+        differ = (distance < NUCLEOLUS_RADIUS_UM) != near.any(1)
+        assert np.all(np.abs(distance[differ] - NUCLEOLUS_RADIUS_UM) < 1e-4), k  # float rounding only
+        inside += int(near.any(1).sum())
+    assert inside > 0.03 * local.shape[0] * local.shape[1]

@@ -13,7 +13,7 @@ import socket
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Tuple
+from typing import Callable, Dict, FrozenSet, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -156,14 +156,15 @@ class SceneRenderer:
         self.camera = self._camera()
         self.od = od = od_vectors(cfg.stain)
         step, level = self.optics.volume_step_rate, cfg.cells.mesh_subdivisions
+        nucleoli = materials.nucleolus_centres(stains.nucleus["texture_offset"], stains.nucleus["inv_axes"])
         self.nuclei = self._cells("nucleus", self._in_slab(nuclei, level, phase=0), stains.nucleus,
                                   materials.NUCLEUS_AMOUNTS, materials.NUCLEUS_FEATURES,
-                                  lambda features: materials.nucleus_material(
-                                      od, cfg.nuclei.chromatin_scale_um, step, features))
+                                  lambda features, spots: materials.nucleus_material(
+                                      od, cfg.nuclei.chromatin_scale_um, step, features, spots), nucleoli)
         self.bodies = self._cells("body", self._in_slab(bodies, level, phase=1),
                                   stains.body,
                                   materials.BODY_AMOUNTS, materials.BODY_FEATURES,
-                                  lambda features: materials.body_material(od, step, features))
+                                  lambda features, _: materials.body_material(od, step, features))
 
     def failure(self, message: str) -> RuntimeError:
         """An error for this sample that names a kept copy of Blender's output for it."""
@@ -243,15 +244,16 @@ class SceneRenderer:
         return clip_to_slab(*mesh, len(icosphere(level)[1]), sec.z0, sec.z1, CAP_STAGGER_UM, phase)
 
     def _cells(self, part: str, mesh: Mesh, properties: Dict[str, np.ndarray], amounts: Tuple[str, ...],
-               features: Tuple[str, ...], material: Callable[[FrozenSet[str]], "bpy.types.Material"]
-               ) -> List["bpy.types.Object"]:
+               features: Tuple[str, ...], material: Callable[[FrozenSet[str], int], "bpy.types.Material"],
+               nucleoli: Sequence[np.ndarray] = ()) -> List["bpy.types.Object"]:
         """One object per cell (volume shaders see object data, not face attributes), posed in the
         cell's frame: its four scalar ``amounts`` in the object colour, its vectors as object
-        properties, and the material variant with the ``features`` whose amount it has."""
+        properties, the local centres of its ``nucleoli`` (per cell) as ``nucleolus_<j>``, and the
+        material variant with the ``features`` whose amount it has and that many nucleoli."""
         cells = self.model.cells
         verts, faces, rows = mesh
         objects = []
-        variants: Dict[FrozenSet[str], "bpy.types.Material"] = {}
+        variants: Dict[Tuple[FrozenSet[str], int], "bpy.types.Material"] = {}
         order = np.argsort(rows, kind="stable")
         faces, rows = faces[order], rows[order]
         bounds = np.searchsorted(rows, np.arange(len(cells) + 1))
@@ -269,9 +271,13 @@ class SceneRenderer:
             for key in vectors:
                 obj[key] = tuple(float(v) for v in properties[key][row])
             has = frozenset(key for key in features if properties[key][row] > 0)
-            if has not in variants:
-                variants[has] = material(has)
-            obj.data.materials.append(variants[has])
+            spots = nucleoli[row] if "nucleoli" in has else ()
+            for j, spot in enumerate(spots):
+                obj[f"nucleolus_{j}"] = tuple(float(v) for v in spot)
+            variant = (has if len(spots) else has - {"nucleoli"}, len(spots))
+            if variant not in variants:
+                variants[variant] = material(*variant)
+            obj.data.materials.append(variants[variant])
             objects.append(obj)
         return objects
 
