@@ -350,6 +350,7 @@ class SceneRenderer:
         c = self.bscene.cycles
         c.samples = o.samples
         c.use_denoising = o.denoise
+        c.denoising_quality = o.denoise_quality.upper()
         self.bscene.cycles.filter_width = 1.5
         image = self._render(workdir, "image", "Image")[..., :3]
         if not image.max() > 0:  # all black (or NaN): the device failed, not the tissue
