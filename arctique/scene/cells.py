@@ -7,7 +7,7 @@ with the cell's own smooth surface variation, optionally bent about local z; the
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 
@@ -27,18 +27,48 @@ def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generat
     ``squash`` multiplies (length, width), e.g. for the compressed nuclei of goblet cells.
     Returns the per-cell columns of ``model.Cells`` that describe shape.
     """
-    length = rng.uniform(*conf.length_um, size=n) * scale * squash[0]
-    elong = rng.uniform(*conf.elongation, size=n)
-    flat = rng.uniform(0.8, 1.0, size=n)
-    lobes = rng.integers(conf.lobes[0], conf.lobes[1] + 1, size=n)
-    noise = _noise_terms(conf.shape_noise, conf.shape_frequency, n, rng)
-    bend_angle = np.radians(rng.uniform(-1, 1, size=n) * conf.bend_deg)
+    form, noise = shape_draws(conf, n, rng)
+    return {**form_columns(conf, scale, form, squash), "noise": noise_terms(conf.shape_noise, noise)}
+
+
+def shape_draws(conf: CellTypeConf, n: int, rng: np.random.Generator,
+                ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+    """Every random number of ``n`` cells' shapes, in stream order: those of their form and those of
+    their surface noise, one row per cell. The columns are derived separately (``form_columns``,
+    ``noise_terms``), so that a caller who keeps few of many cells derives only their rows while its
+    stream moves on as if it had made them all."""
+    form = {"length": rng.uniform(*conf.length_um, size=n), "elongation": rng.uniform(*conf.elongation, size=n),
+            "flat": rng.uniform(0.8, 1.0, size=n), "lobes": rng.integers(conf.lobes[0], conf.lobes[1] + 1, size=n)}
+    noise = {"wave": rng.normal(size=(n, NOISE_TERMS, 3)),
+             "frequency": rng.uniform(*conf.shape_frequency, size=(n, NOISE_TERMS)),
+             "phase": rng.uniform(0, 2 * np.pi, size=(n, NOISE_TERMS)),
+             "weight": rng.uniform(0.2, 1.0, size=(n, NOISE_TERMS))}
+    form["bend"] = rng.uniform(-1, 1, size=n)
+    lobed = form["lobes"] > 1
+    form["arc"] = np.zeros(n)  # of the lobes of a lobed nucleus
+    form["arc"][lobed] = rng.uniform(0, 0.5, size=int(lobed.sum()))
+    # The side of its cell body a nucleus is pushed to (0: no body).
+    form["side"] = rng.choice([-1, 1], size=n) if conf.cytoplasm_scale > 0 else np.zeros(n, int)
+    return form, noise
+
+
+def form_columns(conf: CellTypeConf, scale: float, form: Dict[str, np.ndarray],
+                 squash: Tuple[float, float] | np.ndarray = (1.0, 1.0)) -> Dict[str, np.ndarray]:
+    """The shape columns of ``model.Cells`` but ``noise``, from rows of ``shape_draws``.
+
+    ``squash`` multiplies (length, width), of all cells or per cell (``(n, 2)``).
+    """
+    n = len(form["length"])
+    squash = np.broadcast_to(squash, (n, 2))
+    length = form["length"] * scale * squash[:, 0]
+    elong, flat, lobes = form["elongation"], form["flat"], form["lobes"]
+    bend_angle = np.radians(form["bend"] * conf.bend_deg)
     lobe_centre = np.zeros((n, MAX_LOBES, 3))
     lobe_axes = np.zeros((n, MAX_LOBES, 3))
     extent = np.zeros((n, 3))  # overall semi-extent of the nucleus along local x, y, z
     one = lobes == 1
     a1 = length[one] / 2
-    b1 = a1 / elong[one] * squash[1]
+    b1 = a1 / elong[one] * squash[one, 1]
     lobe_axes[one, 0] = np.column_stack([a1, b1, b1 * flat[one]])
     extent[one] = lobe_axes[one, 0]
     for i in np.nonzero(~one)[0]:
@@ -47,7 +77,7 @@ def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generat
         r = length[i] / (2 * k + (k - 1) * gap)
         # Lobes sit on a gentle arc in the local xy plane, chord spacing 2r + gap.
         step = r * (2 + gap)
-        arc = rng.uniform(0, 0.5)
+        arc = form["arc"][i]
         angles = (np.arange(k) - (k - 1) / 2) * arc
         radius = step / (2 * np.sin(max(arc, 1e-6) / 2))
         x = radius * np.sin(angles)
@@ -62,11 +92,17 @@ def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generat
         # A roundish body: every axis at least the mean nucleus extent times the scale.
         body_axes = np.maximum(extent, extent.mean(1, keepdims=True)) * conf.cytoplasm_scale
         free = body_axes[:, 0] - extent[:, 0] * (1 + conf.shape_noise) - 0.2
-        body_centre[:, 0] = -conf.eccentricity * np.maximum(free, 0) * rng.choice([-1, 1], size=n)
-    return {
-        "lobe_count": lobes, "lobe_centre": lobe_centre, "lobe_axes": lobe_axes,
-        "curvature": curvature, "noise": noise, "body_centre": body_centre, "body_axes": body_axes,
-    }
+        body_centre[:, 0] = -conf.eccentricity * np.maximum(free, 0) * form["side"]
+    return {"lobe_count": lobes, "lobe_centre": lobe_centre, "lobe_axes": lobe_axes, "curvature": curvature,
+            "body_centre": body_centre, "body_axes": body_axes}
+
+
+def noise_terms(amplitude: float, noise: Dict[str, np.ndarray]) -> np.ndarray:
+    """The ``noise`` column of ``model.Cells`` (``surface_noise`` terms) from rows of ``shape_draws``:
+    unit wave vectors, and amplitudes that sum to ``amplitude`` (|variation| <= amplitude everywhere)."""
+    wave = noise["wave"] / np.linalg.norm(noise["wave"], axis=2, keepdims=True)
+    weight = noise["weight"] * (amplitude / noise["weight"].sum(1, keepdims=True))
+    return np.concatenate([wave, noise["frequency"][..., None], noise["phase"][..., None], weight[..., None]], axis=2)
 
 
 def make_cells(cls: np.ndarray, centre: np.ndarray, rotation: np.ndarray, shapes: Dict[str, np.ndarray],
@@ -81,19 +117,11 @@ def make_cells(cls: np.ndarray, centre: np.ndarray, rotation: np.ndarray, shapes
         body_centre=shapes["body_centre"], body_axes=shapes["body_axes"])
 
 
-def _noise_terms(amplitude: float, frequency: List[float], n: int, rng: np.random.Generator) -> np.ndarray:
-    k = rng.normal(size=(n, NOISE_TERMS, 3))
-    k /= np.linalg.norm(k, axis=2, keepdims=True)
-    freq = rng.uniform(*frequency, size=(n, NOISE_TERMS))
-    phase = rng.uniform(0, 2 * np.pi, size=(n, NOISE_TERMS))
-    amp = rng.uniform(0.2, 1.0, size=(n, NOISE_TERMS))
-    amp *= amplitude / amp.sum(1, keepdims=True)  # |variation| <= amplitude everywhere
-    return np.concatenate([k, freq[..., None], phase[..., None], amp[..., None]], axis=2)
-
-
 def bounding_radius(shapes: Dict[str, np.ndarray], noise_amp: float) -> np.ndarray:
     """Radius around the local origin that contains nucleus and body."""
-    lobe_reach = np.linalg.norm(shapes["lobe_centre"], axis=2) + shapes["lobe_axes"].max(2) * (1 + noise_amp)
+    lobes = slice(0, int(shapes["lobe_count"].max(initial=1)))  # later lobe slots are zero in every cell
+    lobe_reach = (np.linalg.norm(shapes["lobe_centre"][:, lobes], axis=2)
+                  + shapes["lobe_axes"][:, lobes].max(2) * (1 + noise_amp))
     body_reach = np.linalg.norm(shapes["body_centre"], axis=1) + shapes["body_axes"].max(1)
     return np.maximum(lobe_reach.max(1), body_reach)
 

@@ -11,7 +11,7 @@ slab are kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -20,7 +20,7 @@ from ..classes import CLASS_IDS
 from ..config import CellTypeConf, EpitheliumConf
 from .architecture import (axis_point, crypt_coordinates, lumen_factor, scene_box, surface_depth, vacuole_reach,
                            wall_factor)
-from .cells import bounding_radius, draw_shapes, make_cells
+from .cells import bounding_radius, form_columns, make_cells, noise_terms, shape_draws
 from .geometry import frames_from_axis
 from .model import Cells, Crypts, Section, Vacuoles
 
@@ -128,14 +128,29 @@ def _surface_grid(crypts: Crypts, section: Section, spacing: float, reach: float
 
 
 def _nuclei(nucleus: CellTypeConf, scale: float, goblet: np.ndarray, rng: np.random.Generator,
-            ) -> Dict[str, np.ndarray]:
-    """Shapes of plain and goblet nuclei, from one stream so each cell keeps its draw."""
+            ) -> Tuple[Dict[str, np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """Shapes of plain and goblet nuclei, from one stream so each cell keeps its draw: every cell is
+    drawn twice, and a goblet takes the second draw, squashed.
+
+    Returns the shape columns of all cells but ``noise``, and a function giving the noise terms of
+    some rows: of the many cells drawn only the few near the slab are kept and need them.
+    """
     n = len(goblet)
-    shapes = draw_shapes(nucleus, scale, n, rng)
-    squashed = draw_shapes(nucleus, scale, n, rng, squash=GOBLET_SQUASH)
-    for key in shapes:
-        shapes[key][goblet] = squashed[key][goblet]
-    return shapes
+    plain, plain_noise = shape_draws(nucleus, n, rng)
+    squashed, squashed_noise = shape_draws(nucleus, n, rng)
+    squash = np.where(goblet[:, None], GOBLET_SQUASH, 1.0)
+    shapes = form_columns(nucleus, scale, _pick(goblet, squashed, plain, slice(None)), squash)
+
+    def noise_of(rows: np.ndarray) -> np.ndarray:
+        return noise_terms(nucleus.shape_noise, _pick(goblet, squashed_noise, plain_noise, rows))
+    return shapes, noise_of
+
+
+def _pick(goblet: np.ndarray, squashed: Dict[str, np.ndarray], plain: Dict[str, np.ndarray],
+          rows: np.ndarray | slice) -> Dict[str, np.ndarray]:
+    """Draws (``shape_draws``) of the cells ``rows``: a goblet's from ``squashed``, another's from ``plain``."""
+    g = goblet[rows]
+    return {k: np.where(g.reshape(-1, *(1,) * (v.ndim - 1)), squashed[k][rows], v[rows]) for k, v in plain.items()}
 
 
 def _fit_width(shapes: Dict[str, np.ndarray], room: np.ndarray, noise: float) -> None:
@@ -154,7 +169,7 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     wall = _wall_grid(crypts, epi, inset, rng_place)
     idx, theta, n = wall.crypt, wall.theta, len(wall.crypt)
     goblet = wall.goblet
-    shapes = _nuclei(nucleus, scale, goblet, rng_shape)
+    shapes, noise_of = _nuclei(nucleus, scale, goblet, rng_shape)
     half_len = shapes["lobe_axes"][:, 0, 0]
     raised = np.where(goblet, 0.0, rng_place.uniform(0, epi.stratification_um, n))
     basal = crypts.radius[idx] * wall_factor(crypts, idx, theta)
@@ -163,13 +178,7 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     room = np.minimum(wall.arc * innermost / (crypts.radius[idx] - inset), epi.row_spacing_um)
     _fit_width(shapes, room, nucleus.shape_noise)
     centre_t = wall.anchor + wall.normal * centre_radius[:, None]
-    # At the crypt mouths the undulating luminal surface can lie below the top rows: leave out the
-    # cells whose nucleus would reach above it (checked at its centre and at both ends).
     noise = 1 + nucleus.shape_noise
-    reach_w = np.hypot(half_len * wall.normal[:, 2], shapes["lobe_axes"][:, 0, 1]) * noise
-    surface = np.max([surface_depth(crypts, (centre_t + wall.normal * (k * half_len * noise)[:, None])[:, :2])
-                      for k in (-1, 0, 1)], axis=0)
-    below = centre_t[:, 2] - reach_w > surface
 
     # Goblet mucin: a theca (cup) from inside the nuclear palisade to the lumen, a wedge about the
     # crypt axis spanning ``goblet_fill`` of the angle between goblets less a strand of cytoplasm, and
@@ -193,7 +202,7 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     # Surface epithelium: columnar cells standing on the base of the surface layer.
     anchor_s, normal_s = _surface_grid(crypts, section, epi.row_spacing_um, mean_len * 2, tree)
     m = len(anchor_s)
-    shapes_s = _nuclei(nucleus, scale, np.zeros(m, bool), rng_shape)
+    shapes_s, noise_of_s = _nuclei(nucleus, scale, np.zeros(m, bool), rng_shape)
     _fit_width(shapes_s, np.full(m, epi.row_spacing_um), nucleus.shape_noise)
     lift = epi.basal_gap_um + shapes_s["lobe_axes"][:, 0, 0] + rng_place.uniform(0, epi.stratification_um, m)
     centre_s = anchor_s + normal_s * lift[:, None]
@@ -201,20 +210,39 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     centre = section.to_section(np.concatenate([centre_t, centre_s]))
     axis = np.concatenate([wall.normal, normal_s]) @ section.rotation  # long axis along the normal
     rotation = frames_from_axis(axis, rng_shape)
-    shapes = {k: np.concatenate([shapes[k], shapes_s[k]]) for k in shapes}
     goblet_all = np.concatenate([goblet, np.zeros(m, bool)])
 
-    keep = _reaches(centre, bounding_radius(shapes, nucleus.shape_noise), lo, hi)
+    reach = [bounding_radius(s, nucleus.shape_noise) for s in (shapes, shapes_s)]
+    keep = _reaches(centre, np.concatenate(reach), lo, hi)
+    # At the crypt mouths the undulating luminal surface can lie below the top rows: leave out the
+    # cells whose nucleus would reach above it (checked at its centre and at both ends), and their
+    # mucin. Only cells that reach the slab, or own mucin that may, need the check.
+    near = np.union1d(np.flatnonzero(keep[:n]), g)
+    below = np.zeros(n, bool)
+    below[near] = _below_surface(crypts, centre_t[near], wall.normal[near], half_len[near],
+                                 shapes["lobe_axes"][near, 0, 1], noise)
     keep[:n] &= below
     vac_centre = section.to_section(vac_centre_t)
     mucin = Vacuoles(centre=vac_centre, rotation=vac_rotation, axes=vac_axes, taper=vac_taper,
                      exponent=np.full(len(vac_axes), float(epi.goblet_exponent)),
                      stem=np.repeat([False, True], len(g)))
     keep_vac = has_vacuole & below[vac_owner] & _reaches(vac_centre, vacuole_reach(mucin), lo, hi)
-    cells = make_cells(np.full(int(keep.sum()), CLASS_IDS["EPI"]), centre[keep], rotation[keep],
-                       {k: v[keep] for k, v in shapes.items()}, goblet_all[keep])
+    columns = {k: np.concatenate([shapes[k][keep[:n]], shapes_s[k][keep[n:]]]) for k in shapes}
+    columns["noise"] = np.concatenate([noise_of(keep[:n]), noise_of_s(keep[n:])])
+    cells = make_cells(np.full(int(keep.sum()), CLASS_IDS["EPI"]), centre[keep], rotation[keep], columns,
+                       goblet_all[keep])
     mucin = Vacuoles(**{f.name: getattr(mucin, f.name)[keep_vac] for f in fields(Vacuoles)})
     return cells, mucin
+
+
+def _below_surface(crypts: Crypts, centre: np.ndarray, normal: np.ndarray, half_len: np.ndarray,
+                   half_width: np.ndarray, noise: float) -> np.ndarray:
+    """Whether nuclei (tissue frame, long axis along ``normal``) lie below the luminal surface, at
+    their centre and at both ends (``noise``: 1 + shape noise)."""
+    reach_w = np.hypot(half_len * normal[:, 2], half_width) * noise
+    surface = np.max([surface_depth(crypts, (centre + normal * (k * half_len * noise)[:, None])[:, :2])
+                      for k in (-1, 0, 1)], axis=0)
+    return centre[:, 2] - reach_w > surface
 
 
 def _wall_frame(normal: np.ndarray, theta: np.ndarray) -> np.ndarray:
