@@ -173,8 +173,8 @@ CHILD = ("import atexit, resource, sys\n"
          "    peak = lambda: memory.peak_bytes // 1024\n"
          "except ImportError:\n    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
          "atexit.register(lambda: sys.stderr.write(f'peak_kb={peak()}\\n'))\n"
-         "from arctique.cli import main\n"
-         "main(sys.argv[1:])\n")
+         "from arctique import cli\n"
+         "getattr(cli, 'console', cli.main)()  # as the arctique-gen command ends\n")
 
 
 def _process(checkout: Path | None, overrides: list, root: Path) -> tuple:

@@ -12,6 +12,7 @@ This module imports no bpy: only the process that renders does.
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import shutil
@@ -21,7 +22,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional
 
 import numpy as np
 
@@ -219,10 +220,30 @@ def _serve(parent: int, conn, parent_end, scratch: str) -> None:
         conn.send(reply)
 
 
+_EARLY: List[RenderWorker] = []  # the worker start_early forked, until start_renderer takes it
+
+
+def start_early() -> None:
+    """Fork the job's worker before its configuration is composed, where this process may fork and
+    run on two or more cores, so that Blender loads while Hydra works; ``start_renderer`` takes it,
+    and the end of the process ends it if nothing did (a refused configuration)."""
+    if can_fork(0) and "bpy" not in sys.modules and not _EARLY:
+        _EARLY.append(RenderWorker())
+        atexit.register(_end_early)
+
+
+def _end_early() -> None:
+    while _EARLY:
+        _EARLY.pop().stop()
+
+
 def start_renderer(optics: OpticsConf) -> Renderer | RenderWorker:
     """A worker where the job may use two or more cores and can fork, unless Blender is loaded in this
     process already (a forked copy of a Blender with running threads can deadlock); else Blender in
-    this process."""
+    this process. A worker from ``start_early`` is taken, or ended where the job may not use it."""
+    early = _EARLY.pop() if _EARLY else None
     if can_fork(optics.threads) and "bpy" not in sys.modules:
-        return RenderWorker()
+        return early or RenderWorker()
+    if early is not None:
+        early.stop()
     return Renderer()
