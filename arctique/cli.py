@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ArctiqueConf, ConfigError, check_override_keys, register_configs, validate
-from .render.worker import start_early
+from .render.worker import log_as_the_job, start_early
 
 logger = logging.getLogger("arctique")
 
@@ -108,6 +108,7 @@ def _refuse(exc: Exception) -> NoReturn:
 
 @hydra.main(config_path="pkg://arctique.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
+    log_as_the_job(OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True))
     place_sweep_job(cfg)
     try:
         typed = typed_config(cfg)

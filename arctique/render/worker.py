@@ -13,6 +13,7 @@ This module imports no bpy: only the process that renders does.
 from __future__ import annotations
 
 import atexit
+import logging.config
 import multiprocessing
 import os
 import shutil
@@ -99,6 +100,10 @@ class Renderer:
         if self._save_blend is not None:
             self._built.save_blend(self._save_blend)
         return Rendered(image, self._built.device, bpy.app.version_string, self._timer.seconds)
+
+    @staticmethod
+    def configure_logging(config: Dict[str, Any]) -> None:
+        logging.config.dictConfig(config)
 
     def stop(self) -> None:
         """Nothing to end: Blender's session folder goes with the job (``stopping``)."""
@@ -230,6 +235,13 @@ def start_early() -> None:
     if can_fork(0) and "bpy" not in sys.modules and not _EARLY:
         _EARLY.append(RenderWorker())
         atexit.register(_end_early)
+
+
+def log_as_the_job(config: Dict[str, Any]) -> None:
+    """Have a worker from ``start_early``, forked before the job configured its logging, log as the
+    job does (``config``: for ``logging.config.dictConfig``)."""
+    for worker in _EARLY:
+        worker._post("configure_logging", config)
 
 
 def _end_early() -> None:
