@@ -18,7 +18,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ArctiqueConf, ConfigError, check_override_keys, register_configs, validate
-from .render.worker import log_as_the_job, start_early
 
 logger = logging.getLogger("arctique")
 
@@ -108,6 +107,8 @@ def _refuse(exc: Exception) -> NoReturn:
 
 @hydra.main(config_path="pkg://arctique.conf", config_name="config", version_base="1.3")
 def _main(cfg: DictConfig) -> None:
+    from .render.worker import log_as_the_job
+
     log_as_the_job(OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True))
     place_sweep_job(cfg)
     try:
@@ -137,6 +138,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except ConfigError as exc:
         _refuse(exc)
     if not any(a.startswith("-") for a in args):  # a single run (no sweep, help or config print)
+        from .render.worker import start_early
+
         start_early()  # Blender loads while Hydra composes
     sys.argv = [sys.argv[0], *args]
     _main()
