@@ -61,6 +61,16 @@ def _run_child(parent: int, receive, send, work: Callable[..., Any], args: Tuple
         send.close()
 
 
+def one_blas_thread() -> None:
+    """Numpy's BLAS on one thread in this process and the ones it forks: a job's parallelism is its
+    processes and Blender's threads, and BLAS helper threads, idle between the small matrix products
+    of the scene code, spin on the other core and take it from the render (about 0.5 core-s of a
+    default sample)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def can_fork(cores: int) -> bool:
     """Whether work can run beside the caller: ``fork`` exists and the job may use two or more
     cores (``cores``; 0 means every core this process may run on)."""
