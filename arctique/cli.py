@@ -162,4 +162,4 @@ def console() -> NoReturn:
 
 
 if __name__ == "__main__":
-    main()
+    console()

@@ -34,7 +34,7 @@ from arctique.compose import load_config
 from arctique.io.dataset import Dataset
 from arctique.labels.exact import tissue_mask
 from arctique.labels.quality import in_focus_hematoxylin_dice
-from arctique.parallel import TreeMemory, tree_pss_bytes
+from arctique.parallel import TreeMemory, one_blas_thread, tree_pss_bytes
 from arctique.pipeline import StageTimer, generate
 from arctique.render.worker import start_renderer
 from arctique.scene import build_scene, load, save
@@ -251,6 +251,7 @@ def convergence(seed: int = 7, size: int = 256) -> None:
 
 
 def main() -> None:
+    one_blas_thread()  # as arctique-gen does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene-only", action="store_true", help="skip the Blender stages")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per measurement")

@@ -276,14 +276,26 @@ def test_missing_gpu_stops_before_any_scene_naming_the_key(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_refused_configuration_ends_the_blender_worker_started_before_it(tmp_path):
+    """A single run forks its Blender worker before Hydra composes the configuration; a value refused
+    after composing ends that worker, and its session folder goes with it."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = run_cli(tmp_path, "optics.samples=0", check=False, env={"TMPDIR": str(scratch)})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("arctique-gen: invalid configuration: optics.samples=0"), proc.stderr
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
 # ----------------------------------------------------------------------------------------- memory
 
 
-MEASURED_RUN = ("import runpy, sys\n"
+MEASURED_RUN = ("import sys\n"
+                "from arctique.cli import main\n"
                 "from arctique.parallel import TreeMemory\n"
-                "sys.argv = ['arctique-gen', *sys.argv[1:]]\n"
                 "memory = TreeMemory()\n"
-                "try:\n    with memory:\n        runpy.run_module('arctique.cli', run_name='__main__')\n"
+                "try:\n    with memory:\n        main(sys.argv[1:])\n"
                 "finally:\n    print('peak', memory.peak_bytes, file=sys.stderr)\n")
 
 
