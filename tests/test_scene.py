@@ -552,7 +552,6 @@ def test_class_registry_is_the_one_class_table(cfg):
     assert set(np.unique(built(tuple(SMALL), 0).cells.cls)) <= set(CLASS_IDS.values())
 
 
-
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_tissue_mask_cut_from_the_texture_maps_is_the_mask_of_the_pixel_centres(layers):
     """The pipeline cuts the tissue mask out of the texture's mid-plane map (or, without a mid-plane

@@ -159,7 +159,10 @@ class SceneRenderer:
         self.od = od = od_vectors(cfg.stain)
         step, level = self.optics.volume_step_rate, cfg.cells.mesh_subdivisions
         nucleoli = materials.nucleolus_centres(stains.nucleus["texture_offset"], stains.nucleus["inv_axes"])
-        self.nuclei = self._cells("nucleus", self._in_slab(nuclei, level, phase=0), stains.nucleus,
+        # A nucleus that no nucleolus reaches gets the variant without the nucleolus nodes.
+        reached = np.array([len(spots) > 0 for spots in nucleoli], bool)
+        nucleus = {**stains.nucleus, "nucleoli": stains.nucleus["nucleoli"] * reached}
+        self.nuclei = self._cells("nucleus", self._in_slab(nuclei, level, phase=0), nucleus,
                                   materials.NUCLEUS_AMOUNTS, materials.NUCLEUS_FEATURES,
                                   lambda features, spots: materials.nucleus_material(
                                       od, cfg.nuclei.chromatin_scale_um, step, features, spots), nucleoli)
@@ -276,7 +279,7 @@ class SceneRenderer:
             spots = nucleoli[row] if "nucleoli" in has else ()
             for j, spot in enumerate(spots):
                 obj[f"nucleolus_{j}"] = tuple(float(v) for v in spot)
-            variant = (has if len(spots) else has - {"nucleoli"}, len(spots))
+            variant = (has, len(spots))
             if variant not in variants:
                 variants[variant] = material(*variant)
             obj.data.materials.append(variants[variant])

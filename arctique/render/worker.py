@@ -177,6 +177,9 @@ class RenderWorker:
               save_blend: Optional[Path] = None) -> None:
         self._send("build", cfg, scene, stains, nuclei, bodies, save_blend)
 
+    def configure_logging(self, config: Dict[str, Any]) -> None:
+        self._post("configure_logging", config)  # its reply is read before the next request's
+
     def render(self, textures: np.ndarray) -> Rendered:
         self._post("render", textures)
         try:
@@ -241,7 +244,7 @@ def log_as_the_job(config: Dict[str, Any]) -> None:
     """Have a worker from ``start_early``, forked before the job configured its logging, log as the
     job does (``config``: for ``logging.config.dictConfig``)."""
     for worker in _EARLY:
-        worker._post("configure_logging", config)
+        worker.configure_logging(config)
 
 
 def _end_early() -> None:
