@@ -11,6 +11,7 @@ Usage::
                                             # DIR: another checkout, timed in turn in the same run
     python scripts/bench.py --long 50       # resident memory over 50 samples in one process
     python scripts/bench.py --convergence   # image RMSE of the default against a converged render
+    python scripts/bench.py --convergence optics=20x  # ... of the 20x preset (default: 256 x 256 px)
 
 Reports medians over seeds; the machines are shared, so compare ratios rather than absolutes.
 """
@@ -228,21 +229,27 @@ def long_run(n: int) -> None:
           f"peak while rendering {memory.peak_bytes / 2**20:.0f} MB")
 
 
-def convergence(seed: int = 7, size: int = 256) -> None:
-    """Grey-level RMSE (sRGB PNG) of the default image against a converged render of the same scene
-    (256 samples, four times finer volume steps, no denoising), and of fewer and more samples."""
+def convergence(overrides: list, seed: int = 7) -> None:
+    """Grey-level RMSE (sRGB PNG) of the image of ``overrides`` against a converged render of the
+    same scene (256 samples, four times finer volume steps, no denoising, and every tissue sheet
+    traced by Cycles rather than multiplied in: ``render.film``), and of fewer and more samples."""
     from PIL import Image
 
-    def image(overrides: list) -> np.ndarray:
+    from arctique.render.blender import SceneRenderer
+
+    def image(more: list) -> np.ndarray:
         with tempfile.TemporaryDirectory() as tmp:
-            generate(load_config([f"optics.image_size={size}", *overrides]), seed, Dataset(Path(tmp)), {})
+            generate(load_config([*overrides, *more]), seed, Dataset(Path(tmp)), {})
             return np.asarray(Image.open(Path(tmp) / f"images/image_{seed}.png"), float)
 
-    default = load_config([]).optics
+    default = load_config(overrides).optics
+    SceneRenderer.composite_focal_sheets = False
     truth = image(["optics.samples=256", f"optics.volume_step_rate={default.volume_step_rate / 4}",
                    "optics.denoise=false"])
-    print(f"image RMSE (grey levels) against a converged render, seed {seed}, {size} x {size} px:")
-    for samples in (default.samples // 2, default.samples, default.samples * 2):
+    SceneRenderer.composite_focal_sheets = True
+    print(f"image RMSE (grey levels) against a converged render, seed {seed}, {' '.join(overrides)}:")
+    for samples in sorted({default.samples // 2, default.samples - 2, default.samples - 1, default.samples,
+                           default.samples * 2}):
         start = time.perf_counter()
         rendered = image([f"optics.samples={samples}"])
         rmse = np.sqrt(np.mean((rendered - truth) ** 2))
@@ -262,7 +269,9 @@ def main() -> None:
     parser.add_argument("--process", action="store_true", help="whole arctique-gen processes only")
     parser.add_argument("--against", type=Path, help="with --process: another checkout to time in turn")
     parser.add_argument("--long", type=int, default=0, help="only the resident memory over this many samples")
-    parser.add_argument("--convergence", action="store_true", help="only the image RMSE against a converged render")
+    parser.add_argument("--convergence", nargs="*", metavar="OVERRIDE",
+                        help="only the image RMSE against a converged render (of optics.image_size=256, "
+                             "or of the overrides given)")
     args = parser.parse_args()
     if args.process:
         process_timing(args.against)
@@ -270,8 +279,8 @@ def main() -> None:
     if args.long:
         long_run(args.long)
         return
-    if args.convergence:
-        convergence()
+    if args.convergence is not None:
+        convergence(args.convergence or ["optics.image_size=256"])
         return
     if args.composition:
         composition(range(20))

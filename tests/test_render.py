@@ -477,3 +477,96 @@ def test_nucleolus_centres_are_every_nucleolus_in_the_inner_zone():
         assert np.all(np.abs(distance[differ] - NUCLEOLUS_RADIUS_UM) < 1e-4), k  # float rounding only
         inside += int(near.any(1).sum())
     assert inside > 0.03 * local.shape[0] * local.shape[1]
+
+
+def test_a_sheet_in_the_focal_plane_is_its_texture_through_the_pixel_filter(tmp_path):
+    """Cycles' render of a transparent sheet in the focal plane (the tissue material, a texture of
+    white noise, depth of field on) is ``film.filtered`` of the texture at the pixel centres, and
+    is far from the texture read at the centres alone: multiplying the sheet in after the render
+    (``SceneRenderer.render_image``) gives the film Cycles would have made."""
+    import bpy
+
+    from arctique.render.film import PIXEL_FILTER_WIDTH_PX, filtered
+    from arctique.render.materials import tissue_material
+
+    n, margin, mpp = 48, 4, 0.5
+    texture = np.random.default_rng(0).uniform(0.2, 1.0, (n + 2 * margin, n + 2 * margin, 3)).astype(np.float32)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.render.resolution_x = scene.render.resolution_y = n
+    scene.cycles.samples, scene.cycles.use_denoising, scene.cycles.seed = 1024, False, 0
+    scene.cycles.pixel_filter_type, scene.cycles.filter_width = "BLACKMAN_HARRIS", PIXEL_FILTER_WIDTH_PX
+    scene.view_settings.view_transform = "Standard"
+    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+    camera.data.type, camera.data.ortho_scale = "ORTHO", n * mpp
+    camera.data.dof.use_dof, camera.data.dof.focus_distance, camera.data.dof.aperture_fstop = True, 10.0, 0.2
+    camera.location = (0, 0, 10)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    half = (n + 2 * margin) * mpp / 2
+    image = bpy.data.images.new("sheet", n + 2 * margin, n + 2 * margin, alpha=True, float_buffer=True)
+    image.colorspace_settings.name = "Non-Color"
+    rgba = np.ones(texture.shape[:2] + (4,), np.float32)
+    rgba[..., :3] = texture[::-1]
+    image.pixels.foreach_set(rgba.ravel())
+    mesh = bpy.data.meshes.new("sheet")
+    mesh.from_pydata([(-half, -half, 0), (half, -half, 0), (half, half, 0), (-half, half, 0)], [], [(0, 1, 2, 3)])
+    mesh.materials.append(tissue_material("sheet", image, half))
+    scene.collection.objects.link(bpy.data.objects.new("sheet", mesh))
+    world = bpy.data.worlds.new("white")
+    world.use_nodes = True
+    world.node_tree.nodes["Background"].inputs["Color"].default_value = (1, 1, 1, 1)
+    scene.world = world
+    scene.render.image_settings.file_format, scene.render.image_settings.color_depth = "OPEN_EXR", "32"
+    scene.render.filepath = str(tmp_path / "sheet.exr")
+    bpy.ops.render.render(write_still=True)
+    result = bpy.data.images.load(str(tmp_path / "sheet.exr"))
+    pixels = np.empty(n * n * 4, np.float32)
+    result.pixels.foreach_get(pixels)
+    bpy.ops.wm.read_factory_settings(use_empty=True)  # no setting of this test reaches later renders
+    rendered = pixels.reshape(n, n, 4)[::-1, :, :3]
+    inner = slice(margin, margin + n)
+    film_error = np.abs(filtered(texture)[inner, inner] - rendered)
+    centre_error = np.abs(texture[inner, inner] - rendered)
+    assert film_error.mean() < 0.005 and film_error.max() < 0.05
+    assert centre_error.mean() > 10 * film_error.mean()
+
+
+# Renders a saved scene as it is (its compositor off) and prints the linear image as .npy bytes.
+RENDER_SAVED_SCENE = """
+import sys, numpy as np, bpy
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+print(sorted(o.name for o in scene.objects if o.name.startswith("tissue")), file=sys.stderr)
+scene.use_nodes = False
+scene.render.image_settings.file_format, scene.render.image_settings.color_depth = "OPEN_EXR", "32"
+scene.render.filepath = sys.argv[2]
+bpy.ops.render.render(write_still=True)
+image = bpy.data.images.load(sys.argv[2])
+pixels = np.empty(image.size[0] * image.size[1] * 4, np.float32)
+image.pixels.foreach_get(pixels)
+np.save(sys.argv[3], pixels.reshape(image.size[1], image.size[0], 4)[::-1, :, :3])
+"""
+
+
+def test_a_saved_scene_holds_the_multiplied_sheet_and_renders_the_same_image(tmp_path):
+    """``output.save_blend``: the .blend (saved by a job started in another working folder than
+    $PWD) holds the tissue sheet that the render multiplied in, and Blender rendering the file as it
+    is gives the sample's image."""
+    from arctique.pipeline import srgb_uint8
+
+    run_cli(tmp_path, f"seed={SEED}", "optics.image_size=96", "optics.samples=64", "output.z_slices=2",
+            "cells.mesh_subdivisions=2", "output.save_blend=true")
+    root = tmp_path / "rendered"
+    done = subprocess.run([sys.executable, "-c", RENDER_SAVED_SCENE, str(root / f"scenes/{SEED}.blend"),
+                           str(tmp_path / "again.exr"), str(tmp_path / "again.npy")],
+                          capture_output=True, text=True, cwd=tmp_path, env=NO_GPU_ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "['tissue_0']" in done.stderr
+    again = srgb_uint8(np.load(tmp_path / "again.npy")).astype(float)
+    image = read(root, "image").astype(float)
+    # Sampling noise at 64 samples, and where cells and matrix meet within the pixel filter's reach
+    # (``render.film``): 0.7 grey levels RMSE here; a scene without its sheet is tens of levels brighter.
+    assert np.sqrt(np.mean((again - image) ** 2)) < 1.5
+    assert abs((again - image).mean()) < 0.4

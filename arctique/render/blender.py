@@ -24,6 +24,7 @@ from ..scene.geometry import clip_to_slab, icosphere
 from ..scene.model import SceneModel
 from . import materials
 from ._bpy import bpy
+from .film import PIXEL_FILTER_WIDTH_PX, filtered
 from .worker import RenderDevice
 from mathutils import Matrix  # noqa: E402  (importable once bpy is)
 
@@ -34,6 +35,7 @@ CAMERA_HEIGHT_UM = 50.0  # camera distance above the top of the slab
 # resolution at scene depths (~1e-5 um), far below anything visible.
 CAP_STAGGER_UM = 2e-4
 TRANSPARENT_CROSSINGS = 64  # volume boundaries a ray may cross (nuclei, lobes, cell bodies)
+FOCAL_PLANE_TOLERANCE_UM = 1e-6  # a tissue sheet this near the focal plane is sharp (``film``)
 
 
 def reset() -> None:
@@ -145,6 +147,8 @@ class SceneRenderer:
     The Blender state is reset on construction, so every sample starts from an empty file.
     """
 
+    composite_focal_sheets = True  # off: Cycles traces every sheet (the reference ``film`` is checked against)
+
     def __init__(self, cfg: ArctiqueConf, scene: SceneModel, stains: CellStains, nuclei: Mesh, bodies: Mesh) -> None:
         self.cfg, self.model, self.optics = cfg, scene, cfg.optics
         reset()
@@ -156,6 +160,7 @@ class SceneRenderer:
             raise self.failure(str(exc)) from exc
         self._setup_cycles()
         self.camera = self._camera()
+        self.composited: List[Tuple[int, float, np.ndarray]] = []  # (layer, z, transmittance) of render_image
         self.od = od = od_vectors(cfg.stain)
         step, level = self.optics.volume_step_rate, cfg.cells.mesh_subdivisions
         nucleoli = materials.nucleolus_centres(stains.nucleus["texture_offset"], stains.nucleus["inv_axes"])
@@ -286,23 +291,20 @@ class SceneRenderer:
             objects.append(obj)
         return objects
 
-    def _tissue(self, transmittance: np.ndarray) -> List["bpy.types.Object"]:
-        """One transparent sheet per depth layer, at the layer's centre, carrying its transmittance."""
-        n_layers, h, w, _ = transmittance.shape
+    def _sheet(self, k: int, z: float, transmittance: np.ndarray) -> "bpy.types.Object":
+        """Depth layer ``k`` of the matrix: a transparent sheet at ``z`` carrying its (H, W, 3) transmittance."""
+        h, w, _ = transmittance.shape
         half = w * self.optics.mpp / 2  # appearance.texture_grid
-        objects = []
-        for k, z in enumerate(layer_depths(self.model, n_layers)):
-            image = bpy.data.images.new(f"tissue_{k}", w, h, alpha=True, float_buffer=True)
-            image.colorspace_settings.name = "Non-Color"
-            rgba = np.ones((h, w, 4), np.float32)
-            rgba[..., :3] = transmittance[k][::-1]  # Blender images start at the bottom row
-            image.pixels.foreach_set(rgba.ravel())
-            image.pack()
-            corners = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]])
-            obj = self._link(f"tissue_{k}", corners, np.array([[0, 1, 2], [0, 2, 3]]))
-            obj.data.materials.append(materials.tissue_material(f"tissue_{k}", image, half))
-            objects.append(obj)
-        return objects
+        image = bpy.data.images.new(f"tissue_{k}", w, h, alpha=True, float_buffer=True)
+        image.colorspace_settings.name = "Non-Color"
+        rgba = np.ones((h, w, 4), np.float32)
+        rgba[..., :3] = transmittance[::-1]  # Blender images start at the bottom row
+        image.pixels.foreach_set(rgba.ravel())
+        image.pack()
+        corners = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]])
+        obj = self._link(f"tissue_{k}", corners, np.array([[0, 1, 2], [0, 2, 3]]))
+        obj.data.materials.append(materials.tissue_material(f"tissue_{k}", image, half))
+        return obj
 
     # ------------------------------------------------------------------------------ passes
 
@@ -339,12 +341,19 @@ class SceneRenderer:
 
     def render_image(self, workdir: Path, textures: np.ndarray) -> np.ndarray:
         """Linear transmittance image, (H, W, 3) float32 in [0, 1], with the tissue matrix of
-        ``textures`` (``appearance.tissue_textures``)."""
+        ``textures`` (``appearance.tissue_textures``): its depth layers in the focal plane are
+        multiplied in after the render (``film``, unless ``composite_focal_sheets`` is off), the
+        others are sheets in the scene."""
         sec, o = self.model.section, self.optics
-        self._tissue(layer_transmittance(textures, self.od, sec.thickness))
+        transmittance = layer_transmittance(textures, self.od, sec.thickness)
+        focus_z = (sec.z0 + sec.z1) / 2 + o.focus_offset_um
+        depths = layer_depths(self.model, len(transmittance))
+        sharp = (np.abs(depths - focus_z) < FOCAL_PLANE_TOLERANCE_UM) & self.composite_focal_sheets
+        self.composited = [(k, depths[k], transmittance[k]) for k in np.flatnonzero(sharp)]
+        for k in np.flatnonzero(~sharp):
+            self._sheet(k, depths[k], transmittance[k])
         cam = self.camera.data
         cam.clip_start, cam.clip_end = 0.1, 10 * (CAMERA_HEIGHT_UM + sec.thickness) + 1000
-        focus_z = (sec.z0 + sec.z1) / 2 + o.focus_offset_um
         cam.dof.use_dof = o.aperture > 0
         if o.aperture > 0:
             distance = self.camera.location.z - focus_z
@@ -356,11 +365,21 @@ class SceneRenderer:
         c.samples = o.samples
         c.use_denoising = o.denoise
         c.denoising_quality = o.denoise_quality.upper()
-        self.bscene.cycles.filter_width = 1.5
+        c.pixel_filter_type = "BLACKMAN_HARRIS"
+        c.filter_width = PIXEL_FILTER_WIDTH_PX
         image = self._render(workdir, "image", "Image")[..., :3]
         if not image.max() > 0:  # all black (or NaN): the device failed, not the tissue
             raise self.failure(f"the H&E render on {self.device.backend} ({self.device.name}) came back black")
+        size, margin = image.shape[0], (transmittance.shape[1] - image.shape[0]) // 2
+        for _, _, sheet in self.composited:
+            image = image * filtered(sheet)[margin:margin + size, margin:margin + size]
         return image
 
     def save_blend(self, path: Path) -> None:
-        bpy.ops.wm.save_as_mainfile(filepath=str(path), compress=True, copy=True)
+        """The sample's Blender scene, with the sheets ``render_image`` multiplied in as sheets:
+        rendered as it is, it gives the same image. (Blender takes a relative path as relative to
+        $PWD, which a process started with another working folder may not have updated.)"""
+        for layer in self.composited:
+            self._sheet(*layer)
+        self.composited = []
+        bpy.ops.wm.save_as_mainfile(filepath=str(path.absolute()), compress=True, copy=True)
