@@ -88,7 +88,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     # render), Blender's build of the cells beside the texture.
     with timer("scene_model"):
         patterns = Background(f"matrix patterns of sample {seed}", threads, matrix_patterns, cfg, seed)
-        tissue = build_tissue(cfg, seed) if scene is None else scene
+        tissue = build_tissue(cfg, seed, threads) if scene is None else scene
         mapped = Background(f"compartments of sample {seed}", threads, section_compartments, tissue, size, mpp,
                             cfg.optics.layers)
         scene = add_stroma(cfg, tissue) if scene is None else scene

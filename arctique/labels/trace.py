@@ -110,10 +110,16 @@ def _grid_coordinates(xy: np.ndarray, size: int, mpp: float, factor: int) -> np.
     return np.stack([col, row], -1)
 
 
-def _includes_edge(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+# The largest float below zero: ``e > _BELOW_ZERO`` is ``e >= 0`` for every float, -0.0 included.
+_BELOW_ZERO = -np.nextafter(0.0, 1.0)
+
+
+def _edge_floor(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """Tie rule for a ray exactly on an edge: of the two directions an edge is walked in, exactly one
-    claims it, so a ray on an edge shared by two triangles crosses the surface once."""
-    return (dy > 0) | ((dy == 0) & (dx < 0))
+    claims it, so a ray on an edge shared by two triangles crosses the surface once. A ray is inside
+    an edge where its edge function exceeds this floor: ``e >= 0`` on a claimed edge, ``e > 0``
+    on the other."""
+    return np.where((dy > 0) | ((dy == 0) & (dx < 0)), _BELOW_ZERO, 0.0)
 
 
 def crossings(mesh: Mesh, size: int, mpp: float, factor: int, z_span: Tuple[float, float]) -> Crossings:
@@ -160,7 +166,7 @@ def crossings(mesh: Mesh, size: int, mpp: float, factor: int, z_span: Tuple[floa
                 ax, ay = x[a][tri, None, None], y[a][tri, None, None]
                 dx, dy = x[b][tri, None, None] - ax, y[b][tri, None, None] - ay
                 e = dx * (py - ay) - dy * (px - ax)
-                inside &= np.where(_includes_edge(dx, dy), e >= 0, e > 0)
+                inside &= e > _edge_floor(dx, dy)
                 weight += e * z[c][tri, None, None]
             t, iy, ix = np.nonzero(inside)
             t = tri[t]

@@ -6,15 +6,17 @@ import json
 import logging
 from dataclasses import replace
 from functools import partial
+from typing import Tuple
 
 import numpy as np
 
 from ..classes import CLASS_IDS, NAMES
 from ..config import ArctiqueConf, scene_part
+from ..parallel import Background
 from ..rng import stream
 from .architecture import crypt_tree, sample_blood, sample_crypts, sample_rips, sample_section
 from .epithelium import build_epithelium
-from .model import Cells, Ellipsoids, SceneModel
+from .model import Cells, Crypts, Ellipsoids, Rips, SceneModel, Section, Vessels
 from .stroma import build_stroma
 from .vessels import build_endothelium, capillary_blood, sample_vessels
 
@@ -37,31 +39,46 @@ def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
     return add_stroma(cfg, build_tissue(cfg, seed))
 
 
-def build_tissue(cfg: ArctiqueConf, seed: int) -> SceneModel:
+def build_tissue(cfg: ArctiqueConf, seed: int, cores: int = 1) -> SceneModel:
     """The scene of ``seed`` without its stroma cells: section pose, crypts and their epithelium,
     goblet mucin, capillaries with their endothelium and red cells, extravasated blood and rips.
     Every compartment of the tissue is final here (stroma cells lie inside the stroma), so
     compartment maps can be made while ``add_stroma`` places the cells.
 
     Each part draws from its own named stream, so e.g. changing a stroma density leaves crypts,
-    pose and epithelium as they were.
+    pose and epithelium as they were, and the parts that need the crypts but not their epithelium
+    are made beside it where ``cores`` (``optics.threads``) allows (``parallel.Background``).
     """
     streams = partial(stream, seed)
     t, c = cfg.tissue, cfg.cells
     section = sample_section(t.section, field_um(cfg), t.margin_um, t.crypt.spacing_um, streams("section"))
     crypts = sample_crypts(t.crypt, t.surface, section, _z_pad(cfg), streams("crypts"))
+    beside = Background(f"capillaries of sample {seed}", cores, _around_the_crypts, cfg, seed, section, crypts)
+    try:
+        epi, mucin = build_epithelium(
+            crypts, section, crypt_tree(crypts), t.epithelium, c.types.EPI, c.nucleus_scale.get("EPI", 1.0),
+            streams("epithelium/place"), streams("epithelium/shape"), streams("epithelium/goblet"))
+        vessels, endothelium, rips, blood = beside.result()
+    finally:
+        beside.cancel()
+    return SceneModel(seed=seed, section=section, crypts=crypts, cells=Cells.concat([epi, endothelium]),
+                      mucin=mucin, blood=blood, rips=rips, vessels=vessels, config_json=scene_key(cfg))
+
+
+def _around_the_crypts(cfg: ArctiqueConf, seed: int, section: Section, crypts: Crypts
+                       ) -> Tuple[Vessels, Cells, Rips, Ellipsoids]:
+    """The parts of ``build_tissue`` placed against the crypts but not their epithelium: the
+    capillaries, their endothelial cells, the tears and the blood (extravasated and in capillaries)."""
+    streams = partial(stream, seed)
+    t, c = cfg.tissue, cfg.cells
     tree = crypt_tree(crypts)
-    epi, mucin = build_epithelium(
-        crypts, section, tree, t.epithelium, c.types.EPI, c.nucleus_scale.get("EPI", 1.0),
-        streams("epithelium/place"), streams("epithelium/shape"), streams("epithelium/goblet"))
     vessels = sample_vessels(t.vessels, section, crypts, tree, _z_pad(cfg), streams("vessels"))
     endothelium = build_endothelium(t.vessels.endothelium, c.types.FIB, c.nucleus_scale.get("FIB", 1.0),
                                     vessels, section, streams("vessels/endothelium"))
     rips = sample_rips(t.rips, section, crypts, tree, streams("rips"))
     extravasated = sample_blood(t.blood, section, crypts, tree, vessels, streams("blood"))
     blood = Ellipsoids.concat([extravasated, capillary_blood(t.vessels, t.blood, vessels, streams("vessels/blood"))])
-    return SceneModel(seed=seed, section=section, crypts=crypts, cells=Cells.concat([epi, endothelium]),
-                      mucin=mucin, blood=blood, rips=rips, vessels=vessels, config_json=scene_key(cfg))
+    return vessels, endothelium, rips, blood
 
 
 def add_stroma(cfg: ArctiqueConf, tissue: SceneModel) -> SceneModel:
