@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from scipy import fft
@@ -17,12 +17,13 @@ from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
-from .scene.architecture import compartment_map, vessel_parts
+from .scene.architecture import compartment_map, compartments, crypt_tree, vessel_parts
 from .scene.build import field_um
 from .scene.cells import inside_body, inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
 from .labels.exact import tissue_mask
-from .scene.model import BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSEL_WALL, SceneModel
+from .scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSEL_WALL, Crypts, Rips, SceneModel,
+                          Section)
 
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
@@ -104,10 +105,9 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     return CellStains(nucleus=nucleus, body=body)
 
 
-def layer_depths(scene: SceneModel, layers: int) -> np.ndarray:
-    """Centres (z) of the depth layers of the tissue texture, top first; one layer lies at the slab's
-    mid-plane exactly, the plane of the tissue mask."""
-    s = scene.section
+def layer_depths(s: Section, layers: int) -> np.ndarray:
+    """Centres (z) of the depth layers of the tissue texture in section ``s``, top first; one layer
+    lies at the slab's mid-plane exactly, the plane of the tissue mask."""
     dz = s.thickness / layers
     return (s.z0 + s.z1) / 2 + dz * ((layers - 1) / 2 - np.arange(layers))
 
@@ -121,17 +121,33 @@ def texture_grid(field_um: float, margin_um: float, mpp: float) -> np.ndarray:
     return (np.arange(-margin, size + margin) + 0.5 - size / 2) * mpp
 
 
-def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y),
-    and the capillary parts (``architecture.vessel_parts``) there."""
+def _grid_points(xs: np.ndarray, z: float) -> np.ndarray:
+    """The points of the grid ``xs`` (rows from top = +y) at depth ``z``, (H * W, 3) row-major."""
     xx, yy = np.meshgrid(xs, xs[::-1])
-    xy = np.column_stack([xx.ravel(), yy.ravel()])
+    return np.column_stack([xx.ravel(), yy.ravel(), np.full(xx.size, z)])
+
+
+def crypt_compartments(section: Section, crypts: Crypts, rips: Rips, mpp: float, layers: int) -> np.ndarray:
+    """(layers, H * W) compartments of the texture's points that the crypts and tears decide
+    (``architecture.compartments``): most of the work of ``section_compartments``, which needs no
+    cell, so it can be done while the epithelium is built."""
+    xs, tree = texture_grid(section.field_um, section.margin_um, mpp), crypt_tree(crypts)
+    return np.stack([compartments(_grid_points(xs, z), section, crypts, tree, rips)
+                     for z in layer_depths(section, layers)])
+
+
+def compartment_maps(scene: SceneModel, xs: np.ndarray, zs: np.ndarray,
+                     torn_codes: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(len(zs), H, W) compartment codes at depths ``zs`` on the grid ``xs`` (rows from top = +y),
+    and the capillary parts (``architecture.vessel_parts``) there; ``torn_codes`` are the
+    ``crypt_compartments`` of the scene there, when made beforehand."""
     codes, parts = [], []
-    for z in zs:
-        points = np.column_stack([xy, np.full(len(xy), z)])
+    shape = (len(xs), len(xs))
+    for k, z in enumerate(zs):
+        points = _grid_points(xs, z)
         part = vessel_parts(scene.vessels, points)
-        codes.append(compartment_map(scene, points, part).reshape(xx.shape))
-        parts.append(part.reshape(xx.shape))
+        codes.append(compartment_map(scene, points, part, None if torn_codes is None else torn_codes[k]).reshape(shape))
+        parts.append(part.reshape(shape))
     return np.stack(codes), np.stack(parts)
 
 
@@ -144,11 +160,13 @@ class Compartments:
     mask: np.ndarray  # (size, size) uint8: ``labels.exact.tissue_mask``, the image's pixels at the mid-plane
 
 
-def section_compartments(scene: SceneModel, size: int, mpp: float, layers: int) -> Compartments:
+def section_compartments(scene: SceneModel, size: int, mpp: float, layers: int,
+                         torn_codes: Optional[np.ndarray] = None) -> Compartments:
     """The texture's compartment maps and the tissue mask, cut out of the mid-plane layer of the
-    maps (the same points, so the same codes) or, for an even number of layers, computed apart."""
-    xs, zs = texture_grid(scene.section.field_um, scene.section.margin_um, mpp), layer_depths(scene, layers)
-    codes, parts = compartment_maps(scene, xs, zs)
+    maps (the same points, so the same codes) or, for an even number of layers, computed apart;
+    ``torn_codes`` are the scene's ``crypt_compartments`` when made beforehand."""
+    xs, zs = texture_grid(scene.section.field_um, scene.section.margin_um, mpp), layer_depths(scene.section, layers)
+    codes, parts = compartment_maps(scene, xs, zs, torn_codes)
     mid = np.flatnonzero(zs == (scene.section.z0 + scene.section.z1) / 2)
     if len(mid):
         margin = (len(xs) - size) // 2

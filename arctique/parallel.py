@@ -29,6 +29,11 @@ class BackgroundFailed(RuntimeError):
 # forked later closes its copies, so that a child whose parent is gone meets a closed pipe.
 _RECEIVING: "weakref.WeakSet" = weakref.WeakSet()
 _PR_SET_PDEATHSIG = 1  # prctl(2)
+# Scheduling priority of a child below the job's process and Blender's (nice(2) increment): the job's
+# process runs each sample's longest chain (the scene, then the render's inputs) while its children
+# make what is needed only later, so on a busy machine the kernel serves the chain first (the scene
+# took 2.9 s with children at equal priority, 2.45 s with them at 5, medians of four).
+BACKGROUND_NICENESS = 5
 
 
 def end_with_parent(parent: int) -> None:
@@ -43,6 +48,7 @@ def end_with_parent(parent: int) -> None:
 
 def _run_child(parent: int, receive, send, work: Callable[..., Any], args: Tuple[Any, ...]) -> None:
     end_with_parent(parent)
+    os.nice(BACKGROUND_NICENESS)
     # Stop at once on the job's signals: the parent's handlers and wakeup pipe belong to the parent.
     signal.set_wakeup_fd(-1)
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -80,7 +86,8 @@ def can_fork(cores: int) -> bool:
 
 
 class Background:
-    """``work(*args)`` started now in a forked child (deferred where ``can_fork(cores)`` is false);
+    """``work(*args)`` started now in a forked child at a lower priority (``BACKGROUND_NICENESS``;
+    deferred where ``can_fork(cores)`` is false);
     ``result()`` returns its value or raises ``BackgroundFailed``. A thread receives the result as
     soon as it is ready, so the child exits and frees its memory while the parent is still busy."""
 

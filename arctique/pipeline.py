@@ -11,13 +11,15 @@ import shutil
 import socket
 from pathlib import Path
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
+from functools import cache
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import tifffile
 
 from . import __version__
-from .appearance import appearance_mixture, cell_stains, matrix_patterns, section_compartments, tissue_textures
+from .appearance import (Compartments, appearance_mixture, cell_stains, crypt_compartments, matrix_patterns,
+                         section_compartments, tissue_textures)
 from .classes import class_table
 from .config import ArctiqueConf, ConfigError, NoiseConf, OpticsConf, fingerprint, to_dict
 from .io import dataset as ds
@@ -26,10 +28,11 @@ from .labels.ambiguity import AmbiguityMaps, ambiguity_maps, cell_columns, insta
 from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes
 from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
 from .scene import SceneModel, load
-from .scene.build import add_stroma, build_tissue
+from .scene.model import Crypts, Rips, Section
+from .scene.build import add_stroma, build_tissue, scene_rows
 from .labels.trace import Mesh, crossings, z_range
 from .parallel import Background
-from .scene.cells import body_mesh, nucleus_mesh
+from .scene.cells import Shells, body_mesh, join_shells, nucleus_mesh, nucleus_shells
 from .stopping import StopOnSignal
 from .timing import StageTimer
 
@@ -83,19 +86,31 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     timer = timer or StageTimer()
     size, mpp, threads = cfg.optics.image_size, cfg.optics.mpp, cfg.optics.threads
     # Work that needs only part of the scene starts in other processes as soon as that part exists:
-    # the matrix patterns at once (beside the scene), the compartment maps once the tissue is built
+    # the matrix patterns at once (beside the scene), the compartments that the crypts and tears
+    # decide once they exist (beside the epithelium), the nuclei of the tissue once it is built
     # (beside the stroma placement), the labels once the cells are (beside the texture and the
     # render), Blender's build of the cells beside the texture.
-    with timer("scene_model"):
-        patterns = Background(f"matrix patterns of sample {seed}", threads, matrix_patterns, cfg, seed)
-        tissue = build_tissue(cfg, seed, threads) if scene is None else scene
-        mapped = Background(f"compartments of sample {seed}", threads, section_compartments, tissue, size, mpp,
-                            cfg.optics.layers)
-        scene = add_stroma(cfg, tissue) if scene is None else scene
-        nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions)
-        bodies = body_mesh(scene.cells, cfg.cells.mesh_subdivisions)
-    traced = Background(f"labels of sample {seed}", threads, sample_labels, cfg, scene, nuclei, bodies)
+    work: Dict[str, Background] = {}  # the sample's children, by what they make
+
+    def crypts_decide(section: Section, crypts: Crypts, rips: Rips) -> None:
+        work["compartments"] = Background(f"crypt compartments of sample {seed}", threads, crypt_compartments,
+                                          section, crypts, rips, mpp, cfg.optics.layers)
+
+    @cache
+    def compartments() -> Compartments:
+        return section_compartments(tissue, size, mpp, cfg.optics.layers, work["compartments"].result())
+
     try:
+        with timer("scene_model"):
+            work["patterns"] = Background(f"matrix patterns of sample {seed}", threads, matrix_patterns, cfg, seed)
+            if scene is None:
+                tissue, scene, shells = scene_and_shells(cfg, seed, threads, crypts_decide)
+            else:
+                crypts_decide(scene.section, scene.crypts, scene.rips)
+                tissue, shells = scene, None
+            nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions, shells)
+            bodies = body_mesh(scene.cells, cfg.cells.mesh_subdivisions)
+        work["labels"] = Background(f"labels of sample {seed}", threads, sample_labels, cfg, scene, nuclei, bodies)
         stains = cell_stains(cfg, scene)
         staged = dataset.staging(seed)
         blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None
@@ -103,15 +118,15 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
             blend.parent.mkdir(parents=True, exist_ok=True)
         renderer.build(cfg, scene, stains, nuclei, bodies, blend)
         with timer("appearance"):
-            textures = tissue_textures(cfg, scene, patterns.result, mapped.result)
+            textures = tissue_textures(cfg, scene, work["patterns"].result, compartments)
         with timer("render_wait" if renderer.beside else "render"):
             rendered = renderer.render(textures)
         with timer("labels_wait"):
-            labels, ambiguity, seconds = traced.result()
-        tissue = mapped.result().mask
+            labels, ambiguity, seconds = work["labels"].result()
+        tissue_codes = compartments().mask
     finally:
-        for work in (patterns, mapped, traced):
-            work.cancel()
+        for child in work.values():
+            child.cancel()
     (timer.beside if renderer.beside else timer.seconds).update(rendered.seconds)
     timer.beside.update(seconds)
     device = rendered.device
@@ -120,7 +135,7 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record},
             "software": software_versions(rendered.blender), "cells": labels.cells}
     with timer("write"):
-        write_sample(staged, RenderedSample(seed, cfg.optics.mpp, image, labels, tissue, scene, meta,
+        write_sample(staged, RenderedSample(seed, cfg.optics.mpp, image, labels, tissue_codes, scene, meta,
                                             {**parameters, "seed": seed}, ambiguity.maps()),
                      cfg.output.preview)
     with timer("label_noise"):
@@ -133,6 +148,24 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
             "software": json.dumps(software_versions(rendered.blender), sort_keys=True),
         })
     return labels
+
+
+def scene_and_shells(cfg: ArctiqueConf, seed: int, threads: int,
+                      beside: Callable[[Section, Crypts, Rips], None]) -> Tuple[SceneModel, SceneModel, Shells]:
+    """The tissue (``build_tissue``, with ``beside``), the scene and the shells of its nuclei: those of
+    the tissue's cells are made in another process while the stroma cells are placed."""
+    level = cfg.cells.mesh_subdivisions
+    tissue = build_tissue(cfg, seed, threads, beside)
+    tissue_nuclei = Background(f"tissue nuclei of sample {seed}", threads, nucleus_shells, tissue.cells, level)
+    try:
+        scene = add_stroma(cfg, tissue)
+        placed = scene_rows(tissue, scene)
+        stroma = np.setdiff1d(np.arange(len(scene.cells)), placed)
+        shells = join_shells([(placed[rows], verts) for rows, verts in tissue_nuclei.result()],
+                             nucleus_shells(scene.cells.take(stroma), level, stroma))
+    finally:
+        tissue_nuclei.cancel()
+    return tissue, scene, shells
 
 
 def sample_labels(cfg: ArctiqueConf, scene: SceneModel, nuclei: Mesh, bodies: Mesh

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from arctique.parallel import Background, BackgroundFailed, TreeMemory, can_fork
+from arctique.parallel import BACKGROUND_NICENESS, Background, BackgroundFailed, TreeMemory, can_fork
 
 
 def _pid_and_sum(values: np.ndarray):
@@ -32,6 +32,12 @@ def test_forked_work_shares_the_parents_arrays_and_returns_its_value():
     pid, total = job.result()
     assert pid != os.getpid() and total == values.sum()
     assert job.result() == (pid, total)  # asked again: the same value, nothing rerun
+
+
+def test_forked_work_yields_the_cores_to_the_job():
+    """A child runs below the job's priority, so the job's own chain of work is served first."""
+    assert BACKGROUND_NICENESS > 0
+    assert Background("niceness", 2, os.nice, 0).result() == os.nice(0) + BACKGROUND_NICENESS
 
 
 def test_work_on_one_core_runs_once_in_this_process_when_asked_for():

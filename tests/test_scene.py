@@ -556,7 +556,7 @@ def test_class_registry_is_the_one_class_table(cfg):
 def test_tissue_mask_cut_from_the_texture_maps_is_the_mask_of_the_pixel_centres(layers):
     """The pipeline cuts the tissue mask out of the texture's mid-plane map (or, without a mid-plane
     layer, computes it apart): it is ``tissue_mask`` exactly, and the tissue alone gives it."""
-    from arctique.appearance import layer_depths, section_compartments
+    from arctique.appearance import crypt_compartments, layer_depths, section_compartments
 
     cfg = load_config([*SMALL, f"optics.layers={layers}"])
     scene = built(tuple(SMALL), 3)
@@ -565,6 +565,29 @@ def test_tissue_mask_cut_from_the_texture_maps_is_the_mask_of_the_pixel_centres(
     assert cut.codes.shape[0] == layers and cut.codes.shape[1] > cfg.optics.image_size
     assert np.array_equal(cut.mask, mask) and len(np.unique(mask)) >= 3
     if layers % 2:
-        assert (scene.section.z0 + scene.section.z1) / 2 in layer_depths(scene, layers)
+        assert (scene.section.z0 + scene.section.z1) / 2 in layer_depths(scene.section, layers)
     tissue = scene_build.build_tissue(cfg, 3)
     assert np.array_equal(section_compartments(tissue, cfg.optics.image_size, cfg.optics.mpp, layers).mask, mask)
+    # The compartments the crypts and tears decide, made before the epithelium exists, give the same maps.
+    torn = crypt_compartments(tissue.section, tissue.crypts, tissue.rips, cfg.optics.mpp, layers)
+    early = section_compartments(tissue, cfg.optics.image_size, cfg.optics.mpp, layers, torn)
+    assert np.array_equal(early.codes, cut.codes) and np.array_equal(early.mask, mask)
+
+
+def test_a_scene_made_in_parts_beside_each_other_is_the_scene_made_at_once():
+    """As a job makes it: capillaries beside the epithelium, the tissue's nuclei beside the stroma
+    placement (``pipeline.scene_and_shells``): the same cells, tissue and nucleus meshes."""
+    from arctique.pipeline import scene_and_shells
+
+    cfg = load_config(list(SMALL))
+    whole = built(tuple(SMALL), 3)
+    frames = []
+    tissue, scene, shells = scene_and_shells(cfg, 3, 2, lambda *frame: frames.append(frame))
+    assert frames == [(tissue.section, tissue.crypts, tissue.rips)]
+    for part in ("cells", "vessels", "blood", "rips", "mucin"):
+        for f in dataclasses.fields(getattr(whole, part)):
+            assert np.array_equal(getattr(getattr(scene, part), f.name), getattr(getattr(whole, part), f.name))
+    level = cfg.cells.mesh_subdivisions
+    assert len(shells) == int(whole.cells.lobe_count.max())
+    for joined, at_once in zip(nucleus_mesh(scene.cells, level, shells), nucleus_mesh(whole.cells, level)):
+        assert np.array_equal(joined, at_once)

@@ -347,7 +347,7 @@ class SceneRenderer:
         sec, o = self.model.section, self.optics
         transmittance = layer_transmittance(textures, self.od, sec.thickness)
         focus_z = (sec.z0 + sec.z1) / 2 + o.focus_offset_um
-        depths = layer_depths(self.model, len(transmittance))
+        depths = layer_depths(self.model.section, len(transmittance))
         sharp = (np.abs(depths - focus_z) < FOCAL_PLANE_TOLERANCE_UM) & self.composite_focal_sheets
         self.composited = [(k, depths[k], transmittance[k]) for k in np.flatnonzero(sharp)]
         for k in np.flatnonzero(~sharp):

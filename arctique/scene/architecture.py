@@ -178,13 +178,16 @@ def wall_clearance(points: np.ndarray, section: Section, crypts: Crypts, tree: c
     return np.minimum(rho - basal, q[:, 2] - surface_depth(crypts, q[:, :2]) - crypts.surface)
 
 
-def compartment_map(scene: SceneModel, points: np.ndarray, parts: np.ndarray | None = None) -> np.ndarray:
+def compartment_map(scene: SceneModel, points: np.ndarray, parts: np.ndarray | None = None,
+                    torn_codes: np.ndarray | None = None) -> np.ndarray:
     """Every compartment (goblet mucin, tears, capillaries and blood included) of section-frame
     points ``(P, 3)``. Capillaries take untorn stroma (a tear cuts through them); red blood cells
-    show in the stroma and in capillary lumens; ``parts`` (``vessel_parts`` of the points) may be
-    passed when the caller has it."""
-    tree = crypt_tree(scene.crypts)
-    code = compartments(points, scene.section, scene.crypts, tree, scene.rips)
+    show in the stroma and in capillary lumens; ``parts`` (``vessel_parts`` of the points) and
+    ``torn_codes`` (``compartments`` of the points with the scene's rips) may be passed when the
+    caller has them."""
+    if torn_codes is None:
+        torn_codes = compartments(points, scene.section, scene.crypts, crypt_tree(scene.crypts), scene.rips)
+    code = torn_codes.copy()
     point_tree = cKDTree(points)
     code[inside_vacuoles(points, scene.mucin, point_tree) & (code == EPITHELIUM)] = MUCIN
     parts = vessel_parts(scene.vessels, points) if parts is None else parts

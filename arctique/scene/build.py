@@ -6,7 +6,7 @@ import json
 import logging
 from dataclasses import replace
 from functools import partial
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -39,46 +39,50 @@ def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
     return add_stroma(cfg, build_tissue(cfg, seed))
 
 
-def build_tissue(cfg: ArctiqueConf, seed: int, cores: int = 1) -> SceneModel:
+def build_tissue(cfg: ArctiqueConf, seed: int, cores: int = 1,
+                 beside: Optional[Callable[[Section, Crypts, Rips], None]] = None) -> SceneModel:
     """The scene of ``seed`` without its stroma cells: section pose, crypts and their epithelium,
     goblet mucin, capillaries with their endothelium and red cells, extravasated blood and rips.
     Every compartment of the tissue is final here (stroma cells lie inside the stroma), so
     compartment maps can be made while ``add_stroma`` places the cells.
 
     Each part draws from its own named stream, so e.g. changing a stroma density leaves crypts,
-    pose and epithelium as they were, and the parts that need the crypts but not their epithelium
-    are made beside it where ``cores`` (``optics.threads``) allows (``parallel.Background``).
+    pose and epithelium as they were. The epithelium takes longest; the parts that need the crypts
+    but not their epithelium are made beside it where ``cores`` (``optics.threads``) allows
+    (``parallel.Background``), and ``beside``, given the section, crypts and tears, may start more.
     """
     streams = partial(stream, seed)
     t, c = cfg.tissue, cfg.cells
     section = sample_section(t.section, field_um(cfg), t.margin_um, t.crypt.spacing_um, streams("section"))
     crypts = sample_crypts(t.crypt, t.surface, section, _z_pad(cfg), streams("crypts"))
-    beside = Background(f"capillaries of sample {seed}", cores, _around_the_crypts, cfg, seed, section, crypts)
+    tree = crypt_tree(crypts)
+    rips = sample_rips(t.rips, section, crypts, tree, streams("rips"))
+    capillaries = Background(f"capillaries of sample {seed}", cores, _capillaries, cfg, seed, section, crypts)
+    if beside is not None:
+        beside(section, crypts, rips)
     try:
         epi, mucin = build_epithelium(
-            crypts, section, crypt_tree(crypts), t.epithelium, c.types.EPI, c.nucleus_scale.get("EPI", 1.0),
+            crypts, section, tree, t.epithelium, c.types.EPI, c.nucleus_scale.get("EPI", 1.0),
             streams("epithelium/place"), streams("epithelium/shape"), streams("epithelium/goblet"))
-        vessels, endothelium, rips, blood = beside.result()
+        vessels, endothelium, blood = capillaries.result()
     finally:
-        beside.cancel()
+        capillaries.cancel()
     return SceneModel(seed=seed, section=section, crypts=crypts, cells=Cells.concat([epi, endothelium]),
                       mucin=mucin, blood=blood, rips=rips, vessels=vessels, config_json=scene_key(cfg))
 
 
-def _around_the_crypts(cfg: ArctiqueConf, seed: int, section: Section, crypts: Crypts
-                       ) -> Tuple[Vessels, Cells, Rips, Ellipsoids]:
+def _capillaries(cfg: ArctiqueConf, seed: int, section: Section, crypts: Crypts) -> Tuple[Vessels, Cells, Ellipsoids]:
     """The parts of ``build_tissue`` placed against the crypts but not their epithelium: the
-    capillaries, their endothelial cells, the tears and the blood (extravasated and in capillaries)."""
+    capillaries, their endothelial cells and the blood (extravasated and in capillaries)."""
     streams = partial(stream, seed)
     t, c = cfg.tissue, cfg.cells
     tree = crypt_tree(crypts)
     vessels = sample_vessels(t.vessels, section, crypts, tree, _z_pad(cfg), streams("vessels"))
     endothelium = build_endothelium(t.vessels.endothelium, c.types.FIB, c.nucleus_scale.get("FIB", 1.0),
                                     vessels, section, streams("vessels/endothelium"))
-    rips = sample_rips(t.rips, section, crypts, tree, streams("rips"))
     extravasated = sample_blood(t.blood, section, crypts, tree, vessels, streams("blood"))
     blood = Ellipsoids.concat([extravasated, capillary_blood(t.vessels, t.blood, vessels, streams("vessels/blood"))])
-    return vessels, endothelium, rips, blood
+    return vessels, endothelium, blood
 
 
 def add_stroma(cfg: ArctiqueConf, tissue: SceneModel) -> SceneModel:
@@ -93,6 +97,14 @@ def add_stroma(cfg: ArctiqueConf, tissue: SceneModel) -> SceneModel:
     logger.debug("scene %d: %d cells (%d epithelial, %d endothelial), %d goblets, %d capillary samples",
                  s.seed, len(cells), len(epi), len(endothelium), len(s.mucin.centre), len(s.vessels.centre))
     return replace(s, cells=cells)
+
+
+def scene_rows(tissue: SceneModel, scene: SceneModel) -> np.ndarray:
+    """The row in ``scene.cells`` of each row of ``tissue.cells``, where ``scene`` is ``add_stroma``
+    of ``tissue``: the stroma cells come after the epithelial ones, before the endothelial ones."""
+    rows = np.arange(len(tissue.cells))
+    epithelial = int(np.count_nonzero(tissue.cells.cls == CLASS_IDS["EPI"]))
+    return np.where(rows < epithelial, rows, rows + len(scene.cells) - len(tissue.cells))
 
 
 def _z_pad(cfg: ArctiqueConf) -> float:

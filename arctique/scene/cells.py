@@ -7,7 +7,7 @@ with the cell's own smooth surface variation, optionally bent about local z; the
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -177,15 +177,16 @@ def collision_spheres(centre: np.ndarray, rotation: np.ndarray, shapes: Dict[str
 # --------------------------------------------------------------------------------- meshes, inside
 
 
-def nucleus_mesh(cells: Cells, level: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Closed triangle meshes of all nuclei, one shell per lobe.
+Shells = List[Tuple[np.ndarray, np.ndarray]]  # per lobe j: (rows of the cells with more than j lobes, (n, V, 3) vertices)
 
-    Returns ``(vertices (V, 3) float64 section frame, faces (F, 3) int32, face_row (F,) int32)``
-    where ``face_row`` is the row of the cell in ``cells``.
-    """
-    sphere, tris = icosphere(level)
-    verts, faces, rows = [], [], []
-    offset = 0
+
+def nucleus_shells(cells: Cells, level: int, rows: Optional[np.ndarray] = None) -> Shells:
+    """The vertices of every nucleus lobe's shell (icosphere of subdivision ``level``, section frame),
+    per lobe index, rows ascending. ``rows`` renumbers the cells (their rows in a larger table), so
+    shells of two parts of a table can be made apart and joined (``join_shells``)."""
+    sphere, _ = icosphere(level)
+    rows = np.arange(len(cells)) if rows is None else np.asarray(rows)
+    shells = []
     for lobe in range(MAX_LOBES):
         idx = np.nonzero(cells.lobe_count > lobe)[0]
         if len(idx) == 0:
@@ -193,14 +194,40 @@ def nucleus_mesh(cells: Cells, level: int) -> Tuple[np.ndarray, np.ndarray, np.n
         r = 1 + surface_noise(sphere[None], cells.noise[idx])  # (n, V)
         local = cells.lobe_centre[idx, lobe, None] + sphere[None] * r[..., None] * cells.lobe_axes[idx, lobe, None]
         local = bend(local, cells.curvature[idx])
-        world = cells.centre[idx, None] + np.einsum("nij,nvj->nvi", cells.rotation[idx], local)
+        shells.append((rows[idx], cells.centre[idx, None] + np.einsum("nij,nvj->nvi", cells.rotation[idx], local)))
+    return shells
+
+
+def join_shells(*parts: Shells) -> Shells:
+    """The shells of several parts of one table, per lobe index in row order."""
+    joined = []
+    for lobe in range(max((len(p) for p in parts), default=0)):
+        pieces = [p[lobe] for p in parts if len(p) > lobe]
+        rows = np.concatenate([piece[0] for piece in pieces])
+        order = np.argsort(rows, kind="stable")
+        joined.append((rows[order], np.concatenate([piece[1] for piece in pieces])[order]))
+    return joined
+
+
+def nucleus_mesh(cells: Cells, level: int, shells: Optional[Shells] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Closed triangle meshes of all nuclei, one shell per lobe (``shells``: their
+    ``nucleus_shells``, when made beforehand).
+
+    Returns ``(vertices (V, 3) float64 section frame, faces (F, 3) int32, face_row (F,) int32)``
+    where ``face_row`` is the row of the cell in ``cells``.
+    """
+    _, tris = icosphere(level)
+    shells = nucleus_shells(cells, level) if shells is None else shells
+    if not shells:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.int32), np.zeros(0, np.int32)
+    verts, faces, rows = [], [], []
+    offset = 0
+    for idx, world in shells:
+        nv = world.shape[1]
         verts.append(world.reshape(-1, 3))
-        nv = len(sphere)
         faces.append((tris[None] + offset + nv * np.arange(len(idx))[:, None, None]).reshape(-1, 3))
         rows.append(np.repeat(idx, len(tris)))
         offset += nv * len(idx)
-    if not verts:
-        return np.zeros((0, 3)), np.zeros((0, 3), np.int32), np.zeros(0, np.int32)
     return (np.concatenate(verts), np.concatenate(faces).astype(np.int32),
             np.concatenate(rows).astype(np.int32))
 
