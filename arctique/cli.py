@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ArctiqueConf, ConfigError, check_override_keys, register_configs, validate
-from .parallel import one_blas_thread
+from .parallel import lean_threads
 
 logger = logging.getLogger("arctique")
 
@@ -146,7 +146,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         check_override_keys([a for a in args if "=" in a and not a.startswith("-")])
     except ConfigError as exc:
         _refuse(exc)
-    one_blas_thread()
+    lean_threads()
     if not any(a.startswith("-") for a in args):  # a single run (no sweep, help or config print)
         from .render.worker import start_early
 

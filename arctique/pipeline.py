@@ -110,7 +110,9 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
                 tissue, shells = scene, None
             nuclei = nucleus_mesh(scene.cells, cfg.cells.mesh_subdivisions, shells)
             bodies = body_mesh(scene.cells, cfg.cells.mesh_subdivisions)
-        work["labels"] = Background(f"labels of sample {seed}", threads, sample_labels, cfg, scene, nuclei, bodies)
+        # At the job's priority: behind Blender's render the labels would hold their memory into its peak.
+        work["labels"] = Background(f"labels of sample {seed}", threads, sample_labels, cfg, scene, nuclei, bodies,
+                                    niceness=0)
         stains = cell_stains(cfg, scene)
         staged = dataset.staging(seed)
         blend = staged / f"scenes/{seed}.blend" if cfg.output.save_blend else None

@@ -35,7 +35,7 @@ from arctique.compose import load_config
 from arctique.io.dataset import Dataset
 from arctique.labels.exact import tissue_mask
 from arctique.labels.quality import in_focus_hematoxylin_dice
-from arctique.parallel import TreeMemory, one_blas_thread, tree_pss_bytes
+from arctique.parallel import TreeMemory, lean_threads, tree_pss_bytes
 from arctique.pipeline import StageTimer, generate
 from arctique.render.worker import start_renderer
 from arctique.scene import build_scene, load, save
@@ -258,7 +258,7 @@ def convergence(overrides: list, seed: int = 7) -> None:
 
 
 def main() -> None:
-    one_blas_thread()  # as arctique-gen does
+    lean_threads()  # as arctique-gen does
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene-only", action="store_true", help="skip the Blender stages")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per measurement")
