@@ -244,9 +244,11 @@ def convergence(overrides: list, seed: int = 7) -> None:
 
     default = load_config(overrides).optics
     SceneRenderer.composite_focal_sheets = False
-    truth = image(["optics.samples=256", f"optics.volume_step_rate={default.volume_step_rate / 4}",
-                   "optics.denoise=false"])
-    SceneRenderer.composite_focal_sheets = True
+    try:
+        truth = image(["optics.samples=256", f"optics.volume_step_rate={default.volume_step_rate / 4}",
+                       "optics.denoise=false"])
+    finally:
+        SceneRenderer.composite_focal_sheets = True
     print(f"image RMSE (grey levels) against a converged render, seed {seed}, {' '.join(overrides)}:")
     for samples in sorted({default.samples // 2, default.samples - 2, default.samples - 1, default.samples,
                            default.samples * 2}):

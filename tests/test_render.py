@@ -404,24 +404,49 @@ def _voronoi_f1(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(features - points[:, None, :], axis=2).min(1)
 
 
+def _cycles_scene(n: int, side: float, camera_at: tuple):
+    """An empty Cycles scene rendering n x n px through an orthographic camera over ``side`` um,
+    looking down from ``camera_at``, with the Standard view transform (factory settings first)."""
+    import bpy
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.engine = "CYCLES"
+    scene.render.resolution_x = scene.render.resolution_y = n
+    scene.view_settings.view_transform = "Standard"
+    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
+    camera.data.type, camera.data.ortho_scale = "ORTHO", side
+    camera.location = camera_at
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    return scene
+
+
+def _rendered_exr(scene, path) -> np.ndarray:
+    """Render ``scene`` to a 32-bit EXR at ``path`` and read it back, (n, n, 4), bottom row first;
+    then back to factory settings, so no setting of the test reaches later renders."""
+    import bpy
+
+    scene.render.image_settings.file_format, scene.render.image_settings.color_depth = "OPEN_EXR", "32"
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(str(path))
+    n = image.size[0]
+    pixels = np.empty(n * n * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    return pixels.reshape(n, n, 4)
+
+
 def test_voronoi_feature_points_are_those_cycles_renders(tmp_path):
     """Cycles' own Voronoi F1 distance, rendered on a plane far from the origin, equals the distance
     to the nearest numpy feature point at every pixel centre."""
     import bpy
 
     n, side, origin = 64, 6.0, np.array([300.3, 17.1, 5.55])
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.render.resolution_x = scene.render.resolution_y = n
+    scene = _cycles_scene(n, side, (side / 2, side / 2, 10))
     scene.cycles.samples, scene.cycles.use_denoising = 1, False
     scene.cycles.filter_width = 0.01  # every ray through its pixel's centre
-    scene.view_settings.view_transform = "Standard"
-    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
-    camera.data.type, camera.data.ortho_scale = "ORTHO", side
-    camera.location = (side / 2, side / 2, 10)
-    scene.collection.objects.link(camera)
-    scene.camera = camera
     bpy.ops.mesh.primitive_plane_add(size=2 * side, location=(side / 2, side / 2, 0))
     material = bpy.data.materials.new("voronoi")
     material.use_nodes = True
@@ -438,18 +463,11 @@ def test_voronoi_feature_points_are_those_cycles_renders(tmp_path):
     links.new(emission.outputs[0], nodes.new("ShaderNodeOutputMaterial").inputs["Surface"])
     bpy.context.object.data.materials.append(material)
     scene.world = bpy.data.worlds.new("dark")
-    scene.render.image_settings.file_format, scene.render.image_settings.color_depth = "OPEN_EXR", "32"
-    scene.render.filepath = str(tmp_path / "voronoi.exr")
-    bpy.ops.render.render(write_still=True)
-    image = bpy.data.images.load(str(tmp_path / "voronoi.exr"))
-    pixels = np.empty(n * n * 4, np.float32)
-    image.pixels.foreach_get(pixels)
-    rendered = pixels.reshape(n, n, 4)[..., 0]  # bottom row first, as y grows
+    rendered = _rendered_exr(scene, tmp_path / "voronoi.exr")[..., 0]  # bottom row first, as y grows
     centres = (np.arange(n) + 0.5) * side / n
     xx, yy = np.meshgrid(centres, centres)
     points = np.column_stack([xx.ravel(), yy.ravel(), np.zeros(n * n)]) + origin
     expected = _voronoi_f1(points).reshape(n, n)
-    bpy.ops.wm.read_factory_settings(use_empty=True)  # no setting of this test reaches later renders
     assert np.abs(rendered - expected).max() < 1e-3
     assert expected.min() < 0.1 and expected.max() > 0.5  # near feature points and far from them
 
@@ -486,30 +504,19 @@ def test_a_sheet_in_the_focal_plane_is_its_texture_through_the_pixel_filter(tmp_
     (``SceneRenderer.render_image``) gives the film Cycles would have made."""
     import bpy
 
+    from arctique.render.blender import transmittance_image
     from arctique.render.film import PIXEL_FILTER_WIDTH_PX, filtered
     from arctique.render.materials import tissue_material
 
     n, margin, mpp = 48, 4, 0.5
     texture = np.random.default_rng(0).uniform(0.2, 1.0, (n + 2 * margin, n + 2 * margin, 3)).astype(np.float32)
-    bpy.ops.wm.read_factory_settings(use_empty=True)
-    scene = bpy.context.scene
-    scene.render.engine = "CYCLES"
-    scene.render.resolution_x = scene.render.resolution_y = n
+    scene = _cycles_scene(n, n * mpp, (0, 0, 10))
     scene.cycles.samples, scene.cycles.use_denoising, scene.cycles.seed = 1024, False, 0
     scene.cycles.pixel_filter_type, scene.cycles.filter_width = "BLACKMAN_HARRIS", PIXEL_FILTER_WIDTH_PX
-    scene.view_settings.view_transform = "Standard"
-    camera = bpy.data.objects.new("camera", bpy.data.cameras.new("camera"))
-    camera.data.type, camera.data.ortho_scale = "ORTHO", n * mpp
-    camera.data.dof.use_dof, camera.data.dof.focus_distance, camera.data.dof.aperture_fstop = True, 10.0, 0.2
-    camera.location = (0, 0, 10)
-    scene.collection.objects.link(camera)
-    scene.camera = camera
+    dof = scene.camera.data.dof
+    dof.use_dof, dof.focus_distance, dof.aperture_fstop = True, 10.0, 0.2
     half = (n + 2 * margin) * mpp / 2
-    image = bpy.data.images.new("sheet", n + 2 * margin, n + 2 * margin, alpha=True, float_buffer=True)
-    image.colorspace_settings.name = "Non-Color"
-    rgba = np.ones(texture.shape[:2] + (4,), np.float32)
-    rgba[..., :3] = texture[::-1]
-    image.pixels.foreach_set(rgba.ravel())
+    image = transmittance_image("sheet", texture)
     mesh = bpy.data.meshes.new("sheet")
     mesh.from_pydata([(-half, -half, 0), (half, -half, 0), (half, half, 0), (-half, half, 0)], [], [(0, 1, 2, 3)])
     mesh.materials.append(tissue_material("sheet", image, half))
@@ -518,14 +525,7 @@ def test_a_sheet_in_the_focal_plane_is_its_texture_through_the_pixel_filter(tmp_
     world.use_nodes = True
     world.node_tree.nodes["Background"].inputs["Color"].default_value = (1, 1, 1, 1)
     scene.world = world
-    scene.render.image_settings.file_format, scene.render.image_settings.color_depth = "OPEN_EXR", "32"
-    scene.render.filepath = str(tmp_path / "sheet.exr")
-    bpy.ops.render.render(write_still=True)
-    result = bpy.data.images.load(str(tmp_path / "sheet.exr"))
-    pixels = np.empty(n * n * 4, np.float32)
-    result.pixels.foreach_get(pixels)
-    bpy.ops.wm.read_factory_settings(use_empty=True)  # no setting of this test reaches later renders
-    rendered = pixels.reshape(n, n, 4)[::-1, :, :3]
+    rendered = _rendered_exr(scene, tmp_path / "sheet.exr")[::-1, :, :3]
     inner = slice(margin, margin + n)
     film_error = np.abs(filtered(texture)[inner, inner] - rendered)
     centre_error = np.abs(texture[inner, inner] - rendered)

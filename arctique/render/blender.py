@@ -48,6 +48,18 @@ def reset() -> None:
             collection.remove(block)
 
 
+def transmittance_image(name: str, transmittance: np.ndarray) -> "bpy.types.Image":
+    """A float image of an (H, W, 3) transmittance whose rows run from the top, as a shader reads
+    it: linear values, rows flipped (Blender images start at the bottom row)."""
+    h, w, _ = transmittance.shape
+    image = bpy.data.images.new(name, w, h, alpha=True, float_buffer=True)
+    image.colorspace_settings.name = "Non-Color"
+    rgba = np.ones((h, w, 4), np.float32)
+    rgba[..., :3] = transmittance[::-1]
+    image.pixels.foreach_set(rgba.ravel())
+    return image
+
+
 # optics.gpu_backend=auto tries these Cycles backends in this order (Metal is macOS only).
 GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI")
 # Variables by which a scheduler (SLURM sets CUDA_VISIBLE_DEVICES per job) or the user names the GPUs
@@ -293,13 +305,8 @@ class SceneRenderer:
 
     def _sheet(self, k: int, z: float, transmittance: np.ndarray) -> "bpy.types.Object":
         """Depth layer ``k`` of the matrix: a transparent sheet at ``z`` carrying its (H, W, 3) transmittance."""
-        h, w, _ = transmittance.shape
-        half = w * self.optics.mpp / 2  # appearance.texture_grid
-        image = bpy.data.images.new(f"tissue_{k}", w, h, alpha=True, float_buffer=True)
-        image.colorspace_settings.name = "Non-Color"
-        rgba = np.ones((h, w, 4), np.float32)
-        rgba[..., :3] = transmittance[::-1]  # Blender images start at the bottom row
-        image.pixels.foreach_set(rgba.ravel())
+        half = transmittance.shape[1] * self.optics.mpp / 2  # appearance.texture_grid
+        image = transmittance_image(f"tissue_{k}", transmittance)
         image.pack()
         corners = np.array([[-half, -half, z], [half, -half, z], [half, half, z], [-half, half, z]])
         obj = self._link(f"tissue_{k}", corners, np.array([[0, 1, 2], [0, 2, 3]]))
