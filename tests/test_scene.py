@@ -591,3 +591,27 @@ def test_a_scene_made_in_parts_beside_each_other_is_the_scene_made_at_once():
     assert len(shells) == int(whole.cells.lobe_count.max())
     for joined, at_once in zip(nucleus_mesh(scene.cells, level, shells), nucleus_mesh(whole.cells, level)):
         assert np.array_equal(joined, at_once)
+
+
+# Epithelial nuclei at the extremes of the schema that make cells reach farthest from their ring:
+# six lobes, the largest body pushed fully aside, the roundest and noisiest shapes.
+FAR_REACHING = ["cells.types.EPI.lobes=[4,6]", "cells.types.EPI.cytoplasm_scale=4", "cells.types.EPI.eccentricity=1",
+                "cells.types.EPI.shape_noise=0.3", "cells.types.EPI.elongation=[1,1.05]",
+                "tissue.epithelium.stratification_um=10", "tissue.epithelium.basal_gap_um=10"]
+
+
+@pytest.mark.parametrize("overrides, seed", [(SMALL, 3), (SURFACE, 0), (SMALL + FAR_REACHING, 1),
+                                             (SMALL + ["tissue.section.tilt_deg=[90,90]"], 2)])
+def test_shaping_only_the_rings_near_the_slab_keeps_every_epithelial_cell_and_vacuole(overrides, seed, monkeypatch):
+    """``epithelium._near_rings`` bounds how far a ring's cells and mucin reach: shaping every ring
+    of every crypt instead gives the same tissue, byte for byte."""
+    from arctique.scene import epithelium
+
+    cfg = load_config(list(overrides))
+    near = scene_build.build_tissue(cfg, seed)
+    monkeypatch.setattr(epithelium, "_near_rings", lambda crypts, section, wall, *rest: np.arange(len(wall.crypt)))
+    every = scene_build.build_tissue(cfg, seed)
+    assert len(near.cells) > 0 and len(near.mucin.centre) > 0
+    for part in ("cells", "mucin"):
+        for f in dataclasses.fields(getattr(every, part)):
+            assert np.array_equal(getattr(getattr(near, part), f.name), getattr(getattr(every, part), f.name)), f.name

@@ -11,7 +11,7 @@ slab are kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, Dict, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -21,10 +21,16 @@ from ..config import CellTypeConf, EpitheliumConf
 from .architecture import (axis_point, crypt_coordinates, lumen_factor, scene_box, surface_depth, vacuole_reach,
                            wall_factor)
 from .cells import bounding_radius, form_columns, make_cells, noise_terms, shape_draws
-from .geometry import frames_from_axis
+from .geometry import rolled_frames
 from .model import Cells, Crypts, Section, Vacuoles
 
 GOBLET_SQUASH = (0.6, 1.15)  # goblet nuclei: shorter and wider, pressed to the base
+# Bounds of a cell's bounding sphere per um of its longest nucleus (``_near_rings``): the nucleus
+# reaches less than 1.18 (1 + shape noise) of it (six lobes on their widest arc; one lobe widened
+# by the goblet squash), its body 1.52 times the cytoplasm scale (bent along the eccentricity);
+# both doubled.
+CELL_REACH = 2.4
+BODY_REACH = 3.1
 
 
 @dataclass(frozen=True)
@@ -127,30 +133,42 @@ def _surface_grid(crypts: Crypts, section: Section, spacing: float, reach: float
     return anchor[keep], normal
 
 
-def _nuclei(nucleus: CellTypeConf, scale: float, goblet: np.ndarray, rng: np.random.Generator,
-            ) -> Tuple[Dict[str, np.ndarray], Callable[[np.ndarray], np.ndarray]]:
-    """Shapes of plain and goblet nuclei, from one stream so each cell keeps its draw: every cell is
-    drawn twice, and a goblet takes the second draw, squashed.
+@dataclass(frozen=True)
+class _NucleusDraws:
+    """The shape draws of plain and goblet nuclei, from one stream so each cell keeps its draw: every
+    cell is drawn twice (``cells.shape_draws``), and a goblet takes the second draw, squashed. The
+    draws are made for every cell of the grid; shapes are derived only for the rows asked for (of
+    the many cells drawn only those near the slab are kept)."""
 
-    Returns the shape columns of all cells but ``noise``, and a function giving the noise terms of
-    some rows: of the many cells drawn only the few near the slab are kept and need them.
-    """
-    n = len(goblet)
-    plain, plain_noise = shape_draws(nucleus, n, rng)
-    squashed, squashed_noise = shape_draws(nucleus, n, rng)
-    squash = np.where(goblet[:, None], GOBLET_SQUASH, 1.0)
-    shapes = form_columns(nucleus, scale, _pick(goblet, squashed, plain, slice(None)), squash)
+    conf: CellTypeConf
+    scale: float
+    goblet: np.ndarray  # (n,) bool
+    plain: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]  # (form, noise) of shape_draws
+    squashed: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]
 
-    def noise_of(rows: np.ndarray) -> np.ndarray:
-        return noise_terms(nucleus.shape_noise, _pick(goblet, squashed_noise, plain_noise, rows))
-    return shapes, noise_of
+    @classmethod
+    def draw(cls, conf: CellTypeConf, scale: float, goblet: np.ndarray, rng: np.random.Generator) -> "_NucleusDraws":
+        plain = shape_draws(conf, len(goblet), rng)
+        return cls(conf, scale, goblet, plain, shape_draws(conf, len(goblet), rng))
 
+    def _pick(self, part: int, rows: np.ndarray) -> Dict[str, np.ndarray]:
+        """Draws ``part`` (0 form, 1 noise) of ``rows``: a goblet's from the squashed draw, another's from the plain."""
+        g = self.goblet[rows]
+        plain, squashed = self.plain[part], self.squashed[part]
+        return {k: np.where(g.reshape(-1, *(1,) * (v.ndim - 1)), squashed[k][rows], v[rows]) for k, v in plain.items()}
 
-def _pick(goblet: np.ndarray, squashed: Dict[str, np.ndarray], plain: Dict[str, np.ndarray],
-          rows: np.ndarray | slice) -> Dict[str, np.ndarray]:
-    """Draws (``shape_draws``) of the cells ``rows``: a goblet's from ``squashed``, another's from ``plain``."""
-    g = goblet[rows]
-    return {k: np.where(g.reshape(-1, *(1,) * (v.ndim - 1)), squashed[k][rows], v[rows]) for k, v in plain.items()}
+    def shapes(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
+        """The shape columns (``cells.form_columns``) of ``rows``, goblets squashed."""
+        squash = np.where(self.goblet[rows, None], GOBLET_SQUASH, 1.0)
+        return form_columns(self.conf, self.scale, self._pick(0, rows), squash)
+
+    def noise(self, rows: np.ndarray) -> np.ndarray:
+        """The ``noise`` column of ``rows``."""
+        return noise_terms(self.conf.shape_noise, self._pick(1, rows))
+
+    def longest(self) -> float:
+        """Longest nucleus of any cell (um): the drawn length, which squashing only shortens."""
+        return float(max(self.plain[0]["length"].max(initial=0), self.squashed[0]["length"].max(initial=0))) * self.scale
 
 
 def _fit_width(shapes: Dict[str, np.ndarray], room: np.ndarray, noise: float) -> None:
@@ -163,33 +181,42 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
                      nucleus: CellTypeConf, scale: float, rng_place: np.random.Generator,
                      rng_shape: np.random.Generator, rng_goblet: np.random.Generator,
                      ) -> Tuple[Cells, Vacuoles]:
-    """Epithelial cells (class EPI) of crypts and surface, and goblet mucin vacuoles, near the slab."""
+    """Epithelial cells (class EPI) of crypts and surface, and goblet mucin vacuoles, near the slab.
+
+    Every cell of every crypt wall is drawn, so that a cell's draws do not depend on the view; only
+    the rings that can reach the slab (``_near_rings``, about a tenth) are shaped and placed."""
     mean_len = np.mean(nucleus.length_um) * scale
     inset = epi.basal_gap_um + mean_len / 2
     wall = _wall_grid(crypts, epi, inset, rng_place)
-    idx, theta, n = wall.crypt, wall.theta, len(wall.crypt)
+    n = len(wall.crypt)
     goblet = wall.goblet
-    shapes, noise_of = _nuclei(nucleus, scale, goblet, rng_shape)
+    draws = _NucleusDraws.draw(nucleus, scale, goblet, rng_shape)
+    raised_draw = rng_place.uniform(0, epi.stratification_um, n)
+    lo, hi = scene_box(section, 0)
+    rows = _near_rings(crypts, section, wall, epi, draws, lo, hi)
+    k = len(rows)
+    idx, theta = wall.crypt[rows], wall.theta[rows]
+    shapes = draws.shapes(rows)
     half_len = shapes["lobe_axes"][:, 0, 0]
-    raised = np.where(goblet, 0.0, rng_place.uniform(0, epi.stratification_um, n))
+    raised = np.where(goblet[rows], 0.0, raised_draw[rows])
     basal = crypts.radius[idx] * wall_factor(crypts, idx, theta)
     centre_radius = basal - epi.basal_gap_um - half_len - raised
     innermost = np.maximum(basal - epi.basal_gap_um - half_len - epi.stratification_um, 1.0)
-    room = np.minimum(wall.arc * innermost / (crypts.radius[idx] - inset), epi.row_spacing_um)
+    room = np.minimum(wall.arc[rows] * innermost / (crypts.radius[idx] - inset), epi.row_spacing_um)
     _fit_width(shapes, room, nucleus.shape_noise)
-    centre_t = wall.anchor + wall.normal * centre_radius[:, None]
+    centre_t = wall.anchor[rows] + wall.normal[rows] * centre_radius[:, None]
     noise = 1 + nucleus.shape_noise
 
     # Goblet mucin: a theca (cup) from inside the nuclear palisade to the lumen, a wedge about the
     # crypt axis spanning ``goblet_fill`` of the angle between goblets less a strand of cytoplasm, and
     # a narrow stem between the neighbouring nuclei down to the goblet's own flattened nucleus.
     top = centre_radius - half_len - 0.6  # luminal end of each nucleus, small gap
-    lo, hi = scene_box(section, 0)
     # Only goblets whose mucin can reach the slab (it lies within a crypt radius of the nucleus).
-    g = np.nonzero(goblet & _reaches(section.to_section(centre_t),
-                                     np.full(n, crypts.radius.max() + epi.goblet_height_um), lo, hi))[0]
-    cup, stem = _goblet_mucin(crypts, epi, wall, g, top, centre_radius, shapes["lobe_axes"][:, 0, 1] * noise,
-                              rng_goblet)
+    mucin_near = goblet[rows] & _reaches(section.to_section(centre_t),
+                                         np.full(k, crypts.radius.max() + epi.goblet_height_um), lo, hi)
+    g = rows[mucin_near]
+    cup, stem = _goblet_mucin(crypts, epi, wall, g, _on_wall(top, rows, n), _on_wall(centre_radius, rows, n),
+                              _on_wall(shapes["lobe_axes"][:, 0, 1] * noise, rows, n), rng_goblet)
     cup_centre_t = wall.anchor[g] + cup["normal"] * cup["radius"][:, None]
     stem_centre_t = wall.anchor[g] + wall.normal[g] * stem["radius"][:, None]
     vac_centre_t = np.concatenate([cup_centre_t, stem_centre_t])
@@ -202,37 +229,69 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     # Surface epithelium: columnar cells standing on the base of the surface layer.
     anchor_s, normal_s = _surface_grid(crypts, section, epi.row_spacing_um, mean_len * 2, tree)
     m = len(anchor_s)
-    shapes_s, noise_of_s = _nuclei(nucleus, scale, np.zeros(m, bool), rng_shape)
+    draws_s = _NucleusDraws.draw(nucleus, scale, np.zeros(m, bool), rng_shape)
+    shapes_s = draws_s.shapes(np.arange(m))
     _fit_width(shapes_s, np.full(m, epi.row_spacing_um), nucleus.shape_noise)
     lift = epi.basal_gap_um + shapes_s["lobe_axes"][:, 0, 0] + rng_place.uniform(0, epi.stratification_um, m)
     centre_s = anchor_s + normal_s * lift[:, None]
 
     centre = section.to_section(np.concatenate([centre_t, centre_s]))
-    axis = np.concatenate([wall.normal, normal_s]) @ section.rotation  # long axis along the normal
-    rotation = frames_from_axis(axis, rng_shape)
-    goblet_all = np.concatenate([goblet, np.zeros(m, bool)])
+    axis = np.concatenate([wall.normal[rows], normal_s]) @ section.rotation  # long axis along the normal
+    roll = rng_shape.normal(size=(n + m, 3))  # the roll of each cell's frame, drawn for every cell
+    rotation = rolled_frames(axis, np.concatenate([roll[rows], roll[n:]]))
+    goblet_all = np.concatenate([goblet[rows], np.zeros(m, bool)])
 
     reach = [bounding_radius(s, nucleus.shape_noise) for s in (shapes, shapes_s)]
     keep = _reaches(centre, np.concatenate(reach), lo, hi)
     # At the crypt mouths the undulating luminal surface can lie below the top rows: leave out the
     # cells whose nucleus would reach above it (checked at its centre and at both ends), and their
     # mucin. Only cells that reach the slab, or own mucin that may, need the check.
-    near = np.union1d(np.flatnonzero(keep[:n]), g)
+    near = np.union1d(np.flatnonzero(keep[:k]), np.flatnonzero(mucin_near))
     below = np.zeros(n, bool)
-    below[near] = _below_surface(crypts, centre_t[near], wall.normal[near], half_len[near],
-                                 shapes["lobe_axes"][near, 0, 1], noise)
-    keep[:n] &= below
+    below[rows[near]] = _below_surface(crypts, centre_t[near], wall.normal[rows[near]], half_len[near],
+                                       shapes["lobe_axes"][near, 0, 1], noise)
+    keep[:k] &= below[rows]
     vac_centre = section.to_section(vac_centre_t)
     mucin = Vacuoles(centre=vac_centre, rotation=vac_rotation, axes=vac_axes, taper=vac_taper,
                      exponent=np.full(len(vac_axes), float(epi.goblet_exponent)),
                      stem=np.repeat([False, True], len(g)))
     keep_vac = has_vacuole & below[vac_owner] & _reaches(vac_centre, vacuole_reach(mucin), lo, hi)
-    columns = {k: np.concatenate([shapes[k][keep[:n]], shapes_s[k][keep[n:]]]) for k in shapes}
-    columns["noise"] = np.concatenate([noise_of(keep[:n]), noise_of_s(keep[n:])])
+    columns = {key: np.concatenate([shapes[key][keep[:k]], shapes_s[key][keep[k:]]]) for key in shapes}
+    columns["noise"] = np.concatenate([draws.noise(rows[keep[:k]]), draws_s.noise(np.flatnonzero(keep[k:]))])
     cells = make_cells(np.full(int(keep.sum()), CLASS_IDS["EPI"]), centre[keep], rotation[keep], columns,
                        goblet_all[keep])
     mucin = Vacuoles(**{f.name: getattr(mucin, f.name)[keep_vac] for f in fields(Vacuoles)})
     return cells, mucin
+
+
+def _near_rings(crypts: Crypts, section: Section, wall: _Wall, epi: EpitheliumConf, draws: _NucleusDraws,
+                lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rows of the wall grid, ascending, whose ring's anchor lies close enough to the box [lo, hi]
+    (section frame) that a cell of the ring, or its goblet mucin, may reach it; whole rings, since
+    a goblet's mucin is fitted between its ring neighbours.
+
+    A cell's centre lies within its centre radius (at most the basal radius, the basal gap, half
+    the longest nucleus and the stratification) of its ring's anchor. From there its bounding
+    sphere (``cells.bounding_radius``) reaches less than ``CELL_REACH`` times the longest nucleus
+    plus ``BODY_REACH`` times that times the cytoplasm scale, and mucin is looked for within a
+    crypt radius and a theca height."""
+    harmonics = np.abs(crypts.wall[..., 0]).sum(-1)
+    longest = draws.longest()
+    centre_radius = float(np.max(crypts.radius * (1 + harmonics), initial=0)) + epi.basal_gap_um \
+        + longest / 2 + epi.stratification_um
+    conf = draws.conf
+    cell = longest * (CELL_REACH * (1 + conf.shape_noise) + BODY_REACH * conf.cytoplasm_scale)
+    mucin = float(crypts.radius.max(initial=0)) + epi.goblet_height_um
+    reach = centre_radius + max(cell, mucin)
+    anchor = section.to_section(wall.anchor)
+    return np.flatnonzero(_reaches(anchor, np.full(len(anchor), reach), lo, hi))
+
+
+def _on_wall(values: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
+    """``values`` of the wall grid's ``rows`` in an array over all ``n`` cells (NaN elsewhere)."""
+    out = np.full(n, np.nan)
+    out[rows] = values
+    return out
 
 
 def _below_surface(crypts: Crypts, centre: np.ndarray, normal: np.ndarray, half_len: np.ndarray,

@@ -48,10 +48,10 @@ def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     ], 1)
 
 
-def frames_from_axis(axis: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Rotations whose local x axis is ``axis`` (``(n, 3)`` unit) with a random roll about it."""
-    n = len(axis)
-    helper = rng.normal(size=(n, 3))
+def rolled_frames(axis: np.ndarray, helper: np.ndarray) -> np.ndarray:
+    """Rotations whose local x axis is ``axis`` (``(n, 3)`` unit), rolled about it so that the local
+    y axis points along ``helper`` (``(n, 3)``, drawn from a normal distribution: a random roll)
+    less its part along ``axis``."""
     y = helper - (helper * axis).sum(1, keepdims=True) * axis
     y /= np.linalg.norm(y, axis=1, keepdims=True)
     z = np.cross(axis, y)
