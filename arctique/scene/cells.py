@@ -7,7 +7,7 @@ with the cell's own smooth surface variation, optionally bent about local z; the
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from .model import MAX_LOBES, NOISE_TERMS, Cells
 # A sphere chain covers an ellipsoid when neighbours are at most one minor semi-axis apart and
 # their radius exceeds the minor semi-axis by this factor (sqrt(1 + 1/4) rounded up).
 _CHAIN_RADIUS = 1.12
+# Rows of per-cell noise draws made at once by ``shape_draws`` when it keeps only some rows: blocks
+# of about 2 MB, which the allocator reuses, where drawing hundreds of thousands of cells at once
+# faults in over 100 MB of fresh memory.
+_DRAW_BLOCK_ROWS = 16384
 
 
 def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generator,
@@ -31,18 +35,30 @@ def draw_shapes(conf: CellTypeConf, scale: float, n: int, rng: np.random.Generat
     return {**form_columns(conf, scale, form, squash), "noise": noise_terms(conf.shape_noise, noise)}
 
 
-def shape_draws(conf: CellTypeConf, n: int, rng: np.random.Generator,
+def shape_draws(conf: CellTypeConf, n: int, rng: np.random.Generator, keep: Optional[np.ndarray] = None,
                 ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """Every random number of ``n`` cells' shapes, in stream order: those of their form and those of
     their surface noise, one row per cell. The columns are derived separately (``form_columns``,
     ``noise_terms``), so that a caller who keeps few of many cells derives only their rows while its
-    stream moves on as if it had made them all."""
+    stream moves on as if it had made them all. ``keep`` (ascending rows) are the only rows whose
+    surface-noise draws, the bulk of them, are returned (all by default): they are drawn a block at
+    a time, so that the draws of cells far from the slab never fill memory."""
+
+    def per_cell(draw: Callable[..., np.ndarray], *args: Any, terms: Tuple[int, ...] = (NOISE_TERMS,)) -> np.ndarray:
+        if keep is None:
+            return draw(*args, size=(n, *terms))
+        blocks = []
+        for start in range(0, n, _DRAW_BLOCK_ROWS):
+            block = draw(*args, size=(min(_DRAW_BLOCK_ROWS, n - start), *terms))
+            blocks.append(block[keep[(keep >= start) & (keep < start + len(block))] - start])
+        return np.concatenate(blocks) if blocks else np.zeros((0, *terms))
+
     form = {"length": rng.uniform(*conf.length_um, size=n), "elongation": rng.uniform(*conf.elongation, size=n),
             "flat": rng.uniform(0.8, 1.0, size=n), "lobes": rng.integers(conf.lobes[0], conf.lobes[1] + 1, size=n)}
-    noise = {"wave": rng.normal(size=(n, NOISE_TERMS, 3)),
-             "frequency": rng.uniform(*conf.shape_frequency, size=(n, NOISE_TERMS)),
-             "phase": rng.uniform(0, 2 * np.pi, size=(n, NOISE_TERMS)),
-             "weight": rng.uniform(0.2, 1.0, size=(n, NOISE_TERMS))}
+    noise = {"wave": per_cell(rng.normal, terms=(NOISE_TERMS, 3)),
+             "frequency": per_cell(rng.uniform, *conf.shape_frequency),
+             "phase": per_cell(rng.uniform, 0, 2 * np.pi),
+             "weight": per_cell(rng.uniform, 0.2, 1.0)}
     form["bend"] = rng.uniform(-1, 1, size=n)
     lobed = form["lobes"] > 1
     form["arc"] = np.zeros(n)  # of the lobes of a lobed nucleus

@@ -137,38 +137,40 @@ def _surface_grid(crypts: Crypts, section: Section, spacing: float, reach: float
 class _NucleusDraws:
     """The shape draws of plain and goblet nuclei, from one stream so each cell keeps its draw: every
     cell is drawn twice (``cells.shape_draws``), and a goblet takes the second draw, squashed. The
-    draws are made for every cell of the grid; shapes are derived only for the rows asked for (of
-    the many cells drawn only those near the slab are kept)."""
+    draws are made for every cell of the grid, but only those of ``rows`` are kept (of the many
+    cells drawn only those near the slab can be kept) and shaped."""
 
     conf: CellTypeConf
     scale: float
-    goblet: np.ndarray  # (n,) bool
-    plain: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]  # (form, noise) of shape_draws
+    goblet: np.ndarray  # (n,) bool, every cell
+    rows: np.ndarray  # ascending rows whose draws are kept
+    plain: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]  # (form, noise) of shape_draws, of ``rows``
     squashed: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]
 
     @classmethod
-    def draw(cls, conf: CellTypeConf, scale: float, goblet: np.ndarray, rng: np.random.Generator) -> "_NucleusDraws":
-        plain = shape_draws(conf, len(goblet), rng)
-        return cls(conf, scale, goblet, plain, shape_draws(conf, len(goblet), rng))
+    def draw(cls, conf: CellTypeConf, scale: float, goblet: np.ndarray, rows: np.ndarray,
+             rng: np.random.Generator) -> "_NucleusDraws":
+        n = len(goblet)
+        plain, squashed = (shape_draws(conf, n, rng, rows) for _ in range(2))
+        # The form draws come whole from shape_draws: keep the rows' like their noise.
+        return cls(conf, scale, goblet[rows], rows, ({k: v[rows] for k, v in plain[0].items()}, plain[1]),
+                   ({k: v[rows] for k, v in squashed[0].items()}, squashed[1]))
 
-    def _pick(self, part: int, rows: np.ndarray) -> Dict[str, np.ndarray]:
-        """Draws ``part`` (0 form, 1 noise) of ``rows``: a goblet's from the squashed draw, another's from the plain."""
-        g = self.goblet[rows]
+    def _pick(self, part: int, at: np.ndarray) -> Dict[str, np.ndarray]:
+        """Draws ``part`` (0 form, 1 noise) of positions ``at`` in ``rows``: a goblet's from the
+        squashed draw, another's from the plain."""
+        g = self.goblet[at]
         plain, squashed = self.plain[part], self.squashed[part]
-        return {k: np.where(g.reshape(-1, *(1,) * (v.ndim - 1)), squashed[k][rows], v[rows]) for k, v in plain.items()}
+        return {k: np.where(g.reshape(-1, *(1,) * (v.ndim - 1)), squashed[k][at], v[at]) for k, v in plain.items()}
 
-    def shapes(self, rows: np.ndarray) -> Dict[str, np.ndarray]:
+    def shapes(self) -> Dict[str, np.ndarray]:
         """The shape columns (``cells.form_columns``) of ``rows``, goblets squashed."""
-        squash = np.where(self.goblet[rows, None], GOBLET_SQUASH, 1.0)
-        return form_columns(self.conf, self.scale, self._pick(0, rows), squash)
+        squash = np.where(self.goblet[:, None], GOBLET_SQUASH, 1.0)
+        return form_columns(self.conf, self.scale, self._pick(0, np.arange(len(self.rows))), squash)
 
-    def noise(self, rows: np.ndarray) -> np.ndarray:
-        """The ``noise`` column of ``rows``."""
-        return noise_terms(self.conf.shape_noise, self._pick(1, rows))
-
-    def longest(self) -> float:
-        """Longest nucleus of any cell (um): the drawn length, which squashing only shortens."""
-        return float(max(self.plain[0]["length"].max(initial=0), self.squashed[0]["length"].max(initial=0))) * self.scale
+    def noise(self, at: np.ndarray) -> np.ndarray:
+        """The ``noise`` column of positions ``at`` in ``rows``."""
+        return noise_terms(self.conf.shape_noise, self._pick(1, at))
 
 
 def _fit_width(shapes: Dict[str, np.ndarray], room: np.ndarray, noise: float) -> None:
@@ -190,13 +192,13 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     wall = _wall_grid(crypts, epi, inset, rng_place)
     n = len(wall.crypt)
     goblet = wall.goblet
-    draws = _NucleusDraws.draw(nucleus, scale, goblet, rng_shape)
-    raised_draw = rng_place.uniform(0, epi.stratification_um, n)
     lo, hi = scene_box(section, 0)
-    rows = _near_rings(crypts, section, wall, epi, draws, lo, hi)
+    rows = _near_rings(crypts, section, wall, epi, nucleus, scale, lo, hi)
     k = len(rows)
+    draws = _NucleusDraws.draw(nucleus, scale, goblet, rows, rng_shape)
+    raised_draw = rng_place.uniform(0, epi.stratification_um, n)
     idx, theta = wall.crypt[rows], wall.theta[rows]
-    shapes = draws.shapes(rows)
+    shapes = draws.shapes()
     half_len = shapes["lobe_axes"][:, 0, 0]
     raised = np.where(goblet[rows], 0.0, raised_draw[rows])
     basal = crypts.radius[idx] * wall_factor(crypts, idx, theta)
@@ -229,8 +231,8 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     # Surface epithelium: columnar cells standing on the base of the surface layer.
     anchor_s, normal_s = _surface_grid(crypts, section, epi.row_spacing_um, mean_len * 2, tree)
     m = len(anchor_s)
-    draws_s = _NucleusDraws.draw(nucleus, scale, np.zeros(m, bool), rng_shape)
-    shapes_s = draws_s.shapes(np.arange(m))
+    draws_s = _NucleusDraws.draw(nucleus, scale, np.zeros(m, bool), np.arange(m), rng_shape)
+    shapes_s = draws_s.shapes()
     _fit_width(shapes_s, np.full(m, epi.row_spacing_um), nucleus.shape_noise)
     lift = epi.basal_gap_um + shapes_s["lobe_axes"][:, 0, 0] + rng_place.uniform(0, epi.stratification_um, m)
     centre_s = anchor_s + normal_s * lift[:, None]
@@ -257,15 +259,15 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
                      stem=np.repeat([False, True], len(g)))
     keep_vac = has_vacuole & below[vac_owner] & _reaches(vac_centre, vacuole_reach(mucin), lo, hi)
     columns = {key: np.concatenate([shapes[key][keep[:k]], shapes_s[key][keep[k:]]]) for key in shapes}
-    columns["noise"] = np.concatenate([draws.noise(rows[keep[:k]]), draws_s.noise(np.flatnonzero(keep[k:]))])
+    columns["noise"] = np.concatenate([draws.noise(np.flatnonzero(keep[:k])), draws_s.noise(np.flatnonzero(keep[k:]))])
     cells = make_cells(np.full(int(keep.sum()), CLASS_IDS["EPI"]), centre[keep], rotation[keep], columns,
                        goblet_all[keep])
     mucin = Vacuoles(**{f.name: getattr(mucin, f.name)[keep_vac] for f in fields(Vacuoles)})
     return cells, mucin
 
 
-def _near_rings(crypts: Crypts, section: Section, wall: _Wall, epi: EpitheliumConf, draws: _NucleusDraws,
-                lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _near_rings(crypts: Crypts, section: Section, wall: _Wall, epi: EpitheliumConf, nucleus: CellTypeConf,
+                scale: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Rows of the wall grid, ascending, whose ring's anchor lies close enough to the box [lo, hi]
     (section frame) that a cell of the ring, or its goblet mucin, may reach it; whole rings, since
     a goblet's mucin is fitted between its ring neighbours.
@@ -276,11 +278,10 @@ def _near_rings(crypts: Crypts, section: Section, wall: _Wall, epi: EpitheliumCo
     plus ``BODY_REACH`` times that times the cytoplasm scale, and mucin is looked for within a
     crypt radius and a theca height."""
     harmonics = np.abs(crypts.wall[..., 0]).sum(-1)
-    longest = draws.longest()
+    longest = nucleus.length_um[1] * scale  # squashing only shortens
     centre_radius = float(np.max(crypts.radius * (1 + harmonics), initial=0)) + epi.basal_gap_um \
         + longest / 2 + epi.stratification_um
-    conf = draws.conf
-    cell = longest * (CELL_REACH * (1 + conf.shape_noise) + BODY_REACH * conf.cytoplasm_scale)
+    cell = longest * (CELL_REACH * (1 + nucleus.shape_noise) + BODY_REACH * nucleus.cytoplasm_scale)
     mucin = float(crypts.radius.max(initial=0)) + epi.goblet_height_um
     reach = centre_radius + max(cell, mucin)
     anchor = section.to_section(wall.anchor)
