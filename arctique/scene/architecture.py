@@ -214,8 +214,8 @@ def _vessel_surfaces(vessels: Vessels, points: np.ndarray, within: float) -> Tup
         if len(near) == 0:
             continue
         d, _ = cKDTree(c).query(points[near])
-        np.minimum.at(lumen_sd, near, d - lumen)
-        np.minimum.at(outer_sd, near, d - outer)
+        lumen_sd[near] = np.minimum(lumen_sd[near], d - lumen)  # ``near`` holds each point once
+        outer_sd[near] = np.minimum(outer_sd[near], d - outer)
     return lumen_sd, outer_sd
 
 
