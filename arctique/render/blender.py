@@ -245,10 +245,12 @@ class SceneRenderer:
               rotation: np.ndarray = np.eye(3)):
         mesh = bpy.data.meshes.new(name)
         mesh.vertices.add(len(verts))
-        mesh.vertices.foreach_set("co", np.ascontiguousarray(verts, np.float32).ravel())
         mesh.loops.add(faces.size)
-        mesh.loops.foreach_set("vertex_index", np.ascontiguousarray(faces, np.int32).ravel())
         mesh.polygons.add(len(faces))
+        # Written as the mesh's attribute arrays: MeshLoop.vertex_index is set corner by corner, about
+        # a hundred times slower (0.4 s for a default sample's cells).
+        mesh.attributes["position"].data.foreach_set("vector", np.ascontiguousarray(verts, np.float32).ravel())
+        mesh.attributes[".corner_vert"].data.foreach_set("value", np.ascontiguousarray(faces, np.int32).ravel())
         mesh.polygons.foreach_set("loop_start", np.arange(0, faces.size, 3, dtype=np.int32))
         mesh.update()
         obj = bpy.data.objects.new(name, mesh)
