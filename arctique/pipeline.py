@@ -347,13 +347,14 @@ def check_memory(cfg: ArctiqueConf, available: Optional[int] = None) -> None:
             f"but {available / 2**30:.1f} GiB of memory is available")
 
 
-# Peak resident memory of one sample, from measured runs (0.25 um/px, 10 slices: 128 px 0.57 GiB,
-# 512 px 0.77-0.87 GiB; 512 px at 1 um/px 2.4 GiB; 192 px at 0.5 um/px, 20 slices 0.78-0.99 GiB:
-# the same sample peaks up to a quarter higher when the machine is busy, as the threads' memory
-# pools grow), rounded up: Blender and the libraries; the render buffers, image and masks per
-# pixel; the label stack per pixel and slice (int64 and its TIFF copies); the cell meshes and
-# tissue texture per um^3 of section.
-MEMORY_BASE_BYTES = 1000 * 2**20
+# Peak resident memory of one sample, from measured runs (``parallel.TreeMemory``, the job's
+# processes together; 0.25 um/px, 10 slices: 128 px 0.41 GiB, 512 px 0.73-0.78 GiB; 256 px at
+# 0.5 um/px 0.53 GiB; 512 px at 1 um/px 1.8 GiB; 192 px at 0.5 um/px, 20 slices 0.49-0.50 GiB: the
+# same sample peaks up to a quarter higher when the machine is busy, as the threads' memory pools
+# grow), rounded up: Blender and the libraries; the render buffers, image and masks per pixel; the
+# label stack per pixel and slice (int64 and its TIFF copies); the cell meshes and tissue texture
+# per um^3 of section.
+MEMORY_BASE_BYTES = 750 * 2**20
 MEMORY_PER_PIXEL_BYTES = 400
 MEMORY_PER_SLICE_PIXEL_BYTES = 24
 MEMORY_PER_UM3_BYTES = 1500
