@@ -615,3 +615,23 @@ def test_shaping_only_the_rings_near_the_slab_keeps_every_epithelial_cell_and_va
     for part in ("cells", "mucin"):
         for f in dataclasses.fields(getattr(every, part)):
             assert np.array_equal(getattr(getattr(near, part), f.name), getattr(getattr(every, part), f.name)), f.name
+
+
+def test_shape_draws_kept_in_blocks_are_the_rows_of_the_whole_draw():
+    """``cells.shape_draws(keep=...)`` draws block by block and keeps a few rows: the same numbers as
+    those rows of one whole draw, and the stream ends where the whole draw leaves it."""
+    from arctique.scene.cells import _DRAW_BLOCK_ROWS as block, shape_draws
+
+    conf = CellTypeConf(lobes=[1, 4], cytoplasm_scale=1.5)
+    n = 2 * block + 5000
+    ends = [0, block - 1, block, 2 * block - 1, 2 * block, n - 1]  # both sides of the block bounds
+    keep = np.union1d(np.random.default_rng(0).choice(n, 300, replace=False), ends)
+    whole_rng, kept_rng = np.random.default_rng(5), np.random.default_rng(5)
+    whole, kept = shape_draws(conf, n, whole_rng), shape_draws(conf, n, kept_rng, keep)
+    for w, k in zip(whole, kept):
+        assert w.keys() == k.keys()
+    for key in whole[1]:
+        assert np.array_equal(whole[1][key][keep], kept[1][key]), key
+    for key in whole[0]:
+        assert np.array_equal(whole[0][key], kept[0][key]), key
+    assert whole_rng.random() == kept_rng.random()

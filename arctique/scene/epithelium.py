@@ -142,7 +142,7 @@ class _NucleusDraws:
 
     conf: CellTypeConf
     scale: float
-    goblet: np.ndarray  # (n,) bool, every cell
+    goblet: np.ndarray  # bool, of ``rows``
     rows: np.ndarray  # ascending rows whose draws are kept
     plain: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]  # (form, noise) of shape_draws, of ``rows``
     squashed: Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]
