@@ -330,7 +330,7 @@ class SceneRenderer:
         out.format.file_format = "OPEN_EXR"
         out.format.color_depth = "32"
         out.format.color_mode = "RGBA"
-        out.format.exr_codec = "NONE"  # read back at once: ZIP costs 0.05 s per 512 x 512 image, for nothing
+        out.format.exr_codec = "NONE"  # read back at once: ZIP costs 0.04 s per 512 x 512 image (README, Speed)
         out.file_slots[0].path = f"{name}_"
         tree.links.new(layer.outputs[socket], out.inputs[0])
         s.render.filepath = str(workdir / "discard_")
