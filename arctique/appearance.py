@@ -320,8 +320,8 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     h[epi] = st.epithelium_hematoxylin
     mucin = codes == MUCIN
     residue = (1 - st.goblet_clarity) * (0.2 + 5 * strands * (strands > 0.5))
-    e[mucin] = (st.epithelium_eosin * eosin * 0.5 * residue)[mucin]
-    h[mucin] = (st.epithelium_hematoxylin * 2.0 * residue)[mucin]
+    e[mucin] = (st.mucin_eosin * eosin * residue)[mucin]
+    h[mucin] = (st.mucin_hematoxylin * residue)[mucin]
     # Capillaries: an eosinophilic wall around a lumen of faintly stained plasma.
     vessel = codes == VESSEL
     wall = vessel & (parts == VESSEL_WALL)

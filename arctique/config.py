@@ -6,7 +6,7 @@ changes:
 
 * ``seed``, ``tissue``, ``cells``: the scene model (geometry, cell population, labels);
 * ``n_samples``, ``shard``: which seeds this job renders;
-* ``nuclei``, ``stain``, ``optics``: appearance only (a sweep over them re-renders identical geometry);
+* ``nuclei``, ``stain``, ``optics``, ``scanner``: appearance only (a sweep over them re-renders identical geometry);
 * ``noise``: label-noise variants written beside the clean labels;
 * ``output``: where and what is written.
 
@@ -280,7 +280,10 @@ class StainConf:
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
     vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
-    goblet_clarity: float = _num(0.95, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = stained like cytoplasm
+    goblet_clarity: float = _num(0.95, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
+    # OD per um of mucin at goblet_clarity = 0 (times its reticulated strands): pale grey-blue to lilac
+    mucin_hematoxylin: float = _num(0.18, 0, 5)
+    mucin_eosin: float = _num(0.085, 0, 5)
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
     fibre_width_um: float = _num(0.4, 0.1, 5)  # width of collagen fibres
@@ -319,6 +322,24 @@ class OpticsConf:
     # finds a device and keeps it for the rest of the job; a named backend is used or fails.
     gpu_backend: str = _choice("auto", "auto", "optix", "cuda", "hip", "oneapi")
     threads: int = _num(0, 0, 1024)  # CPU threads of a job; 0 = all cores; 1 = no work in forked processes either
+
+
+@dataclass
+class ScannerConf:
+    """What a slide scanner does between the glass and the pixels (arctique/scanner.py): appearance
+    only, off by default (scanner=slide turns it on). Its values: a 20x/0.75 objective, a slightly warm white balance, a 3,000 e- sensor and JPEG
+    at quality 80, as whole-slide scanners store their tiles."""
+
+    enabled: bool = False  # true (scanner=slide): the model below; false: the ideal image, sRGB of the render
+    numerical_aperture: float = _num(0.75, 0.1, 1.4)  # slider: objective NA; PSF sigma = 0.21 lambda / NA
+    wavelength_nm: List[float] = _each([610.0, 540.0, 460.0], 380, 780, length=3)  # centre of R, G, B
+    # residual defocus across the field (um, largest magnitude; blur radius |dz| tan(asin NA))
+    defocus_um: float = _num(0.6, 0, 10)
+    defocus_scale_um: float = _num(40.0, 2, 2000)  # length over which the residual defocus varies
+    glass_rgb: List[float] = _each([241.0, 238.0, 243.0], 64, 255, length=3)  # grey levels of empty glass (white balance)
+    full_well: float = _num(3000.0, 100, 1e7)  # photo-electrons at full scale (shot noise)
+    read_noise: float = _num(10.0, 0, 10000)  # read noise, electrons RMS
+    jpeg_quality: int = _num(80, 5, 100, or_zero=True)  # slider: JPEG quality of the stored image; 0 = lossless
 
 
 # ------------------------------------------------------------------------------------ noise and output
@@ -392,6 +413,7 @@ class ArctiqueConf:
     nuclei: NucleiConf = field(default_factory=NucleiConf)
     stain: StainConf = MISSING
     optics: OpticsConf = MISSING
+    scanner: ScannerConf = MISSING
     noise: NoiseConf = MISSING
     output: OutputConf = MISSING
 
@@ -571,7 +593,7 @@ def scene_part(cfg: ArctiqueConf) -> Dict[str, Any]:
 
 # Values that never change a sample's files: which seeds, where, and on which device.
 NOT_IN_FINGERPRINT = {"optics": ("device", "gpu_backend", "threads"), "output": ("root", "overwrite")}
-FINGERPRINT_NODES = ("tissue", "cells", "nuclei", "stain", "optics", "noise", "output")
+FINGERPRINT_NODES = ("tissue", "cells", "nuclei", "stain", "optics", "scanner", "noise", "output")
 
 
 def fingerprint(values: Dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ from .scene.model import Crypts, Rips, Section
 from .scene.build import add_stroma, build_tissue, scene_rows
 from .labels.trace import Mesh, crossings, z_range
 from .parallel import Background
+from .scanner import scan
 from .scene.cells import Shells, body_mesh, join_shells, nucleus_mesh, nucleus_shells
 from .stopping import StopOnSignal
 from .timing import StageTimer
@@ -41,14 +42,9 @@ if TYPE_CHECKING:  # bpy is imported only where something is rendered
 
 logger = logging.getLogger(__name__)
 
-COLOUR_PIPELINE = ("Cycles linear transmittance of a white back-light (optics.white_level), "
-                   "Standard view transform, then the sRGB transfer function (IEC 61966-2-1), uint8")
-
-
-def srgb_uint8(linear: np.ndarray) -> np.ndarray:
-    x = np.clip(linear, 0, 1)
-    encoded = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return np.rint(encoded * 255).astype(np.uint8)
+COLOUR_PIPELINE = ("Cycles linear transmittance of a white back-light (optics.white_level), Standard view "
+                   "transform; the scanner (sample.scanner): point-spread function, residual defocus, white "
+                   "balance, sensor noise; the sRGB transfer function (IEC 61966-2-1), uint8; JPEG")
 
 
 def software_versions(blender: str) -> Dict[str, str]:
@@ -133,8 +129,10 @@ def generate(cfg: ArctiqueConf, seed: int, dataset: ds.Dataset, parameters: Dict
     timer.beside.update(seconds)
     device = rendered.device
     focus_z = (scene.section.z0 + scene.section.z1) / 2 + cfg.optics.focus_offset_um
-    image = srgb_uint8(rendered.image)
-    meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record},
+    with timer("scanner"):
+        image, scanned = scan(rendered.image, cfg.scanner, cfg.optics, seed)
+    meta = {"sample": {**_sample_values(cfg, scene, focus_z, device), "ambiguity": ambiguity.record,
+                       "scanner": scanned},
             "software": software_versions(rendered.blender), "cells": labels.cells}
     with timer("write"):
         write_sample(staged, RenderedSample(seed, cfg.optics.mpp, image, labels, tissue_codes, scene, meta,

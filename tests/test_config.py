@@ -103,7 +103,7 @@ def test_every_number_declares_a_bounded_range_and_every_bound_is_enforced():
 
 def test_group_files_hold_only_values_that_differ_from_the_schema():
     defaults = to_dict(ArctiqueConf(tissue=schema.TissueConf(), cells=schema.CellsConf(), stain=schema.StainConf(),
-                                    optics=schema.OpticsConf(), noise=schema.NoiseConf(), output=schema.OutputConf()))
+                                    optics=schema.OpticsConf(), scanner=schema.ScannerConf(), noise=schema.NoiseConf(), output=schema.OutputConf()))
     for path in sorted(CONF.glob("*/*.yaml")):
         if path.parent.name == "hydra":
             continue

@@ -554,10 +554,10 @@ def test_a_saved_scene_holds_the_multiplied_sheet_and_renders_the_same_image(tmp
     """``output.save_blend``: the .blend (saved by a job started in another working folder than
     $PWD) holds the tissue sheet that the render multiplied in, and Blender rendering the file as it
     is gives the sample's image."""
-    from arctique.pipeline import srgb_uint8
+    from arctique.scanner import srgb_uint8
 
     run_cli(tmp_path, f"seed={SEED}", "optics.image_size=96", "optics.samples=64", "output.z_slices=2",
-            "cells.mesh_subdivisions=2", "output.save_blend=true")
+            "cells.mesh_subdivisions=2", "output.save_blend=true", "scanner=none")
     root = tmp_path / "rendered"
     done = subprocess.run([sys.executable, "-c", RENDER_SAVED_SCENE, str(root / f"scenes/{SEED}.blend"),
                            str(tmp_path / "again.exr"), str(tmp_path / "again.npy")],
