@@ -264,6 +264,7 @@ class MatrixPatterns:
     fibres: np.ndarray  # collagen fibres, in [0, 1]
     mottle: np.ndarray  # uneven eosin uptake, around 1
     strands: np.ndarray  # mucin strands, in [0, 1]
+    grain: np.ndarray  # fine granular texture of cytoplasm, matrix and mucin, around 1
 
 
 def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
@@ -278,7 +279,10 @@ def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
     mottle = _periodic_blur(rng.normal(size=shape), (0.5, 3.0 / op.mpp, 3.0 / op.mpp))
     mottle = 1 + 0.2 * mottle / (mottle.std() + 1e-12)
     strands = _ridges(_periodic_blur(rng.normal(size=shape), (0.3, 1.0 / op.mpp, 1.0 / op.mpp)), 0.12)
-    return MatrixPatterns(fibres, mottle, strands)
+    grain_um = st.grain_um / op.mpp
+    grain = _periodic_blur(stream(seed, "appearance/grain").normal(size=shape), (0.3, grain_um, grain_um))
+    grain = np.clip(1 + st.grain * grain / (grain.std() + 1e-12), 0, None)
+    return MatrixPatterns(fibres, mottle, strands, grain)
 
 
 def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[], MatrixPatterns],
@@ -319,7 +323,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     e[apical] += st.apical_eosin * eosin
     h[epi] = st.epithelium_hematoxylin
     mucin = codes == MUCIN
-    residue = (1 - st.goblet_clarity) * (0.2 + 5 * strands * (strands > 0.5))
+    residue = (1 - st.goblet_clarity) * (st.mucin_floor + (1 - st.mucin_floor) * 2 * strands)
     e[mucin] = (st.mucin_eosin * eosin * residue)[mucin]
     h[mucin] = (st.mucin_hematoxylin * residue)[mucin]
     # Capillaries: an eosinophilic wall around a lumen of faintly stained plasma.
@@ -330,6 +334,8 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     e[vessel & ~wall] = st.plasma_eosin * eosin
     out[..., 2][codes == BLOOD] = st.blood_density
     e[codes == BLOOD] = st.stroma_eosin * eosin
+    cytoplasm_and_matrix = stroma | epi | mucin
+    out[cytoplasm_and_matrix] *= matrix.grain[cytoplasm_and_matrix][:, None]
     out *= (1 - occupied)[..., None]
     return np.clip(out, 0, None)
 

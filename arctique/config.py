@@ -74,17 +74,17 @@ def _choice(default: str, *choices: str) -> Any:
 
 @dataclass
 class CryptConf:
-    spacing_um: float = _num(122.0, 20, 1000)  # centre distance of neighbouring crypts (hexagonal lattice)
-    spacing_jitter: float = _num(0.1, 0, 0.4)  # random displacement of crypt centres, fraction of spacing
-    radius_um: float = _num(44.0, 5, 300)  # outer (basal) radius of a crypt
-    radius_jitter: float = _num(0.1, 0, 0.5)  # per-crypt relative radius variation
-    lumen_radius_um: float = _num(7.0, 0.5, 150)  # mean radius of the lumen
+    spacing_um: float = _num(84.0, 20, 1000)  # centre distance of neighbouring crypts (hexagonal lattice)
+    spacing_jitter: float = _num(0.05, 0, 0.4)  # random displacement of crypt centres, fraction of spacing
+    radius_um: float = _num(33.0, 5, 300)  # outer (basal) radius of a crypt
+    radius_jitter: float = _num(0.05, 0, 0.5)  # per-crypt relative radius variation
+    lumen_radius_um: float = _num(5.0, 0.5, 150)  # mean radius of the lumen
     lumen_lobes: List[int] = _span([2, 6], 2, 12)  # folds of the lumen (2: a slit)
-    lumen_fold: List[float] = _span([0.35, 0.6], 0, 0.9)  # relative depth of the folds
+    lumen_fold: List[float] = _span([0.1, 0.35], 0, 0.9)  # relative depth of the folds
     depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
     warp_um: float = _num(5.0, 0, 250)  # amplitude of the meander of the crypt axis (also <= spacing_um / 4)
     warp_wavelength_um: float = _num(160.0, 10, 2000)  # wavelength of that meander
-    wall_roughness: float = _num(0.08, 0, 0.3)  # relative amplitude of the angular modulation of the wall
+    wall_roughness: float = _num(0.15, 0, 0.3)  # relative amplitude of the angular modulation of the wall
 
 
 @dataclass
@@ -103,23 +103,23 @@ class SectionConf:
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = _num(4.3, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
+    spacing_um: float = _num(5.0, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
     row_spacing_um: float = _num(5.5, 1, 30)  # ... and along the crypt axis
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(1.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
     goblet_fraction: float = _num(0.24, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([30.0, 36.0], 1, 40)  # radial extent of mucin (theca and stem)
-    goblet_width_um: List[float] = _span([15.0, 18.0], 1, 40)  # greatest width of a theca around the crypt
-    goblet_fill: float = _num(1.0, 0.3, 1)  # a theca spans this share of the angle between goblets ...
+    goblet_length_um: List[float] = _span([10.0, 14.0], 1, 40)  # radial extent of mucin (theca and stem)
+    goblet_width_um: List[float] = _span([8.0, 12.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_fill: float = _num(0.75, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
-    goblet_stagger: float = _num(0.0, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
+    goblet_stagger: float = _num(0.5, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
     goblet_height_um: float = _num(9.5, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
     goblet_exponent: float = _num(3.0, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
 
 
 @dataclass
 class RipsConf:
-    strength: float = _num(0.02, 0, 0.5)  # share of the field torn open (white tears)
+    strength: float = _num(0.005, 0, 0.5)  # share of the field torn open (white tears)
     scale_um: float = _num(45.0, 5, 500)  # spacing of the crack network
     patch_um: float = _num(60.0, 5, 1000)  # size of the damaged patches that carry cracks
     cleft_um: float = _num(2.0, 0, 10)  # greatest width of the retraction clefts along crypt walls in damaged patches
@@ -211,7 +211,7 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[8.0, 13.0], elongation=[1.5, 2.3], shape_noise=0.22, shape_frequency=[3.5, 7.0],
+        length_um=[10.4, 16.9], elongation=[1.3, 1.8], shape_noise=0.22, shape_frequency=[3.5, 7.0],
         hematoxylin=1.0,
         chromatin=1.0, rim=0.6, nucleoli=0.8)
     PLA: CellTypeConf = _type(
@@ -253,7 +253,7 @@ class CellsConf:
 
 @dataclass
 class NucleiConf:
-    intensity: float = _num(0.6, 0, 1)  # slider: hematoxylin uptake of all nuclei
+    intensity: float = _num(0.5, 0, 1)  # slider: hematoxylin uptake of all nuclei
     chromatin_contrast: float = _num(0.55, 0, 1)  # strength of the chromatin texture
     chromatin_scale_um: float = _num(0.9, 0.1, 10)  # grain size of the chromatin texture
     lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
@@ -262,31 +262,37 @@ class NucleiConf:
 @dataclass
 class StainConf:
     # OD directions (RGB; three values in [0, 5], not all zero). Eosin: Macenko et al.'s
-    # typical-slide estimate. Hematoxylin: that estimate turned 3 degrees towards Ruifrok and
+    # typical-slide estimate (0.2159, 0.8012, 0.5581) turned 7.6 degrees towards the vivid real
+    # slides, whose eosin absorbs less blue (stain=vivid and stain=pale are the ends). Hematoxylin:
+    # that estimate turned 3 degrees towards Ruifrok and
     # Johnston's pure dye (0.65, 0.70, 0.29), because every rendered nucleus also holds some eosin: a
     # Macenko estimate on the image then lands near the published slide vector and nuclei read
     # purple-blue. Blood from oxyhaemoglobin.
     hematoxylin_od: List[float] = _each([0.5935, 0.7155, 0.3685], 0, 5, length=3)
-    eosin_od: List[float] = _each([0.2159, 0.8012, 0.5581], 0, 5, length=3)
+    eosin_od: List[float] = _each([0.2782, 0.8485, 0.4502], 0, 5, length=3)
     blood_od: List[float] = _each([0.10, 0.80, 0.59], 0, 5, length=3)
-    eosin_intensity: float = _num(1.0, 0, 3)  # slider: multiplies every eosin concentration
-    stroma_eosin: float = _num(0.2, 0, 5)  # OD per um of the stroma matrix between fibres
+    eosin_intensity: float = _num(1.6, 0, 3)  # slider: multiplies every eosin concentration
+    stroma_eosin: float = _num(0.12, 0, 5)  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
-    stroma_hematoxylin: float = _num(0.09, 0, 5)  # OD per um of stroma background
-    epithelium_eosin: float = _num(0.17, 0, 5)  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = _num(0.09, 0, 5)  # OD per um of epithelial cytoplasm
+    stroma_hematoxylin: float = _num(0.015, 0, 5)  # OD per um of stroma background
+    epithelium_eosin: float = _num(0.12, 0, 5)  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = _num(0.04, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.25, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
     vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
-    goblet_clarity: float = _num(0.95, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
+    goblet_clarity: float = _num(0.6, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
     # OD per um of mucin at goblet_clarity = 0 (times its reticulated strands): pale grey-blue to lilac
-    mucin_hematoxylin: float = _num(0.18, 0, 5)
+    mucin_hematoxylin: float = _num(0.3, 0, 5)
     mucin_eosin: float = _num(0.085, 0, 5)
+    # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
+    mucin_floor: float = _num(0.4, 0, 1)
+    grain: float = _num(0.3, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
+    grain_um: float = _num(0.6, 0.1, 10)  # its grain size
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
-    fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
-    fibre_width_um: float = _num(0.4, 0.1, 5)  # width of collagen fibres
+    fibre_contrast: float = _num(0.6, 0, 1)  # contrast of the stroma fibre texture
+    fibre_width_um: float = _num(0.7, 0.1, 5)  # width of collagen fibres
     fibre_wave_um: float = _num(6.0, 1, 100)  # length over which fibres wave
     colour_shift: float = _num(0.0, -1, 1)  # slider: rotates both stain OD vectors (-1 bluer, +1 redder)
 
@@ -327,10 +333,10 @@ class OpticsConf:
 @dataclass
 class ScannerConf:
     """What a slide scanner does between the glass and the pixels (arctique/scanner.py): appearance
-    only, off by default (scanner=slide turns it on). Its values: a 20x/0.75 objective, a slightly warm white balance, a 3,000 e- sensor and JPEG
+    only. Defaults: a 20x/0.75 objective, a slightly warm white balance, a 3,000 e- sensor and JPEG
     at quality 80, as whole-slide scanners store their tiles."""
 
-    enabled: bool = False  # true (scanner=slide): the model below; false: the ideal image, sRGB of the render
+    enabled: bool = True  # false (scanner=none): the ideal image, sRGB of the render
     numerical_aperture: float = _num(0.75, 0.1, 1.4)  # slider: objective NA; PSF sigma = 0.21 lambda / NA
     wavelength_nm: List[float] = _each([610.0, 540.0, 460.0], 380, 780, length=3)  # centre of R, G, B
     # residual defocus across the field (um, largest magnitude; blur radius |dz| tan(asin NA))
@@ -339,7 +345,7 @@ class ScannerConf:
     glass_rgb: List[float] = _each([241.0, 238.0, 243.0], 64, 255, length=3)  # grey levels of empty glass (white balance)
     full_well: float = _num(3000.0, 100, 1e7)  # photo-electrons at full scale (shot noise)
     read_noise: float = _num(10.0, 0, 10000)  # read noise, electrons RMS
-    jpeg_quality: int = _num(80, 5, 100, or_zero=True)  # slider: JPEG quality of the stored image; 0 = lossless
+    jpeg_quality: int = _num(0, 5, 100, or_zero=True)  # slider: JPEG quality of the stored image (scanners: 30-90); 0 = lossless
 
 
 # ------------------------------------------------------------------------------------ noise and output

@@ -84,7 +84,8 @@ def test_blurred_and_recoloured_fields_are_told_apart_and_the_features_say_how(e
     assert by_name["gradient_p99"]["difference"] > 1
     assert abs(r["features"][0]["difference"]) >= abs(r["features"][-1]["difference"])
     text = summary(export_dataset, "--realism", real, "--real-mpp", 1, "--crop-px", 48).stdout
-    assert "two-sample test, balanced accuracy" in text and "lab_a" in text and "gradient_p99" in text
+    assert "two-sample test, balanced accuracy" in text and "lab_a" in text
+    assert r["features"][0]["name"] in text
 
 
 def test_sources_from_a_file_name_pattern(export_dataset, tmp_path):

@@ -87,7 +87,10 @@ def test_stats_of_a_small_render_agree_with_its_tables_and_image(small_dataset, 
     sds = [rgb[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).std(axis=0).mean()
            for y in range(2, rgb.shape[0] - 2) for x in range(2, rgb.shape[1] - 2)
            if white[y - 2:y + 3, x - 2:x + 3].all()]
-    assert image["near_white_noise"]["mean"] == pytest.approx(np.median(sds), abs=1e-9)
+    if sds:
+        assert image["near_white_noise"]["mean"] == pytest.approx(np.median(sds), abs=1e-9)
+    else:  # the scanner's glass level and noise leave no 5 x 5 window above 235 in this small field
+        assert image["near_white_noise"] is None
 
     for stain, ref in (("h", stats.REFERENCE_H), ("e", stats.REFERENCE_E)):
         vector = np.array(image[f"macenko_{stain}"]["mean"])
