@@ -326,6 +326,9 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     residue = (1 - st.goblet_clarity) * (st.mucin_floor + (1 - st.mucin_floor) * 2 * strands)
     e[mucin] = (st.mucin_eosin * eosin * residue)[mucin]
     h[mucin] = (st.mucin_hematoxylin * residue)[mucin]
+    # Crypt lumens hold a little secreted mucus: faint strands, never bare glass.
+    lumen = codes == LUMEN
+    h[lumen] = (st.lumen_mucus * (st.mucin_floor + (1 - st.mucin_floor) * 2 * strands))[lumen]
     # Capillaries: an eosinophilic wall around a lumen of faintly stained plasma.
     vessel = codes == VESSEL
     wall = vessel & (parts == VESSEL_WALL)
@@ -334,7 +337,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     e[vessel & ~wall] = st.plasma_eosin * eosin
     out[..., 2][codes == BLOOD] = st.blood_density
     e[codes == BLOOD] = st.stroma_eosin * eosin
-    cytoplasm_and_matrix = stroma | epi | mucin
+    cytoplasm_and_matrix = stroma | epi | mucin | lumen
     out[cytoplasm_and_matrix] *= matrix.grain[cytoplasm_and_matrix][:, None]
     out *= (1 - occupied)[..., None]
     return np.clip(out, 0, None)

@@ -288,8 +288,9 @@ class StainConf:
     mucin_eosin: float = _num(0.085, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
     mucin_floor: float = _num(0.4, 0, 1)
-    grain: float = _num(0.3, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
-    grain_um: float = _num(0.6, 0.1, 10)  # its grain size
+    lumen_mucus: float = _num(0.06, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
+    grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
+    grain_um: float = _num(0.8, 0.1, 10)  # its grain size
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.6, 0, 1)  # contrast of the stroma fibre texture
     fibre_width_um: float = _num(0.7, 0.1, 5)  # width of collagen fibres
