@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import pytest
@@ -235,22 +235,34 @@ SCANNER_SLIDERS = {
 }
 
 
-@pytest.mark.parametrize("key", list(SCANNER_SLIDERS))
-def test_scanner_slider_has_a_monotone_effect_and_keeps_the_scene(base, key):
-    values, statistic, direction, min_step = SCANNER_SLIDERS[key]
-    roots = []
+def render_slider(base: Path, key: str, values: List, on: Sequence[str] = ()) -> Tuple[List[Path], List[bool]]:
+    """Variations of ``base`` with ``key`` at each value (and the changes ``on``): their folders and
+    whether each re-rendered the saved scene."""
+    roots, kept = [], []
     for value in values:
         out = base / "sliders" / f"{key}={value}"
-        # no residual defocus: its blur grows with the aperture (radius |dz| tan(asin NA))
-        on = ["scanner.enabled=true", "scanner.defocus_um=0"]
-        jobs = plan(base, OmegaConf.from_dotlist([*on, f"{key}={value}"]), out)
-        assert jobs[0].scene_file is not None
+        jobs = plan(base, OmegaConf.from_dotlist([*on, f"{key}={json.dumps(value)}"]), out)
         counts = render_samples(Dataset(out), jobs, overwrite=False, progress=False)
         assert counts.rendered + counts.skipped == 1 and not counts.failed
         roots.append(out)
+        kept.append(jobs[0].scene_file is not None)
+    return roots, kept
+
+
+def assert_monotone(key: str, values: List, roots: List[Path], statistic: Callable[[Path, int], float],
+                    direction: int, min_step: float) -> None:
     stats = [statistic(r, 3) for r in roots]
     steps = np.diff(stats) * direction
     assert (steps >= min_step).all(), f"{key}: {dict(zip(map(str, values), stats))}, steps >= {min_step}"
+
+
+@pytest.mark.parametrize("key", list(SCANNER_SLIDERS))
+def test_scanner_slider_has_a_monotone_effect_and_keeps_the_scene(base, key):
+    values, statistic, direction, min_step = SCANNER_SLIDERS[key]
+    # no residual defocus: its blur grows with the aperture (radius |dz| tan(asin NA))
+    roots, kept = render_slider(base, key, values, ["scanner.enabled=true", "scanner.defocus_um=0"])
+    assert all(kept)
+    assert_monotone(key, values, roots, statistic, direction, min_step)
     assert all(same_labels(base, r, 3) for r in roots)
 
 
@@ -258,18 +270,9 @@ def test_scanner_slider_has_a_monotone_effect_and_keeps_the_scene(base, key):
 def test_slider_has_a_monotone_effect(base, key):
     values, statistic, direction, keeps, min_step = SLIDERS[key]
     base_value = OmegaConf.select(OmegaConf.load(base / "parameters/3.json"), key)
-    roots = []
-    for value in values:
-        change = OmegaConf.from_dotlist([f"{key}={json.dumps(value)}"])
-        out = base / "sliders" / f"{key}={value}"
-        jobs = plan(base, change, out)
-        assert (jobs[0].scene_file is not None) == (keeps == SCENE or value == base_value)
-        counts = render_samples(Dataset(out), jobs, overwrite=False, progress=False)
-        assert counts.rendered + counts.skipped == 1 and not counts.failed
-        roots.append(out)
-    stats = [statistic(r, 3) for r in roots]
-    steps = np.diff(stats) * direction
-    assert (steps >= min_step).all(), f"{key}: {dict(zip(map(str, values), stats))}, steps >= {min_step}"
+    roots, kept = render_slider(base, key, values)
+    assert kept == [keeps == SCENE or value == base_value for value in values]
+    assert_monotone(key, values, roots, statistic, direction, min_step)
     if keeps != NEITHER:
         assert all(same_labels(roots[0], r, 3, scene=keeps == SCENE) for r in roots[1:])
     if key in TISSUE_SHARES:
