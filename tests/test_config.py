@@ -101,6 +101,48 @@ def test_every_number_declares_a_bounded_range_and_every_bound_is_enforced():
     assert checked > 100  # every scalar of the schema, at both ends
 
 
+def _with(cfg, key: str, value):
+    """A copy of the typed config with ``key`` set to ``value``, unvalidated."""
+    bad = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cfg), {}))
+    node = bad
+    *path, leaf = key.split(".")
+    for part in path:
+        node = getattr(node, part)
+    setattr(node, leaf, value)
+    return bad
+
+
+def test_every_list_and_mapping_refuses_values_just_outside_each_end_and_reversed_spans():
+    """Ranges [lo, hi] sampled per sample, per-channel lists and per-class mappings: one value just
+    below lo or above hi, at either position, and a reversed span each stop validation naming the key."""
+    cfg = load_config()
+    checked = 0
+    for key, f, value in _leaf_fields(cfg):
+        if "range" not in f.metadata or not isinstance(value, (list, dict)) or not value:
+            continue
+        lo, hi = f.metadata["range"]
+        if isinstance(value, dict):
+            name = next(iter(value))
+            inner = value[name]
+            if isinstance(inner, dict):  # noise.semantic.confusion rows are empty by default
+                continue
+            cases = [{**value, name: lo - 1}, {**value, name: hi + 1}]
+        else:
+            cases = []
+            for position in range(len(value)):
+                for outside in (lo - 1, hi + 1):
+                    changed = list(value)
+                    changed[position] = type(value[position])(outside)
+                    cases.append(changed)
+            if f.metadata.get("ordered"):
+                cases.append([hi, lo])
+        for case in cases:
+            with pytest.raises(ConfigError, match=re.escape(key)):
+                validate(_with(cfg, key, case))
+            checked += 1
+    assert checked > 100
+
+
 def test_group_files_hold_only_values_that_differ_from_the_schema():
     defaults = to_dict(ArctiqueConf(tissue=schema.TissueConf(), cells=schema.CellsConf(), stain=schema.StainConf(),
                                     optics=schema.OpticsConf(), scanner=schema.ScannerConf(), noise=schema.NoiseConf(), output=schema.OutputConf()))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
 from arctique.compose import load_config
-from arctique.io.dataset import Dataset, sample_files
+from arctique.io.dataset import Dataset, sample_files, write_label_tiff
 from arctique import pipeline
 from arctique.pipeline import Counts, generate, run
 from arctique.render.worker import Renderer
@@ -128,3 +131,16 @@ def test_failed_sample_is_recorded_and_the_job_goes_on(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "write_targets", real_targets)
     assert run(cfg, {}, progress=False) == Counts(rendered=1, skipped=1)
     assert dataset.completed() == {8, 9} and dataset.failures() == {}
+
+
+@pytest.mark.parametrize("mpp, px_per_cm", [(0.5, 20000.0), (0.25, 40000.0), (2.0, 5000.0)])
+def test_label_tiffs_carry_the_pixel_size_in_pixels_per_centimetre(tmp_path, mpp, px_per_cm):
+    path = tmp_path / "labels.tif"
+    write_label_tiff(path, np.zeros((4, 4), np.uint16), mpp)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
+        for tag in ("XResolution", "YResolution"):
+            numerator, denominator = page.tags[tag].value
+            assert numerator / denominator == pytest.approx(px_per_cm)
+        assert json.loads(page.description)["mpp_um"] == mpp

@@ -168,7 +168,7 @@ def test_hematoxylin_marks_the_nuclei_and_the_brightest_pixels_are_unstained(sma
     # mucin; this field has no gut lumen, its tears are a pixel or two wide), and they are near white.
     grey = image.mean(2)
     brightest = grey >= np.percentile(grey, 99.5)
-    tissue = tifffile.imread(small_dataset / "masks/tissue/3.tif")
+    tissue = tifffile.imread(small_dataset / f"masks/tissue/{SEED}.tif")
     assert np.isin(tissue[brightest], [OUTSIDE, RIP, LUMEN, MUCIN]).all()
     assert grey[brightest].min() > 205
 
@@ -576,3 +576,23 @@ def test_a_saved_scene_holds_the_multiplied_sheet_and_renders_the_same_image(tmp
     # (``render.film``): 0.7 grey levels RMSE here; a scene without its sheet is tens of levels brighter.
     assert np.sqrt(np.mean((again - image) ** 2)) < 1.5
     assert abs((again - image).mean()) < 0.4
+
+
+def test_centroid_px_is_the_centre_of_a_fully_visible_nucleus_in_x_y(small_dataset):
+    """``centroid_px`` (x = column, y = row) of nuclei the section does not cut, that nothing hides
+    and that touch no other nucleus or the border lies at the mean of their pixels."""
+    from scipy import ndimage
+
+    cells = read(small_dataset, "metadata")["cells"]
+    instance = read(small_dataset, "instance")
+    overlap = tifffile.imread(small_dataset / f"masks/overlap/{SEED}.tif")
+    errors = []
+    for c in cells:
+        pixels = instance == c["id"]
+        ring = ndimage.binary_dilation(pixels) & ~pixels
+        if not pixels.any() or c["cut_top"] or c["cut_bottom"] or (overlap[pixels] != 1).any() \
+                or (instance[ring] > 0).any() or pixels[[0, -1]].any() or pixels[:, [0, -1]].any():
+            continue
+        rows, cols = np.nonzero(pixels)
+        errors.append(np.hypot(cols.mean() - c["centroid_px"][0], rows.mean() - c["centroid_px"][1]))
+    assert len(errors) >= 5 and max(errors) < 1.0, errors
