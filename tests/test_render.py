@@ -15,7 +15,7 @@ from PIL import Image
 from arctique import classes
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset, sample_files, slice_file
-from arctique.labels.exact import tissue_classes
+from arctique.labels.exact import tissue_classes, tissue_mask
 from arctique.scene import load
 from arctique.scene.cells import body_mesh, nucleus_mesh
 from arctique.scene.model import LUMEN, MUCIN, OUTSIDE, RIP
@@ -596,3 +596,14 @@ def test_centroid_px_is_the_centre_of_a_fully_visible_nucleus_in_x_y(small_datas
         rows, cols = np.nonzero(pixels)
         errors.append(np.hypot(cols.mean() - c["centroid_px"][0], rows.mean() - c["centroid_px"][1]))
     assert len(errors) >= 5 and max(errors) < 1.0, errors
+
+
+def test_the_written_tissue_mask_is_the_saved_scene_evaluated_at_the_pixel_centres(small_dataset):
+    """The tissue mask comes from the texture's compartments; evaluated independently from the saved
+    scene model (``labels.exact.tissue_mask``) it is the same, code for code."""
+    sample = read(small_dataset, "metadata")["sample"]
+    scene = load(small_dataset / f"scenes/{SEED}.npz")
+    expected = tissue_mask(scene, sample["image_size_px"], sample["mpp_um"])
+    written = read(small_dataset, "tissue")
+    assert len(np.unique(written)) >= 4
+    assert np.array_equal(written, expected)
