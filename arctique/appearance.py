@@ -323,12 +323,13 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     e[apical] += st.apical_eosin * eosin
     h[epi] = st.epithelium_hematoxylin
     mucin = codes == MUCIN
-    residue = (1 - st.goblet_clarity) * (st.mucin_floor + (1 - st.mucin_floor) * 2 * strands)
+    mesh = st.mucin_floor + (1 - st.mucin_floor) * 2 * strands  # mucin: strands over a floor
+    residue = (1 - st.goblet_clarity) * mesh
     e[mucin] = (st.mucin_eosin * eosin * residue)[mucin]
     h[mucin] = (st.mucin_hematoxylin * residue)[mucin]
     # Crypt lumens hold a little secreted mucus: faint strands, never bare glass.
     lumen = codes == LUMEN
-    h[lumen] = (st.lumen_mucus * (st.mucin_floor + (1 - st.mucin_floor) * 2 * strands))[lumen]
+    h[lumen] = (st.lumen_mucus * mesh)[lumen]
     # Capillaries: an eosinophilic wall around a lumen of faintly stained plasma.
     vessel = codes == VESSEL
     wall = vessel & (parts == VESSEL_WALL)

@@ -334,8 +334,8 @@ class OpticsConf:
 @dataclass
 class ScannerConf:
     """What a slide scanner does between the glass and the pixels (arctique/scanner.py): appearance
-    only. Defaults: a 20x/0.75 objective, a slightly warm white balance, a 3,000 e- sensor and JPEG
-    at quality 80, as whole-slide scanners store their tiles."""
+    only. Defaults: a 20x/0.75 objective, a slightly warm white balance, a 3,000 e- sensor, and no
+    JPEG (at quality 80 with 4:2:0 chroma, colour deconvolution no longer separates nuclei well)."""
 
     enabled: bool = True  # false (scanner=none): the ideal image, sRGB of the render
     numerical_aperture: float = _num(0.75, 0.1, 1.4)  # slider: objective NA; PSF sigma = 0.21 lambda / NA

@@ -25,11 +25,12 @@ from PIL import Image, ImageDraw
 
 from . import rng
 from .io import dataset as ds
-from .stats import TIFF_SUFFIXES, read_reference
+from .stats import TIFF_SUFFIXES, optical_density, read_reference, read_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp") + TIFF_SUFFIXES
 OURS = "ours"
 REAL_REGION_PX = 4096  # side of the central square read from each real image
+OD_I0 = 256.0  # the features' OD: -log10((I + 1) / 256), zero for white whatever a scan's glass level
 
 
 class RealismError(ValueError):
@@ -133,8 +134,7 @@ def dataset_images(root: Path, indices: Sequence[int]) -> List[Tuple[np.ndarray,
     for i in indices:
         files = ds.sample_files(i)
         mpp = float(json.loads((root / files["metadata"]).read_text())["sample"]["mpp_um"])
-        with Image.open(root / files["image"]) as im:
-            out.append((np.asarray(im.convert("RGB")), mpp, f"seed {i}"))
+        out.append((read_rgb(root / files["image"]), mpp, f"seed {i}"))
     return out
 
 
@@ -161,9 +161,8 @@ def crop_features(rgb: np.ndarray, mpp: float, s: RealismSettings) -> Dict[str, 
     from scipy import ndimage
     from skimage import color, feature, filters, measure
 
-    x = rgb.astype(np.float64)
     grey = color.rgb2gray(rgb) * 255
-    od = -np.log10((x + 1) / 256)
+    od = optical_density(rgb, OD_I0)
     hed = color.rgb2hed(rgb)
     hsv = color.rgb2hsv(rgb)
     lowest = rgb.min(axis=2)

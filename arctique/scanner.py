@@ -10,9 +10,9 @@ slab) through an ideal pinhole-free lens; a scanner adds, in this order,
    are thicker than the depth of field): a blur disc of radius |dz| tan(asin NA), as a Gaussian
    of half that radius;
 3. the white balance: empty glass at ``glass_rgb`` grey levels rather than 255;
-4. the sensor: shot noise at ``full_well`` electrons for glass, plus read noise;
-5. the sRGB transfer function to 8 bits, and JPEG compression with 4:2:0 chroma subsampling as
-   slide scanners store their tiles.
+4. the sensor: shot noise at ``full_well`` electrons for full scale (sRGB 255), plus read noise;
+5. the sRGB transfer function to 8 bits, and (``jpeg_quality`` > 0) JPEG compression with 4:2:0
+   chroma subsampling as slide scanners store their tiles.
 
 ``scanner.enabled=false`` (``scanner=none``) gives the ideal image: sRGB of the render at the
 optics' white level.
@@ -73,11 +73,12 @@ def blurred(linear: np.ndarray, scanner: ScannerConf, mpp: float, gen: np.random
     defocus = np.abs(defocus_field_um(linear.shape[:2], scanner, mpp, gen))
     na = min(scanner.numerical_aperture, 0.999)  # a dry objective's cone; immersion NA > 1 caps at 90 deg
     defocus_sigma_px = defocus * np.tan(np.arcsin(na)) / 2 / mpp
-    widths = np.linspace(0, defocus_sigma_px.max(), DEFOCUS_LEVELS)
+    widest = defocus_sigma_px.max()
+    widths = np.linspace(0, widest, DEFOCUS_LEVELS) if widest > 0 else [0.0]  # in focus: one level
     stack = np.stack([np.stack([ndimage.gaussian_filter(linear[..., c], np.hypot(psf[c], w), mode="nearest")
                                 for c in range(3)], axis=-1) for w in widths])
-    if widths[-1] > 0:
-        position = defocus_sigma_px / widths[-1] * (DEFOCUS_LEVELS - 1)
+    if widest > 0:
+        position = defocus_sigma_px / widest * (DEFOCUS_LEVELS - 1)
         low = np.minimum(position.astype(int), DEFOCUS_LEVELS - 2)
         t = (position - low)[..., None]
         rows, cols = np.indices(low.shape)
@@ -90,8 +91,8 @@ def blurred(linear: np.ndarray, scanner: ScannerConf, mpp: float, gen: np.random
 
 
 def sensor(linear: np.ndarray, scanner: ScannerConf, gen: np.random.Generator) -> np.ndarray:
-    """Photo-electrons (Poisson) plus read noise (Gaussian), back in units of the glass level's
-    signal = 1 at ``full_well`` electrons."""
+    """Photo-electrons (Poisson) plus read noise (Gaussian), back in units of full scale: signal 1
+    at ``full_well`` electrons."""
     electrons = gen.poisson(np.clip(linear, 0, None) * scanner.full_well).astype(np.float64)
     electrons += gen.normal(0.0, scanner.read_noise, electrons.shape) if scanner.read_noise else 0.0
     return electrons / scanner.full_well

@@ -10,6 +10,7 @@ fingerprint of the config that made the sample; each job records the seeds it wa
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import hashlib
 import io
@@ -301,6 +302,18 @@ def write_label_tiff(path: Path, labels: np.ndarray, mpp: float) -> None:
     px_per_cm = 1e4 / mpp
     tifffile.imwrite(path, labels, compression="zlib", resolution=(px_per_cm, px_per_cm),
                      resolutionunit="CENTIMETER", metadata={"mpp_um": mpp}, software="arctique-gen")
+
+
+def write_array(path: Path, array: np.ndarray) -> None:
+    """``np.save``, with a short write on a full file system reported as one (numpy raises an
+    OSError without errno when the file system takes fewer bytes than it was given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        np.save(path, array)
+    except OSError as e:
+        if e.errno is None and shutil.disk_usage(path.parent).free < array.nbytes:
+            raise OSError(errno.ENOSPC, f"No space left on device: {e}", str(path)) from e
+        raise
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:

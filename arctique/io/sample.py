@@ -3,8 +3,6 @@ sample's staging folder under the names of ``dataset.sample_files``. numpy only 
 
 from __future__ import annotations
 
-import errno
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping
@@ -44,9 +42,7 @@ def write_sample(folder: Path, sample: RenderedSample, with_preview: bool) -> No
     ds.write_png(folder / files["image"], sample.image)
     for key, plane in sample.label_maps().items():
         ds.write_label_tiff(folder / files[key], plane, mpp)
-    stack_path = folder / files["stack"]
-    stack_path.parent.mkdir(parents=True, exist_ok=True)
-    save_array(stack_path, sample.labels.stack)
+    ds.write_array(folder / files["stack"], sample.labels.stack)
     for k, plane in enumerate(sample.labels.stack):
         ds.write_label_tiff(folder / ds.slice_file(seed, k), plane, mpp)
     (folder / files["scene"]).parent.mkdir(parents=True, exist_ok=True)
@@ -58,13 +54,3 @@ def write_sample(folder: Path, sample: RenderedSample, with_preview: bool) -> No
         ds.write_png(folder / files["preview"], preview(sample.image, sample.labels.instance,
                                                         sample.labels.semantic))
 
-
-def save_array(path: Path, array: np.ndarray) -> None:
-    """``np.save``, with a short write on a full file system reported as one (numpy raises an
-    OSError without errno when the file system takes fewer bytes than it was given)."""
-    try:
-        np.save(path, array)
-    except OSError as e:
-        if e.errno is None and shutil.disk_usage(path.parent).free < array.nbytes:
-            raise OSError(errno.ENOSPC, f"No space left on device: {e}", str(path)) from e
-        raise
