@@ -103,18 +103,21 @@ class SectionConf:
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = _num(5.0, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
+    spacing_um: float = _num(6.5, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
     row_spacing_um: float = _num(5.5, 1, 30)  # ... and along the crypt axis
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
-    stratification_um: float = _num(1.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.24, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([10.0, 14.0], 1, 40)  # radial extent of mucin (theca and stem)
-    goblet_width_um: List[float] = _span([8.0, 12.0], 1, 40)  # greatest width of a theca around the crypt
-    goblet_fill: float = _num(0.75, 0.3, 1)  # a theca spans this share of the angle between goblets ...
+    stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
+    goblet_fraction: float = _num(0.3, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_length_um: List[float] = _span([11.0, 16.0], 1, 40)  # radial extent of mucin (theca and stem)
+    goblet_width_um: List[float] = _span([11.0, 16.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_fill: float = _num(0.8, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
     goblet_stagger: float = _num(0.5, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
-    goblet_height_um: float = _num(9.5, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
-    goblet_exponent: float = _num(3.0, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
+    goblet_height_um: float = _num(11.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
+    goblet_exponent: float = _num(2.2, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
+    # share of the wedge kept: 1 widens a theca towards the base like the angle between goblets (even
+    # strands, petals), 0 keeps its width (rounded thecae, as real goblets in cross-section)
+    goblet_taper: float = _num(0.0, 0, 1)
 
 
 @dataclass
@@ -211,7 +214,7 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[10.4, 16.9], elongation=[1.3, 1.8], shape_noise=0.22, shape_frequency=[3.5, 7.0],
+        length_um=[8.0, 13.0], elongation=[1.6, 2.6], shape_noise=0.22, shape_frequency=[3.5, 7.0],
         hematoxylin=1.0,
         chromatin=1.0, rim=0.6, nucleoli=0.8)
     PLA: CellTypeConf = _type(
@@ -221,7 +224,7 @@ class CellTypesConf:
     LYM: CellTypeConf = _type(
         length_um=[5.0, 6.5], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.12,
-        hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.24, cytoplasm_hematoxylin=0.06)
+        hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.4, cytoplasm_hematoxylin=0.06)
     EOS: CellTypeConf = _type(
         length_um=[7.0, 9.0], elongation=[1.5, 1.9], lobes=[2, 2], shape_noise=0.08,
         cytoplasm_scale=1.55, hematoxylin=0.95, chromatin=0.7, rim=0.4, cytoplasm_eosin=0.6,
@@ -272,27 +275,27 @@ class StainConf:
     eosin_od: List[float] = _each([0.2782, 0.8485, 0.4502], 0, 5, length=3)
     blood_od: List[float] = _each([0.10, 0.80, 0.59], 0, 5, length=3)
     eosin_intensity: float = _num(1.6, 0, 3)  # slider: multiplies every eosin concentration
-    stroma_eosin: float = _num(0.12, 0, 5)  # OD per um of the stroma matrix between fibres
+    stroma_eosin: float = _num(0.15, 0, 5)  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
-    stroma_hematoxylin: float = _num(0.015, 0, 5)  # OD per um of stroma background
-    epithelium_eosin: float = _num(0.12, 0, 5)  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = _num(0.04, 0, 5)  # OD per um of epithelial cytoplasm
-    apical_eosin: float = _num(0.25, 0, 5)  # OD per um of the brush border lining the lumen
+    stroma_hematoxylin: float = _num(0.005, 0, 5)  # OD per um of stroma background
+    epithelium_eosin: float = _num(0.18, 0, 5)  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = _num(0.02, 0, 5)  # OD per um of epithelial cytoplasm
+    apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
     vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
-    goblet_clarity: float = _num(0.6, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
+    goblet_clarity: float = _num(0.7, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
     # OD per um of mucin at goblet_clarity = 0 (times its reticulated strands): pale grey-blue to lilac
     mucin_hematoxylin: float = _num(0.3, 0, 5)
-    mucin_eosin: float = _num(0.085, 0, 5)
+    mucin_eosin: float = _num(0.15, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
-    mucin_floor: float = _num(0.4, 0, 1)
+    mucin_floor: float = _num(0.7, 0, 1)
     lumen_mucus: float = _num(0.06, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     grain_um: float = _num(0.8, 0.1, 10)  # its grain size
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
-    fibre_contrast: float = _num(0.6, 0, 1)  # contrast of the stroma fibre texture
+    fibre_contrast: float = _num(0.4, 0, 1)  # contrast of the stroma fibre texture
     fibre_width_um: float = _num(0.7, 0.1, 5)  # width of collagen fibres
     fibre_wave_um: float = _num(6.0, 1, 100)  # length over which fibres wave
     colour_shift: float = _num(0.0, -1, 1)  # slider: rotates both stain OD vectors (-1 bluer, +1 redder)

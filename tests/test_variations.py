@@ -200,7 +200,7 @@ SLIDERS: Dict[str, Tuple[List, Callable[[Path, int], float], int, str, float]] =
     "tissue.rips.strength": ([0.0, 0.05, 0.2], white_fraction, +1, LABELS, 0.013),
     "tissue.blood.strength": ([0.0, 5.0, 20.0], red_fraction, +1, LABELS, 0.0015),
     "stain.colour_shift": ([-1.0, 0.0, 1.0], red_minus_blue, +1, SCENE, 10.0),
-    "stain.overstaining": ([0.0, 0.5, 1.0], stroma_green_od, +1, SCENE, 0.02),
+    "stain.overstaining": ([0.0, 0.5, 1.0], stroma_green_od, +1, SCENE, 0.01),
     "stain.goblet_clarity": ([0.0, 0.5, 1.0], brightness, +1, SCENE, 0.6),
     "cells.nucleus_scale.EPI": ([0.7, 1.0, 1.3], epi_area, +1, NEITHER, 100.0),
     "cells.stroma_density": ([0.5, 1.0, 2.0], stroma_count, +1, NEITHER, 3.0),

@@ -245,6 +245,10 @@ CLEFT_TAPER = 0.5
 CLEFT_VARIATION = 0.6
 # Clefts take at most this share of the torn area (narrower where crypt walls are long).
 CLEFT_SHARE = 0.7
+# A cleft closes where it would be narrower than this share of its greatest width: a tissue gap
+# shows as an open space or not at all, never as a hairline drawn around a crypt. (A small tear
+# budget keeps the clefts' width and opens them in the most damaged patches only.)
+CLEFT_FLOOR = 0.3
 
 
 def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
@@ -262,15 +266,14 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     stroma = compartments(np.column_stack([xy, np.zeros(n_points)]), section, crypts, tree) == STROMA
     damaged = stroma & (patch > patch_threshold)
     crack_field = wave_field(waves, xy)
-    ratio = (rho - basal) / np.maximum(cleft_width(1.0, crack_field, patch - patch_threshold), 1e-9)
+    excess = patch - patch_threshold
+    cleft_um = conf.cleft_um if conf.strength > 0 else 0.0
+    cleft = damaged & (rho - basal < cleft_width(cleft_um, crack_field, excess))
     allowed = int(CLEFT_SHARE * conf.strength * n_points)
-    walls = np.sort(ratio[damaged])
-    cleft_um = conf.cleft_um
-    if conf.strength <= 0:
-        cleft_um = 0.0
-    elif allowed < len(walls) and walls[allowed] < cleft_um:
-        cleft_um = float(walls[allowed])
-    cleft = damaged & (ratio < cleft_um)
+    cleft_excess = 0.0
+    if cleft.sum() > allowed:  # the most damaged of them, within the budget
+        cleft_excess = float(np.sort(excess[cleft])[::-1][allowed])
+        cleft &= excess > cleft_excess
     ridge = 1 - np.abs(crack_field)
     eligible = ridge[damaged & ~cleft]
     need = conf.strength * n_points - cleft.sum()
@@ -279,14 +282,15 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     else:
         threshold = float(np.quantile(eligible, max(0.0, 1 - need / len(eligible))))
     return Rips(waves=waves, threshold=threshold, patch_waves=patch_waves,
-                patch_threshold=patch_threshold, cleft_um=cleft_um)
+                patch_threshold=patch_threshold, cleft_um=cleft_um, cleft_excess=cleft_excess)
 
 
 def cleft_width(cleft_um: float, crack_field: np.ndarray, patch_excess: np.ndarray) -> np.ndarray:
     """Width of the retraction cleft along the crypt wall at points where the crack field has the
     value ``crack_field`` and the damage field lies ``patch_excess`` above its threshold."""
     taper = np.clip(patch_excess / CLEFT_TAPER, 0, 1)
-    return cleft_um * taper * np.clip(1 + CLEFT_VARIATION * crack_field, 0, None)
+    width = taper * np.clip(1 + CLEFT_VARIATION * crack_field, 0, None)
+    return cleft_um * np.where(width >= CLEFT_FLOOR, width, 0.0)
 
 
 def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
@@ -297,7 +301,9 @@ def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
     damaged = np.flatnonzero(out)
     crack_field = wave_field(rips.waves, xy[damaged])
     cracks = 1 - np.abs(crack_field) > rips.threshold
-    out[damaged] = cracks | (wall_distance[damaged] < cleft_width(rips.cleft_um, crack_field, excess[damaged]))
+    clefts = (excess[damaged] > rips.cleft_excess) & \
+        (wall_distance[damaged] < cleft_width(rips.cleft_um, crack_field, excess[damaged]))
+    out[damaged] = cracks | clefts
     return out
 
 

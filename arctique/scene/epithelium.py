@@ -352,7 +352,7 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     height = epi.goblet_height_um / 2
     cup = {"normal": normal, "radius": radius, "frame": _wall_frame(normal, theta),
            "axes": np.column_stack([semi, np.maximum(b, 0.1), np.full(len(g), height)]),
-           "taper": slope * semi / np.maximum(b, 0.1), "ok": (semi > 0.5) & (b > 0.2)}
+           "taper": epi.goblet_taper * slope * semi / np.maximum(b, 0.1), "ok": (semi > 0.5) & (b > 0.2)}
     # The stem: from the theca to the goblet's nucleus, as wide as its ring neighbours leave room.
     left, right = wall.neighbours[g].T
     gap = wall.arc[g] * outer / np.maximum(crypts.radius[idx] * f, 1.0)

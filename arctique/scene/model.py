@@ -152,7 +152,8 @@ class Rips:
     threshold: float  # cracks where 1 - |field| exceeds this value
     patch_waves: np.ndarray  # (K, 4) the patch field
     patch_threshold: float  # damaged where the patch field exceeds this value
-    cleft_um: float  # width of the retraction clefts along crypt walls inside damaged patches
+    cleft_um: float  # greatest width of the retraction clefts along crypt walls inside damaged patches
+    cleft_excess: float  # clefts open where the patch field exceeds patch_threshold by more than this
 
 
 @dataclass(frozen=True, eq=False)
@@ -208,6 +209,9 @@ def load(path: Path) -> SceneModel:
             return Vessels.empty()  # type: ignore[return-value]
         kwargs = {}
         for f in fields(cls):
+            if part == "rips" and f.name == "cleft_excess" and "rips.cleft_excess" not in arrays:
+                kwargs[f.name] = 0.0  # a scene saved before clefts kept their width
+                continue
             a = arrays[f"{part}.{f.name}"]
             kwargs[f.name] = a.item() if a.ndim == 0 else a
         return cls(**kwargs)
