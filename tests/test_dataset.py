@@ -55,8 +55,9 @@ def manifest_indices(root: Path) -> set:
 
 
 def test_sample_killed_at_any_point_of_its_commit_is_not_complete_and_is_redone(tmp_path, monkeypatch):
-    """The sample is interrupted at every file move of its commit in turn (the render is reused): its
-    manifest row never exists before all its files are in place, and a re-run completes it."""
+    """The sample is interrupted once at every file move of its commit in turn (the render is reused;
+    every later move would succeed): its manifest row never exists before all its files are in
+    place, and a re-run completes it."""
     cfg = load_config([*SMALL, "seed=8", f"output.root={tmp_path / 'data'}"])
     scene = build_scene(cfg, 8)
     real_build, real_render, rendered = Renderer.build, Renderer.render, []
@@ -88,9 +89,11 @@ def test_sample_killed_at_any_point_of_its_commit_is_not_complete_and_is_redone(
     for k in range(n_moves):
         root = tmp_path / f"killed_at_{k}"
         done: list = []
+        fired: list = []
 
         def dying_replace(src, dst):
-            if len(done) == k:
+            if len(done) == k and not fired:
+                fired.append(dst)
                 raise KeyboardInterrupt(f"killed before move {k}")
             done.append(dst)
             real_replace(src, dst)

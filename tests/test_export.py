@@ -66,6 +66,18 @@ def assert_same_instances(got: np.ndarray, expected: np.ndarray) -> None:
     assert pairs.shape[1] == len(np.unique(expected[fg]))
 
 
+def alignment_shift(image: np.ndarray, nuclei: np.ndarray, reach: int = 3) -> tuple:
+    """The shift (dy, dx), within ``reach`` px, that best lines the image's darkness up with the
+    nuclear mask (cross-correlation peak): (0, 0) when image and labels are aligned."""
+    dark = -image.astype(np.float64).mean(-1)
+    dark -= dark.mean()
+    inner = (slice(reach, -reach),) * 2
+    mask = nuclei.astype(np.float64)[inner]
+    scores = {(dy, dx): float((np.roll(dark, (-dy, -dx), (0, 1))[inner] * mask).sum())
+              for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)}
+    return max(scores, key=scores.get)
+
+
 def run_export(root: Path, out: Path, *args: str) -> Path:
     export_main([str(root), "--out", str(out), *args])
     return out
@@ -98,6 +110,8 @@ def test_lizard_mat_at_half_the_pixel_size(export_dataset, tmp_path):
         png = np.asarray(Image.open(out / f"images/{seed}.png"))
         assert png.shape == (256, 256, 3) and png.dtype == np.uint8
         assert np.abs(png.mean((0, 1)) - image.mean((0, 1))).max() < 1.0
+        assert alignment_shift(image, instance > 0) == (0, 0)  # the check works on the source ...
+        assert alignment_shift(png, inst > 0) == (0, 0)  # ... and the resampled image sits on its labels
 
 
 def test_conic_arrays_counts_and_patch_info(export_dataset, tmp_path):
@@ -264,6 +278,7 @@ def test_downsampling_keeps_ids_exact_and_drops_vanished_nuclei(export_dataset, 
         lizard = code_lut(export_dataset, seed, LIZARD)[semantic[np.ix_(src, src)]]
         np.testing.assert_array_equal(patch[..., 4], np.where(expected > 0, lizard, 0))
         assert np.abs(patch[..., :3].mean((0, 1)) - image.mean((0, 1))).max() < 1.0
+        assert alignment_shift(patch[..., :3], patch[..., 3] > 0) == (0, 0)
     assert vanished > 0  # some nuclei have no pixel centre left and are not in the export
 
 

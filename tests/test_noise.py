@@ -200,3 +200,67 @@ def test_noisy_labels_are_written_beside_the_clean_ones(tmp_path):
         assert (root / sub).read_bytes() == (again / sub).read_bytes(), sub
     assert json.loads((again / "parameters/2.json").read_text())["noise"]["levels"] == [50]
     assert [r["index"] for r in Dataset(again).manifest()] == ["2"]
+
+
+
+@pytest.fixture(scope="module")
+def traced_noise(export_dataset, tmp_path_factory):
+    """Noise level 50 derived from the session's three rendered samples (nothing rendered), with every
+    instance cut at level 100 and only drop-outs and shifts in the foreground, so that the written
+    foreground can be rebuilt from its record."""
+    out = tmp_path_factory.mktemp("traced") / "noise"
+    vary_main([str(export_dataset), "noise.levels=[50]", "noise.instance.split_prob=1",
+               "noise.foreground.scale_prob=0", "noise.foreground.elastic_prob=0", "--into", str(out)])
+    return out
+
+
+def _written_noise(root, i: int, level: int = 50):
+    """The clean instance map, 3D stack, and the noisy instance and foreground maps and record of sample i."""
+    stack = np.load(root / f"masks/instance_3d/{i}/{i}_stack.npy")
+    return (tifffile.imread(root / f"masks/instance/{i}.tif"), stack,
+            tifffile.imread(root / f"masks/instance_noise_{level}/{i}.tif"),
+            tifffile.imread(root / f"masks/foreground_noise_{level}/{i}.tif"),
+            json.loads((root / f"metadata/noise_{level}/{i}.json").read_text()))
+
+
+@pytest.mark.parametrize("i", [3, 4, 5])
+def test_written_foreground_noise_matches_its_record(traced_noise, i):
+    """The written noisy foreground is exactly the union of the footprints (visible or in any slice)
+    of the cells its record keeps, each moved by its recorded shift."""
+    clean, stack, _, fg, record = _written_noise(traced_noise, i)
+    both = np.concatenate([clean[None], stack])
+    assert {r["id"] for r in record["foreground"]} == set(np.unique(both)) - {0}
+    assert any(r["dropout"] for r in record["foreground"]) and any(r["shift_px"] for r in record["foreground"])
+    expected = np.zeros(clean.shape, bool)
+    h, w = clean.shape
+    for r in record["foreground"]:
+        if r["dropout"]:
+            continue
+        assert r["scale_px"] is None and r["elastic"] is None
+        ys, xs = np.nonzero((both == r["id"]).any(0))
+        dy, dx = r["shift_px"] or (0, 0)
+        ys, xs = ys + dy, xs + dx
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        expected[ys[inside], xs[inside]] = True
+    assert np.array_equal(fg.astype(bool), expected)
+
+
+@pytest.mark.parametrize("i", [3, 4, 5])
+def test_written_noisy_instances_carry_exactly_the_recorded_merges_and_splits(traced_noise, i):
+    """Every recorded split id is in the noisy instance map, and its id count is the clean count less
+    the ids joined by the recorded merges (components of the merge graph) plus the splits."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    clean, _, noisy, _, record = _written_noise(traced_noise, i)
+    clean_ids = set(np.unique(clean)) - {0}
+    noisy_ids = set(np.unique(noisy)) - {0}
+    assert record["splits"] and record["merges"]
+    for s in record["splits"]:
+        assert s["new_id"] in noisy_ids and s["new_id"] not in clean_ids and s["id"] in noisy_ids
+    pairs = np.array(record["merges"], np.int64).reshape(-1, 2)
+    joined = np.unique(pairs)
+    index = np.searchsorted(joined, pairs)
+    graph = coo_matrix((np.ones(len(pairs)), (index[:, 0], index[:, 1])), shape=(len(joined),) * 2)
+    removed = len(joined) - connected_components(graph, directed=False)[0]
+    assert len(noisy_ids) == len(clean_ids) - removed + len(record["splits"])
