@@ -405,6 +405,7 @@ class OutputConf:
 
 
 MAX_SEEDS = 10**6  # seeds per dataset: the job plan and the manifest stay small
+MAX_SEED = 2**31 - 1  # largest root seed of any sample
 
 
 @dataclass
@@ -415,7 +416,7 @@ class ShardConf:
 
 @dataclass
 class ArctiqueConf:
-    seed: int = _num(0, 0, 2**31 - 1)  # root seed of the first sample
+    seed: int = _num(0, 0, MAX_SEED)  # root seed of the first sample
     n_samples: int = _num(1, 1, MAX_SEEDS)  # samples seed, seed+1, ... of the dataset
     shard: ShardConf = field(default_factory=ShardConf)
     tissue: TissueConf = MISSING
@@ -501,6 +502,10 @@ def validate(cfg: ArctiqueConf) -> None:
         shards = -(-cfg.n_samples // cfg.shard.size)
         _check(cfg.shard.index < shards, "shard.index", cfg.shard.index,
                f"[0, {shards - 1}] (n_samples / shard.size blocks)")
+    else:  # without a size every job would render every seed: on SLURM each array task the whole range
+        _check(cfg.shard.index == 0, "shard.index", cfg.shard.index, "0 while shard.size = 0 (set shard.size)")
+    _check(cfg.seed + cfg.n_samples - 1 <= MAX_SEED, "n_samples", cfg.n_samples,
+           f"[1, {MAX_SEED - cfg.seed + 1}] (the last seed, seed + n_samples - 1, is at most {MAX_SEED})")
     c = cfg.tissue.crypt
     _check(c.warp_um <= c.spacing_um / 4, "tissue.crypt.warp_um", c.warp_um,
            f"<= tissue.crypt.spacing_um / 4 = {c.spacing_um / 4:g}")

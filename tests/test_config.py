@@ -45,6 +45,9 @@ def test_20x_preset_keeps_the_field():
     ("optics.mpp=50", "optics.mpp=50.0 is out of range: allowed [0.05, 4]"),
     ("optics.image_size=1024 optics.mpp=3", "optics.mpp=3.0 is out of range: allowed optics.image_size * optics.mpp <= 2048 um"),
     ("n_samples=100000000", "n_samples=100000000 is out of range: allowed [1, 1000000]"),
+    # a shard index without a shard size would render every seed in every job
+    ("shard.index=3", "shard.index=3 is out of range: allowed 0 while shard.size = 0"),
+    ("seed=2147483647 n_samples=2", "n_samples=2 is out of range: allowed [1, 1] (the last seed"),
     ("optics.image_size=0", "optics.image_size=0 is out of range: allowed [8, 8192]"),
     ("nuclei.intensity=2", "nuclei.intensity=2.0 is out of range: allowed [0, 1]"),
     ("nuclei.chromatin_scale_um=nan", "nuclei.chromatin_scale_um=nan is out of range: allowed [0.1, 10]"),
