@@ -26,7 +26,7 @@ from .io import dataset as ds
 from .io.sample import RenderedSample, write_sample
 from .labels.ambiguity import AmbiguityMaps, ambiguity_maps, cell_columns, instance_rows
 from .labels.exact import Labels, finalize, label_passes, slice_depths, tissue_classes
-from .labels.noise import annotator_agreement, cell_footprints, foreground, level_name, noisy_labels, three_class
+from .labels.noise import annotator_agreement, cell_footprints, foreground, noisy_labels, three_class
 from .scene import SceneModel, load
 from .scene.model import Crypts, Rips, Section
 from .scene.build import add_stroma, build_tissue, scene_rows
@@ -202,13 +202,13 @@ def write_targets(folder: Path, index: int, instance: np.ndarray, semantic: np.n
         variants = [noisy_labels(instance, semantic, stack, index, level, noise, footprints, k)
                     for k in [None, *range(noise.annotators)]]
         for variant in variants:
-            out = ds.noise_files(index, level_name(level), variant.record["annotator"])
+            out = ds.noise_files(index, ds.level_name(level), variant.record["annotator"])
             for key in ("semantic", "instance", "three_class", "foreground"):
                 ds.write_label_tiff(folder / out[key], getattr(variant, key), mpp)
             ds.write_text(folder / out["record"], ds.to_json({"seed": index, "noise": to_dict(noise),
                                                                **variant.record}))
         if noise.annotators:
-            out = ds.agreement_files(index, level_name(level))
+            out = ds.agreement_files(index, ds.level_name(level))
             for key, array in annotator_agreement(variants[1:]).items():
                 ds.write_label_tiff(folder / out[key], array, mpp)
 

@@ -32,6 +32,15 @@ from .scene import scene_key
 
 logger = logging.getLogger("arctique")
 
+# Keys of arctique-gen's job, not of a sample, and what a variation offers instead.
+JOB_KEYS = {
+    "output.root": "choose the output folder with --into",
+    "output.overwrite": "redo complete samples with --overwrite",
+    "n_samples": "choose samples with --samples",
+    "shard.size": "choose samples with --samples",
+    "shard.index": "choose samples with --samples",
+}
+
 
 def read_changes(overrides: Sequence[str], changes_file: Optional[Path]) -> DictConfig:
     """Changes from a YAML/JSON file (nested or dotted keys) and then ``key=value`` arguments."""
@@ -53,7 +62,12 @@ def read_changes(overrides: Sequence[str], changes_file: Optional[Path]) -> Dict
         if o.is_sweep_override():
             raise ConfigError(f"{o.input_line}: a variation takes one value per key (sweep with arctique-gen -m)")
         OmegaConf.update(changes, o.key_or_group, o.value(), merge=True)
-    check_keys(_dotted_keys(OmegaConf.to_container(changes)))
+    keys = _dotted_keys(OmegaConf.to_container(changes))
+    check_keys(keys)
+    for key in keys:
+        if key in JOB_KEYS:
+            raise ConfigError(f"{key}: a variation keeps the dataset's samples and writes beside them; "
+                              f"{JOB_KEYS[key]}")
     return changes
 
 
@@ -135,9 +149,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if not changes:
             raise ConfigError("no changed parameters: give key=value arguments or --changes FILE")
         name = args.name or (args.changes.stem if args.changes else sweep_folder_name(args.overrides))
-        out = args.into or args.dataset / "variations" / name
+        out = args.into or args.dataset / "variations" / ds.folder_name(name, "--name")
         jobs = plan(args.dataset, changes, out, args.samples)
-    except (ConfigError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
         print(f"arctique-vary: {exc}", file=sys.stderr)
         sys.exit(2)
     if jobs[0].rendered_in is not None:

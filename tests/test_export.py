@@ -244,12 +244,30 @@ def test_coco_rle_of_masks_touching_the_first_pixel():
         np.testing.assert_array_equal(decoded.astype(bool), mask)
 
 
-def test_reader_and_exports_import_without_blender():
-    code = ("import sys; sys.modules['bpy'] = None\n"
-            "import arctique, arctique.io.reader, arctique.io.export, arctique.export\n"
-            "arctique.Dataset\n"
-            "assert 'arctique.render' not in sys.modules and 'torch' not in sys.modules")
+# The generator's dependencies: the reader and the exports must work where none is installed.
+GENERATOR_ONLY = ("bpy", "hydra", "omegaconf", "scipy", "submitit", "skimage", "sklearn")
+
+
+def test_reader_and_exports_work_without_the_generators_dependencies(export_dataset, tmp_path):
+    """With bpy, Hydra, OmegaConf and scipy unimportable, a sample reads whole and every format but
+    Lizard (MATLAB files need scipy, and say so) exports."""
+    code = (f"import sys\nfor name in {GENERATOR_ONLY!r}: sys.modules[name] = None\n"
+            "import arctique\nfrom arctique.export import main\n"
+            f"s = arctique.Dataset({str(export_dataset)!r})[0]\n"
+            "assert s.image.ndim == 3 and s.instance.max() > 0 and s.stack.ndim == 3 and s.cells\n"
+            f"for fmt in ('arctique-v3', 'conic', 'pannuke', 'hovernet', 'coco'):\n"
+            f"    main([{str(export_dataset)!r}, '--out', {str(tmp_path)!r} + '/' + fmt, '--format', fmt,\n"
+            "          '--mpp', '0.5'])  # 256 px: one CoNIC or PanNuke patch\n"
+            "try:\n"
+            f"    main([{str(export_dataset)!r}, '--out', {str(tmp_path / 'lizard')!r}, '--format', 'lizard'])\n"
+            "except SystemExit as e:\n"
+            "    assert 'pip install scipy' in str(e), e\n"
+            "else:\n"
+            "    raise AssertionError('the Lizard export ran without scipy')\n"
+            "assert 'arctique.render' not in sys.modules and 'torch' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+    for fmt in ("arctique-v3", "conic", "pannuke", "hovernet", "coco"):
+        assert any((tmp_path / fmt).rglob("*.*")), fmt
 
 
 def test_module_entry_point(export_dataset, tmp_path):
@@ -350,6 +368,7 @@ def test_split_by_seed_is_reproducible_and_keeps_a_fields_tiles_together(export_
     (["--format", "conic"], "--tile 256: sample 3 is 128 px"),
     (["--format", "lizard", "--split", "train=0.5,val=0.2"], "--split: fractions must sum to 1"),
     (["--format", "lizard", "--split", "train"], "--split: 'train' is not NAME=FRACTION"),
+    (["--format", "lizard", "--split", "../c=0.5,d=0.5"], "--split='../c' is not a folder name"),
     (["--format", "lizard", "--noise", "20"], "noise level 20 is missing"),
 ])
 def test_bad_options_stop_with_one_line_before_writing(export_dataset, tmp_path, capsys, args, says):

@@ -108,13 +108,22 @@ def test_per_class_appearance_changes_reuse_the_saved_scene(base, tmp_path):
 
 
 def test_variation_command_rejects_bad_changes_before_rendering(base, capsys):
-    for args in (["nuclei.intensity=1.7"], ["nuclei.intensiti=0.3"], ["seed=9"], []):
+    for args in (["nuclei.intensity=1.7"], ["nuclei.intensiti=0.3"], ["seed=9"], [],
+                 ["nuclei.intensity=0.3", "output.overwrite=true"], ["nuclei.intensity=0.3", "n_samples=5"],
+                 ["nuclei.intensity=0.3", f"output.root={base / 'elsewhere'}"]):
         with pytest.raises(SystemExit) as exit_info:
             vary_main([str(base), *args, "--name", "bad"])
         assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "nuclei.intensity=1.7 is out of range: allowed [0, 1]" in err and "intensiti" in err
-    assert not (base / "variations/bad").exists()
+    assert "output.overwrite: a variation keeps" in err and "--overwrite" in err and "--samples" in err
+    assert "output.root: a variation keeps" in err and "--into" in err
+    assert not (base / "variations/bad").exists() and not (base / "elsewhere").exists()
+    # a name is one folder inside variations/, never a path out of it
+    with pytest.raises(SystemExit) as exit_info:
+        vary_main([str(base), "nuclei.intensity=0.3", "--name", "../../escape"])
+    assert exit_info.value.code == 2 and "--name='../../escape' is not a folder name" in capsys.readouterr().err
+    assert not (base.parent / "escape").exists()
 
 
 # ----------------------------------------------------------------------------------------- sliders

@@ -58,6 +58,23 @@ def sample_files(index: int) -> Dict[str, str]:
     }
 
 
+def folder_name(text: str, what: str) -> str:
+    """``text`` if it names one folder inside another (no separator, not ``.`` or ``..``), so that
+    a name given on the command line never writes outside its parent.
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    if not text or text in (".", "..") or any(c in text for c in "/\\\0"):
+        raise ValueError(f"{what}={text!r} is not a folder name (no '/', '\\', '.' or '..')")
+    return text
+
+
+def level_name(level: float) -> str:
+    """Folder suffix of a label-noise level: ``20`` for 20.0, ``12.5`` for 12.5."""
+    return f"{level:g}"
+
+
 def noise_files(index: int, level: str, annotator: Optional[int] = None) -> Dict[str, str]:
     """Relative paths of one label-noise variant (the reference's ``{task}_noise_{level}`` folders);
     simulated annotator k of that level has the suffix ``_annotator_<k>``."""

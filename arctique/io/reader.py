@@ -14,8 +14,8 @@ import tifffile
 from PIL import Image
 
 from ..classes import CLASSES, CellClass
-from ..labels.noise import level_name
 from . import dataset as ds
+from .dataset import level_name
 
 
 class Sample:

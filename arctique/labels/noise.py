@@ -20,12 +20,8 @@ from scipy import ndimage
 from ..config import NoiseConf
 from ..rng import stream
 from ..classes import CLASS_IDS, CLASS_NAMES
+from ..io.dataset import level_name
 from .exact import label_dtype
-
-
-def level_name(level: float) -> str:
-    """Folder suffix of a level: ``20`` for 20.0, ``12.5`` for 12.5."""
-    return f"{level:g}"
 
 
 def foreground(instance: np.ndarray) -> np.ndarray:

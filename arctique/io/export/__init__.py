@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
 from ...rng import stream
+from ..dataset import folder_name
 from ..reader import Dataset
 from .arctique_v3 import ArctiqueV3
 from .base import Writer
@@ -39,7 +40,7 @@ def parse_split(text: str) -> Dict[str, float]:
             raise ValueError(f"--split: '{part}' is not NAME=FRACTION (e.g. train=0.8,val=0.1,test=0.1)") from None
         if not name or name in fractions or not 0 < fraction <= 1:
             raise ValueError(f"--split: '{part}' needs a new name and a fraction in (0, 1]")
-        fractions[name] = fraction
+        fractions[folder_name(name, "--split")] = fraction
     if not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
         raise ValueError(f"--split: fractions must sum to 1, got {sum(fractions.values()):g} ({text})")
     return fractions

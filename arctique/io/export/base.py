@@ -4,7 +4,7 @@ file helpers."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -17,6 +17,23 @@ def registry_codes(attribute: str, absent: Optional[int] = None) -> Dict[int, in
     """Our class id -> the format's code, read from the class registry (``arctique/classes.py``);
     classes whose code is ``absent`` are left out (their nuclei are not exported)."""
     return {c.id: getattr(c, attribute) for c in CLASSES if getattr(c, attribute) != absent}
+
+
+def instance_boxes(instance: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Bounding boxes (n, 4: y1, y2, x1, x2, end-exclusive) and centroids (n, 2: row, column; the
+    mean of the pixels) of instances 1..n, each present. In numpy, so that the exports install
+    without scipy."""
+    ys, xs = np.nonzero(instance)
+    ids = instance[ys, xs].astype(np.int64) - 1
+    boxes = np.empty((n, 4), np.int64)
+    boxes[:, [0, 2]] = np.iinfo(np.int64).max
+    boxes[:, [1, 3]] = -1
+    for column, values, ufunc in ((0, ys, np.minimum), (1, ys + 1, np.maximum), (2, xs, np.minimum),
+                                  (3, xs + 1, np.maximum)):
+        ufunc.at(boxes[:, column], ids, values)
+    count = np.bincount(ids, minlength=n)[:, None]
+    centroids = np.column_stack([np.bincount(ids, ys, n), np.bincount(ids, xs, n)]) / count
+    return boxes, centroids
 
 
 class Writer:

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
-from scipy import ndimage
 
 from ...classes import CLASSES
-from .base import Writer, write_rgb_png
+from .base import Writer, instance_boxes, write_rgb_png
 from .patches import Patch
 
 
@@ -42,15 +41,14 @@ class Coco(Writer):
         h, w = patch.instance.shape
         self.images.append({"id": image_id, "file_name": file_name, "height": h, "width": w,
                             "sample": patch.index, "y_px": patch.y, "x_px": patch.x, "mpp_um": patch.mpp})
-        for i, box in enumerate(ndimage.find_objects(patch.instance, max_label=patch.n), start=1):
+        boxes, _ = instance_boxes(patch.instance, patch.n)
+        for i, (y0, y1, x0, x1) in enumerate(boxes.tolist(), start=1):
             mask = np.zeros((h, w), bool)
-            mask[box] = patch.instance[box] == i
-            ys, xs = box
+            mask[y0:y1, x0:x1] = patch.instance[y0:y1, x0:x1] == i
             self.annotations.append({
                 "id": len(self.annotations) + 1, "image_id": image_id,
                 "category_id": int(self.codes[int(patch.classes[i])]), "segmentation": rle(mask),
-                "area": int(mask.sum()), "bbox": [xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start],
-                "iscrowd": 0})
+                "area": int(mask.sum()), "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0})
 
     def close(self) -> None:
         categories = [{"id": c.id, "name": c.name, "supercategory": "nucleus", "long_name": c.long_name}

@@ -5,10 +5,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-from scipy.io import savemat
 
-from .base import Writer, registry_codes, write_rgb_png
+from .base import Writer, instance_boxes, registry_codes, write_rgb_png
 from .patches import Patch
 
 
@@ -20,16 +18,19 @@ class Lizard(Writer):
 
     def add(self, patch: Patch) -> None:
         write_rgb_png(self.out / f"images/{patch.name}.png", patch.image)
+        try:
+            from scipy.io import savemat
+        except ImportError:
+            raise SystemExit("arctique-export --format lizard writes MATLAB .mat files with scipy: "
+                             "pip install scipy") from None
         ids = np.arange(1, patch.n + 1)
-        boxes = ndimage.find_objects(patch.instance, max_label=patch.n)
-        bbox = np.array([[b[0].start, b[0].stop, b[1].start, b[1].stop] for b in boxes], np.int32).reshape(-1, 4)
-        rows_cols = np.array(ndimage.center_of_mass(np.ones_like(patch.instance), patch.instance, ids)).reshape(-1, 2)
+        bbox, rows_cols = instance_boxes(patch.instance, patch.n)
         path = self.out / f"labels/{patch.name}.mat"
         path.parent.mkdir(parents=True, exist_ok=True)
         savemat(path, {
             "inst_map": patch.instance.astype(np.int32),
             "id": ids.reshape(-1, 1).astype(np.int32),
             "class": self.code_table()[patch.classes[1:]].reshape(-1, 1).astype(np.int32),
-            "bbox": bbox,
+            "bbox": bbox.astype(np.int32),
             "centroid": rows_cols[:, ::-1].astype(np.float64),
         }, do_compression=True)
