@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import statistics
 import sys
@@ -126,7 +127,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.realism:
         s["realism"] = realism_of(args, sorted(int(r["index"]) for r in ds.Dataset(args.dataset).manifest()))
         text += "\n\n" + realism.report_realism(s["realism"])
-    print(json.dumps(s, indent=1) if args.json else text)
+    try:
+        print(json.dumps(s, indent=1) if args.json else text, flush=True)
+    except BrokenPipeError:  # the reader stopped early (| head): the rest is not wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 else 1)
 
 

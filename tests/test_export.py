@@ -363,7 +363,9 @@ def test_split_by_seed_is_reproducible_and_keeps_a_fields_tiles_together(export_
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--format", "lizard", "--mpp", "0"], "--mpp must be > 0"),
+    (["--format", "lizard", "--mpp", "0"], "--mpp must be a finite number > 0"),
+    (["--format", "lizard", "--mpp", "inf"], "--mpp must be a finite number > 0"),
+    (["--format", "lizard", "--mpp", "0.001"], "--mpp 0.001: sample 3 would be 128000 px per side"),
     (["--format", "conic", "--tile", "128", "--mpp", "0.5"], "--tile: conic patches are 256 px"),
     (["--format", "conic"], "--tile 256: sample 3 is 128 px"),
     (["--format", "lizard", "--split", "train=0.5,val=0.2"], "--split: fractions must sum to 1"),

@@ -28,6 +28,9 @@ FORMATS: Dict[str, Type[Writer]] = {w.name: w for w in (ArctiqueV3, Lizard, Coni
 RECORD = "export.json"
 
 
+MAX_FIELD_PX = 8192  # largest exported field side, as optics.image_size allows
+
+
 def parse_split(text: str) -> Dict[str, float]:
     """``train=0.8,val=0.1,test=0.1`` -> {"train": 0.8, ...}; fractions in (0, 1] summing to 1."""
     fractions: Dict[str, float] = {}
@@ -81,8 +84,8 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
     if format_name not in FORMATS:
         raise ValueError(f"--format: '{format_name}' is not one of {', '.join(FORMATS)}")
     writer_type = FORMATS[format_name]
-    if mpp is not None and not mpp > 0:
-        raise ValueError(f"--mpp must be > 0 um per pixel, got {mpp:g}")
+    if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
+        raise ValueError(f"--mpp must be a finite number > 0 um per pixel, got {mpp:g}")
     if writer_type.patch_px is not None and tile not in (None, writer_type.patch_px):
         raise ValueError(f"--tile: {format_name} patches are {writer_type.patch_px} px, got {tile}")
     tile = tile or writer_type.patch_px
@@ -99,6 +102,9 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
     for sample in dataset:
         target = mpp or sample.mpp
         size = field_size(int(sample.metadata["sample"]["image_size_px"]), sample.mpp, target)
+        if size > MAX_FIELD_PX:
+            raise ValueError(f"--mpp {target:g}: sample {sample.index} would be {size} px per side, more than "
+                             f"{MAX_FIELD_PX} (a larger --mpp)")
         if tile is not None and size < tile:
             raise ValueError(f"--tile {tile}: sample {sample.index} is {size} px at {target:g} um/px, smaller "
                              "than one tile (a larger optics.image_size or a smaller --mpp fits)")
