@@ -19,6 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ArctiqueConf, ConfigError, check_override_keys, register_configs, validate
+from .io.dataset import ManifestError
 from .parallel import lean_threads
 
 logger = logging.getLogger("arctique")
@@ -124,6 +125,8 @@ def _main(cfg: DictConfig) -> None:
         counts = run(typed, parameters, progress=sys.stderr.isatty())
     except ConfigError as exc:  # found by the checks at the start of the job, before any scene
         _refuse(exc)
+    except ManifestError as exc:
+        _stop(f"arctique-gen: {exc}", 2)
     except DiskFull as exc:
         _stop(f"arctique-gen: {exc}", 1)
     logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,

@@ -111,7 +111,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"arctique-summary: {args.dataset} has no manifest.csv, failures/ or jobs/: not a dataset (yet)",
               file=sys.stderr)
         sys.exit(2)
-    s = summarise(args.dataset, args.seeds)
+    try:
+        s = summarise(args.dataset, args.seeds)
+    except ds.ManifestError as e:
+        print(f"arctique-summary: {e}", file=sys.stderr)
+        sys.exit(2)
     text = report(s)
     if args.stats:
         complete = sorted(int(r["index"]) for r in ds.Dataset(args.dataset).manifest())

@@ -360,3 +360,29 @@ def test_variation_errors_are_one_line_naming_the_file_and_sample(copied_dataset
 def test_variation_name_may_come_before_the_changes(copied_dataset):
     vary_main([str(copied_dataset), "--name", "pale", "nuclei.intensity=0.3"])
     assert Dataset(copied_dataset / "variations/pale").completed() == {3}
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda text: text + text.splitlines()[-1] + "\n", "line 3: sample 3 is listed twice (also line 2)"),
+    (lambda text: text + "garbage,,\n", "line 3: 'garbage' is not a sample index"),
+    (lambda text: "".join(text.splitlines(True)[1:]), "the first line is not the header index,seed,"),
+])
+def test_a_damaged_manifest_is_named_by_every_command_before_anything_is_written(copied_dataset, tmp_path, capsys,
+                                                                                 damage, says):
+    """A hand-edited or damaged manifest (a sample listed twice, a garbage row, no header) is one
+    line naming file and line from summary, export and vary; the dataset is left as it was."""
+    from arctique.export import main as export_main
+
+    manifest = copied_dataset / ds.MANIFEST
+    manifest.write_text(damage(manifest.read_text()))
+    damaged = manifest.read_bytes()
+    commands = ((summary_main, [str(copied_dataset)]),
+                (export_main, [str(copied_dataset), "--out", str(tmp_path / "x"), "--format", "coco"]),
+                (vary_main, [str(copied_dataset), "nuclei.intensity=0.3"]))
+    for command, args in commands:
+        with pytest.raises(SystemExit) as exit_info:
+            command(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and str(manifest) in err and says in err and err.count("\n") == 1, err
+    assert manifest.read_bytes() == damaged
+    assert not (tmp_path / "x").exists() and not (copied_dataset / "variations").exists()

@@ -137,6 +137,10 @@ def compact(seeds: Sequence[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in compact_runs(seeds))
 
 
+class ManifestError(ValueError):
+    """The manifest of a dataset cannot be trusted; the message names the file and line."""
+
+
 class Dataset:
     """One dataset folder (``output.root``). ``fingerprint`` is the config fingerprint that
     :meth:`commit` records with each sample (``arctique.config.fingerprint``)."""
@@ -159,11 +163,32 @@ class Dataset:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def manifest(self) -> List[Dict[str, str]]:
+        """The rows of the manifest, one per complete sample.
+
+        Raises:
+            ManifestError: naming the line of a hand-edited or damaged manifest (no header, a row
+                without a sample index, a sample twice), so that nothing is counted twice or lost.
+        """
         path = self.root / MANIFEST
         if not path.exists():
             return []
         with open(path, newline="") as f:
-            return list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            if "index" not in (reader.fieldnames or []):
+                raise ManifestError(f"{path}: the first line is not the header {','.join(MANIFEST_FIELDS)}; "
+                                    "the manifest was edited or damaged")
+            rows, line_of = [], {}
+            for row in reader:
+                index = row["index"]
+                if not (index or "").isdigit():
+                    raise ManifestError(f"{path} line {reader.line_num}: {index!r} is not a sample index; "
+                                        "the manifest was edited or damaged")
+                if index in line_of:
+                    raise ManifestError(f"{path} line {reader.line_num}: sample {index} is listed twice "
+                                        f"(also line {line_of[index]}); remove one of the rows")
+                line_of[index] = reader.line_num
+                rows.append(row)
+        return rows
 
     def completed(self) -> set:
         return {int(row["index"]) for row in self.manifest()}
