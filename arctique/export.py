@@ -28,10 +28,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--split", help="e.g. train=0.8,val=0.1,test=0.1: samples shuffled by --split-seed")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the split shuffle (default 0)")
     parser.add_argument("--noise", type=float, metavar="L", help="export the label-noise variant of level L")
+    parser.add_argument("--annotator", type=int, metavar="K", help="with --noise: simulated annotator K of that level")
     args = parser.parse_args(argv)
     try:
         record = export(args.dataset, args.format, args.out, args.mpp, args.tile, args.split,
-                        args.split_seed, args.noise)
+                        args.split_seed, args.noise, args.annotator)
     except ValueError as e:
         print(f"arctique-export: {e}", file=sys.stderr)
         sys.exit(2)

@@ -27,7 +27,7 @@ def main(root: Path, out: Path) -> None:
     assert not present, f"the generator's dependencies are installed here: {present}"
     import torch
 
-    from arctique.io.torch_dataset import TorchDataset
+    from arctique.io.torch_dataset import FIELDS, TorchDataset
 
     data = arctique.Dataset(root)
     assert len(data) > 0, f"no complete sample in {root}"
@@ -35,8 +35,9 @@ def main(root: Path, out: Path) -> None:
         assert s.image.ndim == 3 and s.image.dtype == np.uint8
         assert s.instance.shape == s.semantic.shape == s.image.shape[:2] and s.instance.max() > 0
         assert s.stack.shape[1:] == s.instance.shape and s.cells
-    item = TorchDataset(data)[0]
+    item = TorchDataset(data, fields=tuple(FIELDS))[0]
     assert item["image"].dtype == torch.float32 and item["instance"].dtype == torch.int64
+    assert item["class_posterior"].shape[1:] == item["soft"].shape == item["instance"].shape
     for fmt in FORMATS:
         export([str(root), "--out", str(out / fmt), "--format", fmt, "--mpp", "0.5"])
         assert any((out / fmt).rglob("*.*")), fmt

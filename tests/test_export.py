@@ -17,6 +17,7 @@ from PIL import Image
 
 import arctique
 from arctique.export import main as export_main
+from arctique.vary import main as vary_main
 
 # The public datasets' codes, by our class name, as their documentation gives them.
 LIZARD = {"NEU": 1, "EPI": 2, "LYM": 3, "PLA": 4, "EOS": 5, "FIB": 6}
@@ -414,6 +415,67 @@ def test_reader_gives_each_sample_and_the_class_table(export_dataset):
         arctique.Dataset(export_dataset, noise=20)
 
 
+def test_reader_gives_every_label_map_and_the_class_posterior(export_dataset):
+    """The ambiguity maps, the cytoplasm, the foreground and 3-class maps and the per-pixel class
+    posterior come with each sample, consistent with the nuclei they describe."""
+    for s in arctique.Dataset(export_dataset):
+        nuclei = s.instance > 0
+        assert np.array_equal(s.foreground.astype(bool), nuclei) and np.array_equal(s.three_class > 0, nuclei)
+        assert s.soft.dtype == np.float32 and s.soft.min() >= 0 and s.soft.max() <= 1 and (s.soft[nuclei] > 0).all()
+        assert np.array_equal(s.overlap > 0, nuclei) and (s.soft_instances[nuclei] >= 1).all()
+        assert np.isnan(s.defocus[~nuclei]).all() and np.isfinite(s.defocus[nuclei]).all()
+        assert set(np.unique(s.cytoplasm)) - {0} <= {c["id"] for c in s.cells}
+        posterior = s.class_posterior
+        assert posterior.shape == s.instance.shape + (len(s.cells[0]["class_posterior"]) + 1,)
+        np.testing.assert_allclose(posterior.sum(-1), 1, atol=1e-5)
+        assert np.array_equal(posterior.argmax(-1), s.semantic)  # one-hot: no lym_to_pla here
+        assert s.noise_record is None
+
+
+@pytest.fixture(scope="module")
+def annotated(export_dataset, tmp_path_factory):
+    """Two simulated annotators of noise level 50, derived from the session's three samples."""
+    out = tmp_path_factory.mktemp("annotated") / "data"
+    vary_main([str(export_dataset), "noise.levels=[50]", "noise.annotators=2", "--into", str(out)])
+    return out
+
+
+def test_reader_gives_each_annotator_and_refuses_a_folder_name_as_level(annotated):
+    first, second = (arctique.Dataset(annotated, noise=50, annotator=k) for k in (0, 1))
+    for a, b in zip(first, second):
+        assert np.array_equal(a.instance, tifffile.imread(annotated / f"masks/instance_noise_50_annotator_0/{a.index}.tif"))
+        assert np.array_equal(a.foreground, tifffile.imread(annotated / f"masks/foreground_noise_50_annotator_0/{a.index}.tif"))
+        assert a.noise_record["annotator"] == 0 and b.noise_record["annotator"] == 1
+        assert not np.array_equal(a.semantic, b.semantic) or not np.array_equal(a.instance, b.instance)
+        assert np.array_equal(a.stack, b.stack) and a.cells == b.cells  # the clean truth is shared
+    with pytest.raises(ValueError, match="'50_annotator_0' is not a noise level"):
+        arctique.Dataset(annotated, noise="50_annotator_0")
+    with pytest.raises(ValueError, match="noise level 50 annotator 2 is missing"):
+        arctique.Dataset(annotated, noise=50, annotator=2)
+
+
+def test_annotator_export_holds_that_annotators_nuclei(annotated, tmp_path):
+    out = run_export(annotated, tmp_path / "a1", "--format", "hovernet", "--noise", "50", "--annotator", "1")
+    assert json.loads((out / "export.json").read_text())["annotator"] == 1
+    for s in arctique.Dataset(annotated, noise=50, annotator=1):
+        patch = np.load(out / f"{s.index}.npy")
+        assert_same_instances(patch[..., 3], s.instance)
+
+
+def test_slices_and_splits_as_the_export_cuts_them(export_dataset, tmp_path):
+    data = arctique.Dataset(export_dataset)
+    assert data[1:].indices == SEEDS[1:] and len(data[::2]) == 2 and data[-1].index == SEEDS[-1]
+    assert [s.index for s in data[1:]] == list(SEEDS[1:])
+    fractions = "train=0.67,test=0.33"
+    out = run_export(export_dataset, tmp_path / "s", "--format", "hovernet", "--split", fractions, "--split-seed", "4")
+    written = json.loads((out / "export.json").read_text())["samples"]
+    for name in ("train", "test"):
+        part = arctique.Dataset(export_dataset, split=name, fractions=fractions, split_seed=4)
+        assert list(part.indices) == sorted(int(i) for i, n in written.items() if n == name)
+    with pytest.raises(ValueError, match="split='val' is not one of train, test"):
+        arctique.Dataset(export_dataset, split="val", fractions=fractions)
+
+
 def test_torch_adapter(export_dataset):
     torch = pytest.importorskip("torch", reason="torch is not installed: the [torch] extra is optional "
                                                 "and not in the test extra")
@@ -422,6 +484,11 @@ def test_torch_adapter(export_dataset):
     data = arctique.Dataset(export_dataset)
     loader = torch.utils.data.DataLoader(TorchDataset(data), batch_size=3)
     batch = next(iter(loader))
+    full = TorchDataset(data, fields=("soft", "class_posterior", "tissue", "defocus", "stack"))[0]
+    assert full["class_posterior"].shape[1:] == (128, 128) and full["soft"].dtype == torch.float32
+    np.testing.assert_array_equal(full["stack"].numpy(), data[0].stack)
+    with pytest.raises(ValueError, match="fields: bogus"):
+        TorchDataset(data, fields=("bogus",))
     assert batch["image"].shape == (3, 3, 128, 128) and batch["image"].dtype == torch.float32
     assert batch["instance"].dtype == torch.int64 and batch["index"].tolist() == list(SEEDS)
     for k, s in enumerate(data):

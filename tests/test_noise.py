@@ -39,7 +39,10 @@ def test_three_class_separates_touching_instances():
         for x in np.nonzero(np.diff(lab.astype(int)))[0]:
             assert row[x] == 2 and row[x + 1] == 2
     interior = ((tc == 1) & (instance == 6)).sum()
-    assert interior == 6 * 6  # an 8x8 square minus a 1 px border
+    assert interior == 4 * 4  # an 8x8 square minus its 2 px border
+    assert np.array_equal(tc > 0, instance > 0)  # the border lies inside the nuclei
+    spaced, _, _ = grid_labels(4, 8, touching=False)
+    assert np.array_equal(three_class(spaced, border_px=2) > 0, spaced > 0)
 
 
 def noisy_class_of(instance: np.ndarray, noisy_semantic: np.ndarray) -> dict:

@@ -1,13 +1,16 @@
 """Reading a finished dataset, numpy only: ``arctique.Dataset(path)`` gives each complete sample's
-image, label maps, 3D stack and per-cell table, and the class table. The exports and the optional
-PyTorch adapter (``arctique.io.torch_dataset``) are built on it."""
+image, every label map (nuclei, cytoplasm, tissue, the ambiguity maps and the per-pixel class
+posterior), the 3D stack, the per-cell table and the class table, of the clean labels or of a
+label-noise level and simulated annotator. The exports and the optional PyTorch adapter
+(``arctique.io.torch_dataset``) are built on it."""
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 import tifffile
@@ -16,15 +19,16 @@ from PIL import Image
 from ..classes import CLASSES, CellClass
 from . import dataset as ds
 from .dataset import level_name
+from .splits import assign_splits, parse_split
 
 
 class Sample:
     """One complete sample; each array is read from disk when first asked for."""
 
-    def __init__(self, root: Path, index: int, noise: Optional[str] = None) -> None:
-        self.root, self.index, self.noise = root, index, noise
+    def __init__(self, root: Path, index: int, noise: Optional[str] = None, annotator: Optional[int] = None) -> None:
+        self.root, self.index, self.noise, self.annotator = root, index, noise, annotator
         self._files = ds.sample_files(index)
-        self._noise_files = ds.noise_files(index, noise) if noise is not None else {}
+        self._noise_files = ds.noise_files(index, noise, annotator) if noise is not None else {}
 
     def _path(self, key: str) -> Path:
         return self.root / self._files[key]
@@ -63,6 +67,57 @@ class Sample:
         return self._labels("semantic")
 
     @cached_property
+    def foreground(self) -> np.ndarray:
+        """(H, W) uint8 1 on nuclei (the noise variant's when the dataset has one)."""
+        return self._labels("foreground")
+
+    @cached_property
+    def three_class(self) -> np.ndarray:
+        """(H, W) uint8 0 background, 1 nucleus interior, 2 border (the noise variant's when the dataset has one)."""
+        return self._labels("three_class")
+
+    @cached_property
+    def noise_record(self) -> Optional[Dict[str, Any]]:
+        """What the noise variant changed (flips, merges, splits, foreground moves), None when clean."""
+        return json.loads((self.root / self._noise_files["record"]).read_text()) if self._noise_files else None
+
+    @cached_property
+    def cytoplasm(self) -> np.ndarray:
+        """(H, W) clean instance ids of the cell bodies around the nuclei that have one."""
+        return tifffile.imread(self._path("cytoplasm"))
+
+    @cached_property
+    def soft(self) -> np.ndarray:
+        """(H, W) float32 share of the pixel's area covered by a nucleus (partial volume)."""
+        return tifffile.imread(self._path("soft"))
+
+    @cached_property
+    def soft_instances(self) -> np.ndarray:
+        """(H, W) uint8 distinct nuclei seen within the pixel's area."""
+        return tifffile.imread(self._path("soft_instances"))
+
+    @cached_property
+    def overlap(self) -> np.ndarray:
+        """(H, W) uint8 nuclei on the pixel-centre ray inside the section."""
+        return tifffile.imread(self._path("overlap"))
+
+    @cached_property
+    def defocus(self) -> np.ndarray:
+        """(H, W) float32 depth of the visible nucleus from the focal plane, um; NaN off nuclei."""
+        return tifffile.imread(self._path("defocus"))
+
+    @cached_property
+    def class_posterior(self) -> np.ndarray:
+        """(H, W, 1 + classes) float32 per pixel: the class posterior of its clean visible nucleus
+        (the cells' ``class_posterior``, over the classes in id order), 1 on background (channel 0)."""
+        clean = tifffile.imread(self._path("instance"))
+        table = np.zeros((len(self.cells) + 1, len(CLASSES) + 1), np.float32)
+        table[0, 0] = 1
+        for row, cell in enumerate(self.cells, start=1):
+            table[row, 1:] = cell["class_posterior"]
+        return table[clean]
+
+    @cached_property
     def tissue(self) -> Optional[np.ndarray]:
         """(H, W) uint8 tissue compartment codes, None for datasets written without them."""
         path = self._path("tissue")
@@ -79,23 +134,46 @@ class Dataset(Sequence[Sample]):
 
     Args:
         root: an ``arctique-gen`` output folder.
-        noise: a label-noise level written into the dataset (e.g. 20): ``instance`` and
-            ``semantic`` then come from that variant; ``cells`` and ``stack`` stay clean.
+        noise: a label-noise level written into the dataset (e.g. 20): ``instance``, ``semantic``,
+            ``foreground`` and ``three_class`` then come from that variant; every other map,
+            ``cells`` and ``stack`` stay clean.
+        annotator: with ``noise``, simulated annotator k of that level (``noise.annotators``).
+        split: one part of a reproducible split of the samples, e.g. ``"train"``: the split that
+            ``arctique-export --split FRACTIONS --split-seed SEED`` writes.
+        fractions, split_seed: that split (default ``train=0.8,val=0.1,test=0.1``, seed 0).
+
+    Indexing with a slice gives a Dataset of those samples, as indexing a list does.
     """
 
-    def __init__(self, root: Path, noise: Optional[float] = None) -> None:
+    def __init__(self, root: Path, noise: Optional[float] = None, annotator: Optional[int] = None,
+                 split: Optional[str] = None, fractions: str = "train=0.8,val=0.1,test=0.1",
+                 split_seed: int = 0) -> None:
         self.root = Path(root)
         if not (self.root / ds.MANIFEST).exists():
             raise ValueError(f"{self.root} has no {ds.MANIFEST}: not an arctique dataset (or nothing complete yet)")
         self.indices: Tuple[int, ...] = tuple(sorted(ds.Dataset(self.root).completed()))
-        self.noise = level_name(noise) if noise is not None else None
+        if annotator is not None and noise is None:
+            raise ValueError("annotator: simulated annotators belong to a noise level; give noise= too")
+        try:
+            self.noise = level_name(float(noise)) if noise is not None else None
+        except ValueError:
+            raise ValueError(f"noise={noise!r} is not a noise level (a number such as 20); annotators: "
+                             "noise=20, annotator=0") from None
+        self.annotator = annotator
         if self.noise is not None:
             missing = [i for i in self.indices
-                       if not (self.root / ds.noise_files(i, self.noise)["instance"]).exists()]
+                       if not (self.root / ds.noise_files(i, self.noise, annotator)["instance"]).exists()]
             if missing:
                 levels = ", ".join(self.noise_levels()) or "none"
-                raise ValueError(f"noise level {self.noise} is missing for {len(missing)} sample(s) of "
-                                 f"{self.root} (levels written: {levels})")
+                what = f"noise level {self.noise}" + (f" annotator {annotator}" if annotator is not None else "")
+                raise ValueError(f"{what} is missing for {len(missing)} sample(s) of {self.root} "
+                                 f"(levels written: {levels})")
+        if split is not None:
+            parts = parse_split(fractions, "fractions")
+            if split not in parts:
+                raise ValueError(f"split={split!r} is not one of {', '.join(parts)} (fractions={fractions!r})")
+            of = assign_splits(list(self.indices), parts, split_seed)
+            self.indices = tuple(i for i in self.indices if of[i] == split)
 
     def noise_levels(self) -> List[str]:
         """The label-noise levels that have instance maps in this dataset (simulated annotators aside)."""
@@ -116,11 +194,21 @@ class Dataset(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> Sample:  # type: ignore[override]
-        return Sample(self.root, self.indices[position], self.noise)
+    @overload
+    def __getitem__(self, position: int) -> Sample: ...
+
+    @overload
+    def __getitem__(self, position: slice) -> "Dataset": ...
+
+    def __getitem__(self, position: Union[int, slice]) -> Union[Sample, "Dataset"]:
+        if isinstance(position, slice):
+            part = copy.copy(self)
+            part.indices = self.indices[position]
+            return part
+        return Sample(self.root, self.indices[position], self.noise, self.annotator)
 
     def sample(self, index: int) -> Sample:
         """The sample of seed/index ``index``."""
         if index not in self.indices:
             raise KeyError(f"sample {index} is not complete in {self.root}")
-        return Sample(self.root, index, self.noise)
+        return Sample(self.root, index, self.noise, self.annotator)

@@ -29,20 +29,18 @@ def foreground(instance: np.ndarray) -> np.ndarray:
 
 
 def three_class(instance: np.ndarray, border_px: int) -> np.ndarray:
-    """0 background, 1 interior, 2 border: each instance dilated by floor(w/2) and eroded by the rest.
+    """0 background, 1 interior, 2 border: the outermost ``border_px`` pixels of each instance.
 
-    A pixel is interior when every pixel of its (2r+1)^2 neighbourhood has its label, so touching
-    instances are always separated by border pixels.
+    A nucleus pixel is interior when every pixel of its (2w+1)^2 neighbourhood has its label, so
+    touching instances are always separated by border pixels, and the border never leaves the
+    nuclei: the 3-class map is the foreground map, split.
     """
-    outward = border_px // 2
-    inward = border_px - outward
     lab = instance.astype(np.int64)
-    size = 2 * inward + 1
+    size = 2 * border_px + 1
     interior = (lab > 0) & (ndimage.minimum_filter(lab, size, mode="nearest")
                             == ndimage.maximum_filter(lab, size, mode="nearest"))
-    covered = ndimage.maximum_filter(lab > 0, 2 * outward + 1, mode="nearest") if outward else lab > 0
     out = np.zeros(instance.shape, np.uint8)
-    out[covered] = 2
+    out[lab > 0] = 2
     out[interior] = 1
     return out
 

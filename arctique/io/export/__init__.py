@@ -12,9 +12,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
-from ...rng import stream
-from ..dataset import folder_name
 from ..reader import Dataset
+from ..splits import assign_splits, parse_split
 from .arctique_v3 import ArctiqueV3
 from .base import Writer
 from .coco import Coco
@@ -31,43 +30,9 @@ RECORD = "export.json"
 MAX_FIELD_PX = 8192  # largest exported field side, as optics.image_size allows
 
 
-def parse_split(text: str) -> Dict[str, float]:
-    """``train=0.8,val=0.1,test=0.1`` -> {"train": 0.8, ...}; fractions in (0, 1] summing to 1."""
-    fractions: Dict[str, float] = {}
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        name = name.strip()
-        try:
-            fraction = float(value)
-        except ValueError:
-            raise ValueError(f"--split: '{part}' is not NAME=FRACTION (e.g. train=0.8,val=0.1,test=0.1)") from None
-        if not name or name in fractions or not 0 < fraction <= 1:
-            raise ValueError(f"--split: '{part}' needs a new name and a fraction in (0, 1]")
-        fractions[folder_name(name, "--split")] = fraction
-    if not math.isclose(sum(fractions.values()), 1.0, abs_tol=1e-6):
-        raise ValueError(f"--split: fractions must sum to 1, got {sum(fractions.values()):g} ({text})")
-    return fractions
-
-
-def assign_splits(indices: List[int], fractions: Dict[str, float], seed: int) -> Dict[int, str]:
-    """Sample index -> split: the samples shuffled by ``seed`` (stream ``export/split``) and cut in
-    the given order into parts of round(fraction x n), remainders to the largest fractional parts."""
-    n = len(indices)
-    exact = [f * n for f in fractions.values()]
-    sizes = [math.floor(e) for e in exact]
-    by_remainder = sorted(range(len(exact)), key=lambda k: (-(exact[k] - sizes[k]), k))
-    for k in by_remainder[: n - sum(sizes)]:
-        sizes[k] += 1
-    order = [indices[k] for k in stream(seed, "export/split").permutation(n)]
-    out, start = {}, 0
-    for name, size in zip(fractions, sizes):
-        out.update({i: name for i in order[start:start + size]})
-        start += size
-    return out
-
-
 def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None, tile: Optional[int] = None,
-           split: Optional[str] = None, split_seed: int = 0, noise: Optional[float] = None) -> Dict[str, Any]:
+           split: Optional[str] = None, split_seed: int = 0, noise: Optional[float] = None,
+           annotator: Optional[int] = None) -> Dict[str, Any]:
     """Write the complete samples of dataset ``root`` into ``out`` in format ``format_name``.
 
     Args:
@@ -77,6 +42,7 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
         split: e.g. ``train=0.8,val=0.1,test=0.1``: samples (all tiles of a field together) go to
             ``out/<split>/`` by a shuffle of seed ``split_seed``.
         noise: export the label-noise variant of this level instead of the clean labels.
+        annotator: with ``noise``, that of simulated annotator k of the level.
 
     Returns the export record, also written to ``out/export.json``. Every argument is checked, with
     a one-line ``ValueError`` naming the option, before anything is written.
@@ -94,7 +60,7 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
     fractions = parse_split(split) if split else {"": 1.0}
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out: {out} is not empty; choose a new folder")
-    dataset = Dataset(root, noise=noise)
+    dataset = Dataset(root, noise=noise, annotator=annotator)
     if not len(dataset):
         raise ValueError(f"{root} has no complete sample to export")
 
@@ -124,7 +90,7 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
         writer.close()
     record = {
         "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
-        "noise_level": dataset.noise, "split": split, "split_seed": split_seed,
+        "noise_level": dataset.noise, "annotator": annotator, "split": split, "split_seed": split_seed,
         "class_codes": {c.name: writer_type.codes.get(c.id) for c in dataset.classes},
         "samples": {str(i): splits[i] for i in dataset.indices}, "patches": patches,
     }
