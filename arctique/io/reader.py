@@ -34,7 +34,11 @@ class Sample:
         return self.root / self._files[key]
 
     def _labels(self, key: str) -> np.ndarray:
+        """The noise variant's map ``key`` where the dataset has one, else the clean map."""
         return tifffile.imread(self.root / self._noise_files.get(key, self._files[key]))
+
+    def _clean(self, key: str) -> np.ndarray:
+        return tifffile.imread(self._path(key))
 
     @cached_property
     def metadata(self) -> Dict[str, Any]:
@@ -84,33 +88,33 @@ class Sample:
     @cached_property
     def cytoplasm(self) -> np.ndarray:
         """(H, W) clean instance ids of the cell bodies around the nuclei that have one."""
-        return tifffile.imread(self._path("cytoplasm"))
+        return self._clean("cytoplasm")
 
     @cached_property
     def soft(self) -> np.ndarray:
         """(H, W) float32 share of the pixel's area covered by a nucleus (partial volume)."""
-        return tifffile.imread(self._path("soft"))
+        return self._clean("soft")
 
     @cached_property
     def soft_instances(self) -> np.ndarray:
         """(H, W) uint8 distinct nuclei seen within the pixel's area."""
-        return tifffile.imread(self._path("soft_instances"))
+        return self._clean("soft_instances")
 
     @cached_property
     def overlap(self) -> np.ndarray:
         """(H, W) uint8 nuclei on the pixel-centre ray inside the section."""
-        return tifffile.imread(self._path("overlap"))
+        return self._clean("overlap")
 
     @cached_property
     def defocus(self) -> np.ndarray:
         """(H, W) float32 depth of the visible nucleus from the focal plane, um; NaN off nuclei."""
-        return tifffile.imread(self._path("defocus"))
+        return self._clean("defocus")
 
     @cached_property
     def class_posterior(self) -> np.ndarray:
         """(H, W, 1 + classes) float32 per pixel: the class posterior of its clean visible nucleus
         (the cells' ``class_posterior``, over the classes in id order), 1 on background (channel 0)."""
-        clean = tifffile.imread(self._path("instance"))
+        clean = self._clean("instance")
         table = np.zeros((len(self.cells) + 1, len(CLASSES) + 1), np.float32)
         table[0, 0] = 1
         for row, cell in enumerate(self.cells, start=1):
