@@ -281,21 +281,35 @@ def test_module_entry_point(export_dataset, tmp_path):
 # ------------------------------------------------------------------------------- resampling and noise
 
 
-def test_downsampling_keeps_ids_exact_and_drops_vanished_nuclei(export_dataset, tmp_path):
-    out = run_export(export_dataset, tmp_path / "down", "--format", "hovernet", "--mpp", "1.5")
+@pytest.mark.parametrize("mpp", [1.5, 2.0])
+def test_downsampling_keeps_ids_exact_and_nuclei_in_place_and_drops_vanished_ones(export_dataset, tmp_path, mpp):
+    out = run_export(export_dataset, tmp_path / "down", "--format", "hovernet", "--mpp", str(mpp))
     vanished = 0
     for seed in SEEDS:
         image, instance, semantic = source(export_dataset, seed)
         patch = np.load(out / f"{seed}.npy")
-        size = round(128 * 1.0 / 1.5)
+        size = round(128 * 1.0 / mpp)
         assert patch.shape == (size, size, 5)
-        centre_um = (np.arange(size) + 0.5) * 1.5  # pixel centres of the new grid
-        src = np.floor(centre_um / 1.0).astype(int)  # the 1 um pixel holding each centre
-        expected = instance[np.ix_(src, src)]
+        # each new pixel takes the most frequent id at its 2 x 2 evenly spread points
+        # (a quarter and three quarters of the way across, per axis), ties to the larger id
+        points = np.floor(((np.arange(size)[:, None] + np.array([0.25, 0.75])) * mpp).ravel()).astype(int)
+        votes = instance[np.ix_(points, points)]
+        expected = np.zeros((size, size), instance.dtype)
+        for y in range(size):
+            for x in range(size):
+                ids, counts = np.unique(votes[2 * y:2 * y + 2, 2 * x:2 * x + 2], return_counts=True)
+                expected[y, x] = ids[counts == counts.max()].max()
         assert_same_instances(patch[..., 3], expected)
         vanished += len(np.unique(instance)) - len(np.unique(expected))
-        lizard = code_lut(export_dataset, seed, LIZARD)[semantic[np.ix_(src, src)]]
+        class_of = np.zeros(int(instance.max()) + 1, np.int64)
+        class_of[instance.ravel()] = semantic.ravel()
+        lizard = code_lut(export_dataset, seed, LIZARD)[class_of[expected]]
         np.testing.assert_array_equal(patch[..., 4], np.where(expected > 0, lizard, 0))
+        # the nuclei stay where they were: their centroids move by far less than a new pixel
+        kept = np.intersect1d(np.unique(instance)[1:], np.unique(expected)[1:])
+        moved = [(np.argwhere(expected == i).mean(0) + 0.5) * mpp - (np.argwhere(instance == i).mean(0) + 0.5)
+                 for i in kept]
+        assert np.abs(np.mean(moved, 0)).max() < 0.1
         assert np.abs(patch[..., :3].mean((0, 1)) - image.mean((0, 1))).max() < 1.0
         assert alignment_shift(patch[..., :3], patch[..., 3] > 0) == (0, 0)
     assert vanished > 0  # some nuclei have no pixel centre left and are not in the export
