@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 
 from .io.export import FORMATS, export
 
+COCOEVAL_MAX_DETS = 100  # pycocotools' COCOeval default params.maxDets[-1]
+
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     formats = "\n".join(f"  {name:12s} {w.feeds}" for name, w in FORMATS.items())
@@ -41,6 +43,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if off:
         print(f"arctique-export: note: {args.format} data are {native:g} um/px, these patches "
               f"{', '.join(f'{m:g}' for m in off)} um/px (--mpp {native:g} resamples)", file=sys.stderr)
+    for name, n in record["left_out"].items():
+        print(f"arctique-export: note: {args.format} has no code for {name}: {n} visible nuclei left out of "
+              "its maps", file=sys.stderr)
+    most = max((p["instances"] for p in record["patches"]), default=0)
+    if args.format == "coco" and most > COCOEVAL_MAX_DETS:
+        print(f"arctique-export: note: up to {most} nuclei per image; COCOeval counts {COCOEVAL_MAX_DETS} "
+              f"detections per image by default: set params.maxDets = [1, 10, {most}]", file=sys.stderr)
     per_split = Counter(p["split"] for p in record["patches"])
     parts = ", ".join(f"{name} {n}" for name, n in per_split.items() if name)
     print(f"{len(record['patches'])} patches{f' ({parts})' if parts else ''} of {len(record['samples'])} "

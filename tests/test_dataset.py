@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from arctique.compose import load_config
-from arctique.io.dataset import Dataset, sample_files, write_label_tiff
+from arctique.io.dataset import Dataset, sample_files, write_label_tiff, write_png
 from arctique import pipeline
 from arctique.pipeline import Counts, generate, run
 from arctique.render.worker import Renderer
@@ -147,3 +147,15 @@ def test_label_tiffs_carry_the_pixel_size_in_pixels_per_centimetre(tmp_path, mpp
             numerator, denominator = page.tags[tag].value
             assert numerator / denominator == pytest.approx(px_per_cm)
         assert json.loads(page.description)["mpp_um"] == mpp
+
+
+@pytest.mark.parametrize("mpp, px_per_m", [(0.5, 2_000_000), (0.25, 4_000_000), (2.0, 500_000)])
+def test_pngs_carry_the_pixel_size_in_pixels_per_metre(tmp_path, mpp, px_per_m):
+    """The pHYs chunk, read back from the file's bytes: metres as unit, 10^6 / mpp pixels each way."""
+    import struct
+
+    path = tmp_path / "image.png"
+    write_png(path, np.zeros((4, 4, 3), np.uint8), mpp)
+    data = path.read_bytes()
+    at = data.index(b"pHYs")
+    assert struct.unpack(">IIB", data[at + 4: at + 13]) == (px_per_m, px_per_m, 1)

@@ -165,18 +165,24 @@ def test_pannuke_tiles_with_instances_in_their_class_channel(export_dataset, tmp
                 k += 1
 
 
-def test_arctique_v3_16bit_pngs_read_by_pillow_and_scikit_image(export_dataset, tmp_path):
+def test_arctique_v3_16bit_pngs_read_by_pillow_and_scikit_image(export_dataset, tmp_path, capsys):
     from skimage.io import imread
 
     out = run_export(export_dataset, tmp_path / "v3", "--format", "arctique-v3")
+    neutrophils = sum(1 for seed in SEEDS for c in arctique.Dataset(export_dataset).sample(seed).cells
+                      if c["class_name"] == "NEU" and c["visible_area_px"] > 0)
+    assert neutrophils > 0 and json.loads((out / "export.json").read_text())["left_out"] == {"NEU": neutrophils}
+    assert f"arctique-v3 has no code for NEU: {neutrophils} visible nuclei left out" in capsys.readouterr().err
     for seed in SEEDS:
         image, instance, semantic = source(export_dataset, seed)
-        np.testing.assert_array_equal(np.asarray(Image.open(out / f"images/img_{seed}.png")), image)
+        with Image.open(out / f"images/img_{seed}.png") as im:
+            np.testing.assert_array_equal(np.asarray(im), image)
+            assert im.info["dpi"] == pytest.approx((25400 / 1.0,) * 2)  # the pixel size: 1 um
         maps = {}
         for kind in ("instance", "semantic"):
             path = out / f"masks/{kind}/{seed}.png"
             with Image.open(path) as im:
-                assert im.mode == "I;16"
+                assert im.mode == "I;16" and im.info["dpi"] == pytest.approx((25400.0, 25400.0))
                 pil = np.asarray(im)
             ski = imread(path)
             assert ski.dtype == np.uint16

@@ -358,9 +358,16 @@ def write_array(path: Path, array: np.ndarray) -> None:
         raise
 
 
-def write_png(path: Path, rgb: np.ndarray) -> None:
+def png_resolution(mpp: float) -> Dict[str, Any]:
+    """Pillow's PNG options that record the pixel size (the pHYs chunk: 10^6 / mpp pixels per metre)."""
+    return {"dpi": (25400 / mpp,) * 2}
+
+
+def write_png(path: Path, rgb: np.ndarray, mpp: float) -> None:
+    """An RGB PNG that records its pixel size."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb).save(path, format="PNG", compress_level=3)  # 2.5x faster than 6, 8 % larger
+    # compress level 3: 2.5x faster than 6, 8 % larger
+    Image.fromarray(rgb).save(path, format="PNG", compress_level=3, **png_resolution(mpp))
 
 
 def write_text(path: Path, text: str) -> None:

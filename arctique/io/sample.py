@@ -39,7 +39,7 @@ def write_sample(folder: Path, sample: RenderedSample, with_preview: bool) -> No
     """Write ``sample`` into ``folder`` (a staging folder: the dataset commits it afterwards)."""
     seed, mpp = sample.seed, sample.mpp
     files = ds.sample_files(seed)
-    ds.write_png(folder / files["image"], sample.image)
+    ds.write_png(folder / files["image"], sample.image, mpp)
     for key, plane in sample.label_maps().items():
         ds.write_label_tiff(folder / files[key], plane, mpp)
     ds.write_array(folder / files["stack"], sample.labels.stack)
@@ -52,5 +52,5 @@ def write_sample(folder: Path, sample: RenderedSample, with_preview: bool) -> No
     ds.write_text(folder / files["parameters"], ds.to_json(sample.parameters))
     if with_preview:
         ds.write_png(folder / files["preview"], preview(sample.image, sample.labels.instance,
-                                                        sample.labels.semantic))
+                                                        sample.labels.semantic), mpp)
 

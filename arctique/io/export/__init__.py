@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
@@ -88,11 +89,14 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
                 patches.append({"name": patch.name, "split": name, "sample": patch.index,
                                 "y_px": patch.y, "x_px": patch.x, "mpp_um": patch.mpp, "instances": patch.n})
         writer.close()
+    # Visible nuclei of classes the format has no code for: left out of every map (said, not silent).
+    left_out = Counter(c.name for s in dataset for row in s.cells if row["visible_area_px"] > 0
+                       for c in dataset.classes if c.id == row["class_id"] and c.id not in writer_type.codes)
     record = {
         "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
         "noise_level": dataset.noise, "annotator": annotator, "split": split, "split_seed": split_seed,
         "class_codes": {c.name: writer_type.codes.get(c.id) for c in dataset.classes},
-        "samples": {str(i): splits[i] for i in dataset.indices}, "patches": patches,
+        "left_out": dict(left_out), "samples": {str(i): splits[i] for i in dataset.indices}, "patches": patches,
     }
     (out / RECORD).write_text(json.dumps(record, indent=1) + "\n")
     return record

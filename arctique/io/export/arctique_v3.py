@@ -14,6 +14,6 @@ class ArctiqueV3(Writer):
     feeds = "loaders of the reference's v3 release (e.g. Bio-Image-Datasets' ArctiqueDataset)"
 
     def add(self, patch: Patch) -> None:
-        write_rgb_png(self.out / f"images/img_{patch.name}.png", patch.image)
-        write_uint16_png(self.out / f"masks/semantic/{patch.name}.png", self.code_table()[patch.semantic])
-        write_uint16_png(self.out / f"masks/instance/{patch.name}.png", patch.instance)
+        write_rgb_png(self.out / f"images/img_{patch.name}.png", patch.image, patch.mpp)
+        write_uint16_png(self.out / f"masks/semantic/{patch.name}.png", self.code_table()[patch.semantic], patch.mpp)
+        write_uint16_png(self.out / f"masks/instance/{patch.name}.png", patch.instance, patch.mpp)

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ...classes import CLASSES
+from ..dataset import png_resolution
 from .patches import Patch
 
 
@@ -64,17 +65,18 @@ class Writer:
         """Write what is collected over all patches (tables, array files)."""
 
 
-def write_rgb_png(path: Path, image: np.ndarray) -> None:
+def write_rgb_png(path: Path, image: np.ndarray, mpp: float) -> None:
+    """An RGB PNG that records its pixel size (``mpp`` um)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, format="PNG")
+    Image.fromarray(image).save(path, format="PNG", **png_resolution(mpp))
 
 
-def write_uint16_png(path: Path, labels: np.ndarray) -> None:
-    """Single-channel 16-bit PNG (ids above 65535 cannot be written and raise)."""
+def write_uint16_png(path: Path, labels: np.ndarray, mpp: float) -> None:
+    """Single-channel 16-bit PNG that records its pixel size (ids above 65535 cannot be written and raise)."""
     if labels.max(initial=0) > np.iinfo(np.uint16).max:
         raise ValueError(f"{path.name}: ids above 65535 do not fit a 16-bit PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG")
+    Image.fromarray(labels.astype(np.uint16)).save(path, format="PNG", **png_resolution(mpp))
 
 
 def open_npy(path: Path, shape, dtype) -> np.ndarray:

@@ -36,7 +36,7 @@ class Coco(Writer):
 
     def add(self, patch: Patch) -> None:
         file_name = f"images/{patch.name}.png"
-        write_rgb_png(self.out / file_name, patch.image)
+        write_rgb_png(self.out / file_name, patch.image, patch.mpp)
         image_id = len(self.images) + 1
         h, w = patch.instance.shape
         self.images.append({"id": image_id, "file_name": file_name, "height": h, "width": w,

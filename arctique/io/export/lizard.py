@@ -17,7 +17,7 @@ class Lizard(Writer):
     feeds = "Lizard loaders and the CoNIC/HoVer-Net data preparation that reads the .mat files"
 
     def add(self, patch: Patch) -> None:
-        write_rgb_png(self.out / f"images/{patch.name}.png", patch.image)
+        write_rgb_png(self.out / f"images/{patch.name}.png", patch.image, patch.mpp)
         try:
             from scipy.io import savemat
         except ImportError:
