@@ -10,6 +10,7 @@ import pytest
 import tifffile
 from scipy import ndimage
 
+from arctique.classes import CLASS_IDS
 from arctique.config import ConfigError, ForegroundNoiseConf, NoiseConf, SemanticNoiseConf
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset
@@ -17,6 +18,10 @@ from arctique.labels.noise import cell_footprints, noisy_labels, three_class, to
 from arctique.vary import main as vary_main
 
 from .conftest import SMALL, run_cli
+
+
+# Noise without outline changes: for the tests of class flips, merges and splits alone.
+NO_OUTLINE_NOISE = ForegroundNoiseConf(dropout_prob=0, scale_prob=0, shift_prob=0, elastic_prob=0)
 
 
 def grid_labels(n_side: int = 24, size: int = 8, touching: bool = True):
@@ -57,7 +62,7 @@ def noisy_class_of(instance: np.ndarray, noisy_semantic: np.ndarray) -> dict:
 
 def test_semantic_flip_rate_matches_the_level_and_touches_only_flipped_instances():
     instance, semantic, stack = grid_labels()
-    cfg = NoiseConf()
+    cfg = NoiseConf(foreground=NO_OUTLINE_NOISE)
     variant = noisy_labels(instance, semantic, stack, seed=7, level=30, cfg=cfg)
     clean, noisy = noisy_class_of(instance, semantic), noisy_class_of(instance, variant.semantic)
     changed = {i for i in clean if noisy[i] != clean[i]}
@@ -85,7 +90,7 @@ def test_merges_join_exactly_the_requested_share_of_touching_pairs():
     pairs = {(k + 1, k + 2) for k in range(side * side) if k % side < side - 1}
     pairs |= {(k + 1, k + 1 + side) for k in range(side * (side - 1))}
     assert {tuple(p) for p in touching_pairs(instance).tolist()} == pairs
-    variant = noisy_labels(instance, semantic, stack, seed=3, level=25, cfg=NoiseConf())
+    variant = noisy_labels(instance, semantic, stack, seed=3, level=25, cfg=NoiseConf(foreground=NO_OUTLINE_NOISE))
     # the noisy instance map is a coarsening of the clean one: no clean instance is split
     noisy_id = {}
     for i in range(1, side * side + 1):
@@ -187,13 +192,20 @@ def test_noisy_labels_are_written_beside_the_clean_ones(tmp_path):
     record = json.loads((root / "metadata/noise_50/2.json").read_text())
     assert record["seed"] == 2 and record["level"] == 50 and record["noise"]["levels"] == [50]
     noisy_semantic = tifffile.imread(root / "masks/semantic_noise_50/2.tif")
-    flipped = {f["id"] for f in record["semantic_flips"]}
-    assert flipped == {int(i) for i in np.unique(clean_instance[noisy_semantic != clean_semantic])}
+    # cells whose outline the annotator left alone keep their pixels: there the classes differ
+    # exactly on the flipped cells
+    moved = {r["id"] for r in record["foreground"] if r["dropout"] or r["scale_px"] or r["shift_px"] or r["elastic"]}
+    kept = np.isin(clean_instance, list(moved), invert=True) & (clean_instance > 0)
+    flipped = {f["id"] for f in record["semantic_flips"]} - moved
+    assert flipped == {int(i) for i in np.unique(clean_instance[kept & (noisy_semantic != clean_semantic)])}
     noisy_instance = tifffile.imread(root / "masks/instance_noise_50/2.tif")
     assert len(record["merges"]) == round(0.5 * record["touching_pairs"])
-    assert ((noisy_instance > 0) == (clean_instance > 0)).all()
+    # one annotation: every noisy map covers the same pixels, and moved cells moved
+    nuclei = noisy_instance > 0
+    assert not np.array_equal(nuclei, clean_instance > 0)
     for path in ("masks/instance_3class_noise_50/2.tif", "masks/foreground_noise_50/2.tif"):
-        assert tifffile.imread(root / path).shape == clean_instance.shape
+        assert np.array_equal(tifffile.imread(root / path) > 0, nuclei), path
+    assert np.array_equal(noisy_semantic > 0, nuclei)
     # deriving the same level later from the saved clean labels (arctique-vary, nothing rendered)
     # gives the same noisy labels, byte for byte
     vary_main([str(root), "noise.levels=[50]", "--name", "again"])
@@ -226,44 +238,71 @@ def _written_noise(root, i: int, level: int = 50):
             json.loads((root / f"metadata/noise_{level}/{i}.json").read_text()))
 
 
+def _annotated_cells(clean: np.ndarray, stack: np.ndarray, record: dict) -> np.ndarray:
+    """The instance map the record describes before merges and splits, rebuilt independently for
+    drop-outs and shifts: moved cells leave their pixels, then in id order each shifted cell's
+    footprint (visible or in any slice) takes the pixels that are background by then."""
+    both = np.concatenate([clean[None], stack])
+    out = clean.astype(np.int64)
+    moved = [r for r in record["foreground"] if r["dropout"] or r["shift_px"]]
+    out[np.isin(out, [r["id"] for r in moved])] = 0
+    h, w = clean.shape
+    for r in sorted(moved, key=lambda r: r["id"]):
+        assert r["scale_px"] is None and r["elastic"] is None
+        if r["dropout"] or r["id"] not in clean:
+            continue
+        ys, xs = np.nonzero((both == r["id"]).any(0))
+        ys, xs = ys + r["shift_px"][0], xs + r["shift_px"][1]
+        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        ys, xs = ys[inside], xs[inside]
+        free = out[ys, xs] == 0
+        out[ys[free], xs[free]] = r["id"]
+    return out
+
+
 @pytest.mark.parametrize("i", [3, 4, 5])
-def test_written_foreground_noise_matches_its_record(traced_noise, i):
-    """The written noisy foreground is exactly the union of the footprints (visible or in any slice)
-    of the cells its record keeps, each moved by its recorded shift."""
+def test_written_noise_is_one_annotation_that_matches_its_record(traced_noise, i):
+    """The written noisy foreground, 3-class and semantic maps all cover the cells as the record
+    moved them; the semantic map gives each its recorded (flipped or clean) class."""
     clean, stack, _, fg, record = _written_noise(traced_noise, i)
     both = np.concatenate([clean[None], stack])
     assert {r["id"] for r in record["foreground"]} == set(np.unique(both)) - {0}
     assert any(r["dropout"] for r in record["foreground"]) and any(r["shift_px"] for r in record["foreground"])
-    expected = np.zeros(clean.shape, bool)
-    h, w = clean.shape
-    for r in record["foreground"]:
-        if r["dropout"]:
-            continue
-        assert r["scale_px"] is None and r["elastic"] is None
-        ys, xs = np.nonzero((both == r["id"]).any(0))
-        dy, dx = r["shift_px"] or (0, 0)
-        ys, xs = ys + dy, xs + dx
-        inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        expected[ys[inside], xs[inside]] = True
-    assert np.array_equal(fg.astype(bool), expected)
+    annotated = _annotated_cells(clean, stack, record)
+    assert np.array_equal(fg.astype(bool), annotated > 0)
+    assert np.array_equal(tifffile.imread(traced_noise / f"masks/instance_3class_noise_50/{i}.tif") > 0, annotated > 0)
+    semantic = tifffile.imread(traced_noise / f"masks/semantic/{i}.tif")
+    noisy_class = np.zeros(int(both.max()) + 1, np.uint8)
+    noisy_class[clean.ravel()] = semantic.ravel()
+    for f in record["semantic_flips"]:
+        noisy_class[f["id"]] = CLASS_IDS[f["noisy_class"]]
+    assert np.array_equal(tifffile.imread(traced_noise / f"masks/semantic_noise_50/{i}.tif"), noisy_class[annotated])
 
 
 @pytest.mark.parametrize("i", [3, 4, 5])
 def test_written_noisy_instances_carry_exactly_the_recorded_merges_and_splits(traced_noise, i):
-    """Every recorded split id is in the noisy instance map, and its id count is the clean count less
-    the ids joined by the recorded merges (components of the merge graph) plus the splits."""
+    """Every recorded split id is in the noisy instance map, and its id count is that of the moved
+    cells less the ids joined by the recorded merges (components of the merge graph) plus the splits."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    clean, _, noisy, _, record = _written_noise(traced_noise, i)
-    clean_ids = set(np.unique(clean)) - {0}
+    clean, stack, noisy, _, record = _written_noise(traced_noise, i)
+    annotated_ids = set(np.unique(_annotated_cells(clean, stack, record))) - {0}
     noisy_ids = set(np.unique(noisy)) - {0}
     assert record["splits"] and record["merges"]
     for s in record["splits"]:
-        assert s["new_id"] in noisy_ids and s["new_id"] not in clean_ids and s["id"] in noisy_ids
+        assert s["new_id"] in noisy_ids and s["new_id"] > clean.max() and s["id"] in noisy_ids
     pairs = np.array(record["merges"], np.int64).reshape(-1, 2)
     joined = np.unique(pairs)
     index = np.searchsorted(joined, pairs)
     graph = coo_matrix((np.ones(len(pairs)), (index[:, 0], index[:, 1])), shape=(len(joined),) * 2)
     removed = len(joined) - connected_components(graph, directed=False)[0]
-    assert len(noisy_ids) == len(clean_ids) - removed + len(record["splits"])
+    assert len(noisy_ids) == len(annotated_ids) - removed + len(record["splits"])
+
+
+def test_level_zero_is_the_clean_annotation():
+    instance, semantic, stack = grid_labels(12, 8, touching=True)
+    variant = noisy_labels(instance, semantic, stack, seed=4, level=0, cfg=NoiseConf())
+    assert np.array_equal(variant.instance, instance) and np.array_equal(variant.semantic, semantic)
+    assert np.array_equal(variant.foreground, (instance > 0).astype(np.uint8))
+    assert np.array_equal(variant.three_class, three_class(instance, NoiseConf().border_px))

@@ -7,6 +7,10 @@ own stream ``labels/noise/<L>/<part>`` of the sample seed, and draws for every i
 not the change is applied, so that changing one probability never reshuffles the others.
 Simulated annotator k of a level draws in the same way from ``labels/noise/<L>/annotator/<k>/<part>``,
 so annotators are independent of each other, of the single-annotator variant and of their number.
+
+One variant is one coherent annotation: the cells' outline noise (drop-out, dilation or erosion,
+shift, elastic warp) moves them in the instance map itself, the false merges and splits act on
+that map, and the semantic, 3-class and foreground maps are all derived from it.
 """
 
 from __future__ import annotations
@@ -59,9 +63,9 @@ def touching_pairs(instance: np.ndarray) -> np.ndarray:
 class NoisyLabels:
     level: float
     semantic: np.ndarray  # (H, W) uint8: noisy class of each clean instance
-    instance: np.ndarray  # (H, W) after false merges and splits
+    instance: np.ndarray  # (H, W) the moved cells after false merges and splits
     three_class: np.ndarray  # (H, W) uint8 3-class map of the noisy instances
-    foreground: np.ndarray  # (H, W) uint8 union of the distorted cell footprints
+    foreground: np.ndarray  # (H, W) uint8 the noisy instances' pixels
     record: Dict[str, Any]  # what was changed, per instance, and the realised rates
 
 
@@ -118,13 +122,13 @@ def _merge(instance: np.ndarray, fraction: float, rng: np.random.Generator
     return lut[instance], chosen.tolist(), len(pairs)
 
 
-def _split(instance: np.ndarray, ids: np.ndarray, fraction: float, rng: np.random.Generator
+def _split(instance: np.ndarray, ids: np.ndarray, fraction: float, rng: np.random.Generator, next_id: int
            ) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
-    """False splits: a chosen instance is cut by a random line through its centroid; one side gets a new id."""
+    """False splits: a chosen instance is cut by a random line through its centroid; one side gets a
+    new id, from ``next_id`` on (above every clean id)."""
     u = rng.random(len(ids))
     angle = rng.uniform(0, np.pi, len(ids))
     out = instance.astype(np.int64)
-    next_id = int(instance.max(initial=0)) + 1
     splits = []
     boxes = ndimage.find_objects(out)
     for k, i in enumerate(ids):
@@ -154,13 +158,19 @@ def _elastic(mask: np.ndarray, alpha: float, sigma: float, rng: np.random.Genera
     return warped > 0.5
 
 
-def _distort_foreground(footprints: Dict[int, Tuple[Tuple[slice, slice], np.ndarray]], shape: Tuple[int, int],
-                        level: float, cfg: NoiseConf, streams
-                        ) -> Tuple[np.ndarray, List[Dict[str, Any]], Dict[str, Optional[float]]]:
-    """Union of every cell footprint after its own drop-out, dilation/erosion, shift and elastic warp.
+def _move_cells(instance: np.ndarray, footprints: Dict[int, Tuple[Tuple[slice, slice], np.ndarray]],
+                level: float, cfg: NoiseConf, streams
+                ) -> Tuple[np.ndarray, List[Dict[str, Any]], Dict[str, Optional[float]]]:
+    """The instance map after each cell's own drop-out, dilation/erosion, shift and elastic warp.
 
-    Returns the mask, a record per cell and the realised share of cells drawn for each distortion.
+    A changed cell leaves its pixels; then, in id order, its distorted footprint (visible or
+    occluded parts) takes the pixels that are background by now: an annotator's outline covers
+    the nuclei it does not cross, never another nucleus. Nuclei hidden in every pixel are drawn
+    for (the streams stay aligned) but never drawn in: no annotator sees them. Unchanged cells keep their pixels, so
+    level 0 gives the clean map. Returns the map, a record per cell and the realised share of
+    cells drawn for each distortion.
     """
+    shape = instance.shape
     fg = cfg.foreground
     ids = np.array(sorted(footprints), np.int64)
     n = len(ids)
@@ -177,14 +187,17 @@ def _distort_foreground(footprints: Dict[int, Tuple[Tuple[slice, slice], np.ndar
     warp_seeds = elastic_rng.integers(0, 2**63, n)
 
     pad = fg.shift_px + fg.scale_px + int(np.ceil(fg.elastic_alpha_px[1])) + 2
-    out = np.zeros(shape, bool)
+    changed = drop | scale_on | shift_on | elastic_on
+    seen = np.isin(ids, instance)
+    out = instance.astype(np.int64)
+    out[np.isin(out, ids[changed])] = 0
     records = []
     for k, i in enumerate(ids):
         box, mask = footprints[int(i)]
         rec: Dict[str, Any] = {"id": int(i), "dropout": bool(drop[k]), "scale_px": None, "shift_px": None,
                                "elastic": None}
         records.append(rec)
-        if drop[k]:
+        if drop[k] or not changed[k] or not seen[k]:
             continue
         m = np.pad(mask, pad)
         if scale_on[k]:
@@ -201,10 +214,12 @@ def _distort_foreground(footprints: Dict[int, Tuple[Tuple[slice, slice], np.ndar
         ys, xs = np.nonzero(m)
         ys, xs = ys + y0, xs + x0
         keep = (ys >= 0) & (ys < shape[0]) & (xs >= 0) & (xs < shape[1])
-        out[ys[keep], xs[keep]] = True
+        ys, xs = ys[keep], xs[keep]
+        free = out[ys, xs] == 0
+        out[ys[free], xs[free]] = i
     realised = {f"foreground_{op}": round(float(on.mean()), 6) if n else None
                 for op, on in (("dropout", drop), ("scale", scale_on), ("shift", shift_on), ("elastic", elastic_on))}
-    return out.astype(np.uint8), records, realised
+    return out, records, realised
 
 
 def cell_footprints(instance: np.ndarray, stack: np.ndarray) -> Dict[int, Tuple[Tuple[slice, slice], np.ndarray]]:
@@ -237,15 +252,15 @@ def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, 
     p_flip = _probability(cfg.semantic.flip_prob, level)
     noisy_classes, flips, flippable = _flip_classes(classes, ids, p_flip, cfg.semantic.confusion,
                                                     streams("semantic"))
-    p_merge = _probability(cfg.instance.merge_fraction, level)
-    merged, merges, n_pairs = _merge(instance, p_merge, streams("merge"))
-    p_split = _probability(cfg.instance.split_prob, level)
-    merged_ids = np.unique(merged[merged > 0])
-    split, splits = _split(merged, merged_ids, p_split, streams("split"))
-    noisy_instance = split.astype(label_dtype(int(split.max(initial=0))))
     if footprints is None:
         footprints = cell_footprints(instance, stack)
-    fg, fg_records, fg_realised = _distort_foreground(footprints, instance.shape, level, cfg, streams)
+    moved, fg_records, fg_realised = _move_cells(instance, footprints, level, cfg, streams)
+    p_merge = _probability(cfg.instance.merge_fraction, level)
+    merged, merges, n_pairs = _merge(moved, p_merge, streams("merge"))
+    p_split = _probability(cfg.instance.split_prob, level)
+    merged_ids = np.unique(merged[merged > 0])
+    split, splits = _split(merged, merged_ids, p_split, streams("split"), n + 1)
+    noisy_instance = split.astype(label_dtype(int(split.max(initial=0))))
 
     def rate(k: int, of: int) -> Optional[float]:
         return round(k / of, 6) if of else None
@@ -269,8 +284,9 @@ def noisy_labels(instance: np.ndarray, semantic: np.ndarray, stack: np.ndarray, 
         "splits": splits,
         "foreground": fg_records,
     }
-    return NoisyLabels(level=level, semantic=noisy_classes[instance], instance=noisy_instance,
-                       three_class=three_class(noisy_instance, cfg.border_px), foreground=fg, record=record)
+    return NoisyLabels(level=level, semantic=noisy_classes[moved], instance=noisy_instance,
+                       three_class=three_class(noisy_instance, cfg.border_px),
+                       foreground=foreground(noisy_instance), record=record)
 
 
 def annotator_agreement(annotators: List[NoisyLabels]) -> Dict[str, np.ndarray]:
