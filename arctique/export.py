@@ -38,6 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except ValueError as e:
         print(f"arctique-export: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"arctique-export: interrupted; nothing was written to {args.out}", file=sys.stderr)
+        sys.exit(130)
     native = FORMATS[args.format].native_mpp
     off = sorted({p["mpp_um"] for p in record["patches"]} - {native}) if native else []
     if off:

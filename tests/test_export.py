@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -514,3 +515,48 @@ def test_torch_adapter(export_dataset):
     for k, s in enumerate(data):
         np.testing.assert_array_equal(batch["semantic"][k].numpy(), s.semantic)
         np.testing.assert_allclose(batch["image"][k].numpy().transpose(1, 2, 0) * 255, s.image, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------ interruption and damage
+
+
+def test_an_interrupted_export_leaves_nothing_and_runs_again(export_dataset, tmp_path, monkeypatch, capsys):
+    """Stopped at its second patch, the export leaves neither ``--out`` nor its staging folder (a
+    stale one of a dead process is removed too), and the same command then completes."""
+    from arctique.io.export.hovernet import HoverNet
+
+    stale = tmp_path / ".out.partial-999999999"
+    stale.mkdir()
+    real_add, added = HoverNet.add, []
+
+    def stopped_at_the_second_patch(self, patch):
+        if len(added) == 1:
+            raise KeyboardInterrupt
+        added.append(patch.name)
+        real_add(self, patch)
+
+    monkeypatch.setattr(HoverNet, "add", stopped_at_the_second_patch)
+    with pytest.raises(SystemExit) as exit_:
+        export_main([str(export_dataset), "--out", str(tmp_path / "out"), "--format", "hovernet"])
+    assert exit_.value.code == 130 and "interrupted; nothing was written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.setattr(HoverNet, "add", real_add)
+    record = json.loads((run_export(export_dataset, tmp_path / "out", "--format", "hovernet") / "export.json").read_text())
+    assert len(record["patches"]) == len(SEEDS) and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_damaged_sample_or_a_file_as_out_is_one_line_and_nothing_is_written(export_dataset, tmp_path, capsys):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(export_dataset, damaged)
+    (damaged / "masks/semantic/4.tif").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        export_main([str(damaged), "--out", str(tmp_path / "x"), "--format", "coco"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert "sample 4 of" in err and "masks/semantic/4.tif" in err
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x.partial-*"))
+    (tmp_path / "file").write_text("keep me")
+    with pytest.raises(SystemExit) as exit_:
+        export_main([str(export_dataset), "--out", str(tmp_path / "file"), "--format", "coco"])
+    assert exit_.value.code == 2 and "is a file; choose a new folder" in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "keep me"

@@ -293,7 +293,7 @@ class Dataset:
             seed, _, owner = path.name.partition(".")
             owner_host, _, pid = owner.rpartition(".")
             if seed.isdigit() and path.is_dir():
-                alive = owner_host != host or not pid.isdigit() or _alive(int(pid))
+                alive = owner_host != host or not pid.isdigit() or pid_alive(int(pid))
                 out[int(seed)] = out.get(int(seed), False) or alive
         return out
 
@@ -302,11 +302,12 @@ class Dataset:
         host = socket.gethostname()
         for path in (self.root / ".staging").glob(f"{index}.*"):
             name_host, _, pid = path.name[len(f"{index}."):].rpartition(".")
-            if name_host == host and pid.isdigit() and not _alive(int(pid)):
+            if name_host == host and pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that id exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
 
+from ..dataset import pid_alive
 from ..reader import Dataset
 from ..splits import assign_splits, parse_split
 from .arctique_v3 import ArctiqueV3
@@ -46,7 +49,9 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
         annotator: with ``noise``, that of simulated annotator k of the level.
 
     Returns the export record, also written to ``out/export.json``. Every argument is checked, with
-    a one-line ``ValueError`` naming the option, before anything is written.
+    a one-line ``ValueError`` naming the option, before anything is written. The export is written
+    beside ``out`` and moved into place when whole: an interrupted or failed export leaves nothing
+    at ``out``, so the same command can simply be run again.
     """
     if format_name not in FORMATS:
         raise ValueError(f"--format: '{format_name}' is not one of {', '.join(FORMATS)}")
@@ -59,6 +64,8 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
     if tile is not None and tile < 1:
         raise ValueError(f"--tile must be >= 1 px, got {tile}")
     fractions = parse_split(split) if split else {"": 1.0}
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out: {out} is not empty; choose a new folder")
     dataset = Dataset(root, noise=noise, annotator=annotator)
@@ -79,24 +86,57 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
         tiles[sample.index] = len(tile_starts(size, tile)) ** 2 if tile else 1
     splits = assign_splits(list(dataset.indices), fractions, split_seed)
 
-    patches: List[Dict[str, Any]] = []
-    for name in fractions:
-        members = [s for s in dataset if splits[s.index] == name]
-        writer = writer_type(out / name, sum(tiles[s.index] for s in members))
-        for sample in members:
-            for patch in sample_patches(sample, sorted(writer_type.codes), targets[sample.index], tile):
-                writer.add(patch)
-                patches.append({"name": patch.name, "split": name, "sample": patch.index,
-                                "y_px": patch.y, "x_px": patch.x, "mpp_um": patch.mpp, "instances": patch.n})
-        writer.close()
-    # Visible nuclei of classes the format has no code for: left out of every map (said, not silent).
-    left_out = Counter(c.name for s in dataset for row in s.cells if row["visible_area_px"] > 0
-                       for c in dataset.classes if c.id == row["class_id"] and c.id not in writer_type.codes)
-    record = {
-        "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
-        "noise_level": dataset.noise, "annotator": annotator, "split": split, "split_seed": split_seed,
-        "class_codes": {c.name: writer_type.codes.get(c.id) for c in dataset.classes},
-        "left_out": dict(left_out), "samples": {str(i): splits[i] for i in dataset.indices}, "patches": patches,
-    }
-    (out / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+    staging = _staging_folder(out)
+    try:
+        patches: List[Dict[str, Any]] = []
+        for name in fractions:
+            members = [s for s in dataset if splits[s.index] == name]
+            writer = writer_type(staging / name, sum(tiles[s.index] for s in members))
+            for sample in members:
+                try:
+                    for patch in sample_patches(sample, sorted(writer_type.codes), targets[sample.index], tile):
+                        writer.add(patch)
+                        patches.append({"name": patch.name, "split": name, "sample": patch.index, "y_px": patch.y,
+                                        "x_px": patch.x, "mpp_um": patch.mpp, "instances": patch.n})
+                except (OSError, ValueError, KeyError) as exc:  # a missing, damaged or inconsistent file
+                    raise ValueError(f"sample {sample.index} of {root}: {type(exc).__name__}: {exc}") from None
+            writer.close()
+        # Visible nuclei of classes the format has no code for: left out of every map (said, not silent).
+        left_out = Counter(c.name for s in dataset for row in s.cells if row["visible_area_px"] > 0
+                           for c in dataset.classes if c.id == row["class_id"] and c.id not in writer_type.codes)
+        record = {
+            "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
+            "noise_level": dataset.noise, "annotator": annotator, "split": split, "split_seed": split_seed,
+            "class_codes": {c.name: writer_type.codes.get(c.id) for c in dataset.classes},
+            "left_out": dict(left_out), "samples": {str(i): splits[i] for i in dataset.indices},
+            "patches": patches,
+        }
+        (staging / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return record
+
+
+def _staging_folder(out: Path) -> Path:
+    """A new folder beside ``out`` for this process's export; those of processes that died are removed.
+
+    Raises:
+        ValueError: when nothing can be written there.
+    """
+    prefix = f".{out.name}.partial-"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for stale in out.parent.glob(prefix + "*"):
+            pid = stale.name[len(prefix):]
+            if pid.isdigit() and not pid_alive(int(pid)):
+                shutil.rmtree(stale, ignore_errors=True)
+        staging = out.parent / f"{prefix}{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise ValueError(f"--out: cannot write in {out.parent}: {exc.strerror or exc}") from None
+    return staging
