@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 from .io.export import FORMATS, export
 
 COCOEVAL_MAX_DETS = 100  # pycocotools' COCOeval default params.maxDets[-1]
+HOVERNET_ORIGINAL_INPUT_PX = 270  # hover_net's model_mode = "original" input; "fast" takes 256
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -49,6 +50,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     for name, n in record["left_out"].items():
         print(f"arctique-export: note: {args.format} has no code for {name}: {n} visible nuclei left out of "
               "its maps", file=sys.stderr)
+    smallest = min((p["size_px"] for p in record["patches"]), default=0)
+    if args.format == "hovernet" and smallest < HOVERNET_ORIGINAL_INPUT_PX:
+        print(f"arctique-export: note: {smallest} px patches feed HoVer-Net's fast mode (256 px inputs); its "
+              f"original mode needs {HOVERNET_ORIGINAL_INPUT_PX} px inputs, from --tile 540 of a larger field "
+              "(e.g. optics.image_size=1088 at 0.25 um/px, exported at --mpp 0.5)", file=sys.stderr)
     most = max((p["instances"] for p in record["patches"]), default=0)
     if args.format == "coco" and most > COCOEVAL_MAX_DETS:
         print(f"arctique-export: note: up to {most} nuclei per image; COCOeval counts {COCOEVAL_MAX_DETS} "

@@ -195,9 +195,22 @@ def test_arctique_v3_16bit_pngs_read_by_pillow_and_scikit_image(export_dataset, 
         np.testing.assert_array_equal(maps["semantic"], np.where(kept > 0, v3, 0))
 
 
-def test_hovernet_tiles_hold_rgb_instance_and_type(export_dataset, tmp_path):
+def test_arctique_v3_tiles_have_numbers_the_reference_loaders_read_apart(export_dataset, tmp_path):
+    """The reference lab's loaders take a file's last ``_``-separated token as its index: every tile
+    of every field must get its own."""
+    out = run_export(export_dataset, tmp_path / "v3", "--format", "arctique-v3", "--tile", "64")
+    images = sorted((out / "images").glob("*.png"))
+    numbers = [int(p.stem.split("_")[-1]) for p in images]
+    assert len(images) == 4 * len(SEEDS) and len(set(numbers)) == len(numbers)
+    assert sorted(numbers) == sorted(seed * 1000 + k for seed in SEEDS for k in range(4))
+    for n in numbers:
+        assert (out / f"masks/semantic/{n}.png").is_file() and (out / f"masks/instance/{n}.png").is_file()
+
+
+def test_hovernet_tiles_hold_rgb_instance_and_type(export_dataset, tmp_path, capsys):
     out = run_export(export_dataset, tmp_path / "hovernet", "--format", "hovernet", "--tile", "64")
     assert len(list(out.glob("*.npy"))) == 12
+    assert "64 px patches feed HoVer-Net's fast mode" in capsys.readouterr().err  # too small for 270 px inputs
     for seed in SEEDS:
         image, instance, semantic = source(export_dataset, seed)
         lizard = code_lut(export_dataset, seed, LIZARD)[semantic]
@@ -390,6 +403,7 @@ def test_split_by_seed_is_reproducible_and_keeps_a_fields_tiles_together(export_
     (["--format", "lizard", "--mpp", "0.001"], "--mpp 0.001: sample 3 would be 128000 px per side"),
     (["--format", "conic", "--tile", "128", "--mpp", "0.5"], "--tile: conic patches are 256 px"),
     (["--format", "conic"], "--tile 256: sample 3 is 128 px"),
+    (["--format", "arctique-v3", "--tile", "2"], "--tile 2: sample 3 would be 4096 tiles, more than the 1000"),
     (["--format", "lizard", "--split", "train=0.5,val=0.2"], "--split: fractions must sum to 1"),
     (["--format", "lizard", "--split", "train"], "--split: 'train' is not NAME=FRACTION"),
     (["--format", "lizard", "--split", "../c=0.5,d=0.5"], "--split='../c' is not a folder name"),

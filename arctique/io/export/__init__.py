@@ -84,6 +84,10 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
                              "than one tile (a larger optics.image_size or a smaller --mpp fits)")
         targets[sample.index] = target
         tiles[sample.index] = len(tile_starts(size, tile)) ** 2 if tile else 1
+        most = writer_type.max_tiles_per_field
+        if most is not None and tiles[sample.index] > most:
+            raise ValueError(f"--tile {tile}: sample {sample.index} would be {tiles[sample.index]} tiles, more than "
+                             f"the {most} that {format_name} file names can number (a larger --tile)")
     splits = assign_splits(list(dataset.indices), fractions, split_seed)
 
     staging = _staging_folder(out)
@@ -97,7 +101,8 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
                     for patch in sample_patches(sample, sorted(writer_type.codes), targets[sample.index], tile):
                         writer.add(patch)
                         patches.append({"name": patch.name, "split": name, "sample": patch.index, "y_px": patch.y,
-                                        "x_px": patch.x, "mpp_um": patch.mpp, "instances": patch.n})
+                                        "x_px": patch.x, "size_px": patch.instance.shape[0], "mpp_um": patch.mpp,
+                                        "instances": patch.n})
                 except (OSError, ValueError, KeyError) as exc:  # a missing, damaged or inconsistent file
                     raise ValueError(f"sample {sample.index} of {root}: {type(exc).__name__}: {exc}") from None
             writer.close()

@@ -46,6 +46,7 @@ class Writer:
     patch_px: Optional[int] = None  # the format's fixed patch side, when it has one
     native_mpp: Optional[float] = None  # the pixel size of the public dataset (um), when it has one
     feeds: str = ""  # the public training code that reads it
+    max_tiles_per_field: Optional[int] = None  # when its file names number the tiles of a field
 
     def __init__(self, out: Path, n_patches: int) -> None:
         self.out, self.n_patches = out, n_patches
