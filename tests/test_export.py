@@ -126,7 +126,10 @@ def test_conic_arrays_counts_and_patch_info(export_dataset, tmp_path):
     with open(out / "patch_info.csv", newline="") as f:
         info = list(csv.DictReader(f))
     assert list(counts[0]) == ["neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective"]
-    assert [int(r["sample"]) for r in info] == list(SEEDS)
+    assert list(info[0]) == ["patch_info"]
+    assert [r["patch_info"] for r in info] == [f"arctique_{seed}-0000" for seed in SEEDS]
+    # the CoNIC baseline's split groups patches by the source image before "-"
+    assert [r["patch_info"].split("-")[0].split("_")[1] for r in info] == [str(s) for s in SEEDS]
     for k, seed in enumerate(SEEDS):
         _, instance, semantic = source(export_dataset, seed)
         ref_instance = upsample(instance, 2)

@@ -1,6 +1,9 @@
 """CoNIC: ``images.npy`` (N, 256, 256, 3) uint8, ``labels.npy`` (N, 256, 256, 2) uint16 (instance
 ids, class in Lizard codes), ``counts.csv`` (nuclei per class with a pixel in the central 224 x 224
-crop) and ``patch_info.csv`` (the source sample and position of each patch)."""
+crop) and ``patch_info.csv``: one column, ``<cohort>_<image>-<patch>`` as in the release
+(``arctique_12-0003``: tile 3 of sample 12), which the CoNIC baseline's split code (hover_net's
+``generate_split.py``, torch_em) cuts at ``-`` to keep every tile of a field in one split.
+``export.json`` gives each patch's sample and position."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from .patches import Patch
 # counts.csv columns, in Lizard code order 1..6
 COUNT_COLUMNS = ("neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
 COUNT_MARGIN_PX = 16  # counts cover the central 224 x 224 px of a 256 px patch
+COHORT = "arctique"  # the source-cohort part of a patch name (the release has consep, crag, dpath, ...)
 
 
 class Conic(Writer):
@@ -41,8 +45,8 @@ class Conic(Writer):
         centre = np.unique(patch.instance[m:-m, m:-m])
         counted = np.bincount(codes[centre[centre > 0]], minlength=len(COUNT_COLUMNS) + 1)[1:]
         self.counts.append(dict(zip(COUNT_COLUMNS, counted.tolist())))
-        self.info.append({"patch_info": patch.name, "sample": patch.index, "y_px": patch.y,
-                          "x_px": patch.x, "mpp_um": patch.mpp})
+        tile = patch.name.partition("_")[2] or "0"
+        self.info.append({"patch_info": f"{COHORT}_{patch.index}-{int(tile):04d}"})
 
     def close(self) -> None:
         self.images.flush()
