@@ -147,7 +147,8 @@ def test_conic_arrays_counts_and_patch_info(export_dataset, tmp_path):
 
 def test_pannuke_tiles_with_instances_in_their_class_channel(export_dataset, tmp_path):
     out = run_export(export_dataset, tmp_path / "pannuke", "--format", "pannuke", "--mpp", "0.25")
-    images, masks, types = (np.load(out / f) for f in ("images.npy", "masks.npy", "types.npy"))
+    images, masks, types = (np.load(out / f) for f in ("images/fold1/images.npy", "masks/fold1/masks.npy",
+                                                        "images/fold1/types.npy"))
     assert images.shape == (12, 256, 256, 3) and masks.shape == (12, 256, 256, 6)
     assert list(types) == ["Colon"] * 12
     k = 0
@@ -167,6 +168,18 @@ def test_pannuke_tiles_with_instances_in_their_class_channel(export_dataset, tmp
                                                   & (channel_of[ref_semantic[crop]] == c))
                 assert np.abs(images[k].mean((0, 1)) - upsample(image, 4)[crop].mean((0, 1))).max() < 2.0
                 k += 1
+
+
+def test_pannuke_splits_named_as_folds_are_laid_out_as_the_published_folds(export_dataset, tmp_path):
+    out = run_export(export_dataset, tmp_path / "p", "--format", "pannuke", "--mpp", "0.5",
+                     "--split", "fold1=0.34,fold2=0.33,fold3=0.33")
+    for k in (1, 2, 3):
+        fold = out / f"fold{k}"
+        images = np.load(fold / f"images/fold{k}/images.npy")
+        masks = np.load(fold / f"masks/fold{k}/masks.npy")
+        types = np.load(fold / f"images/fold{k}/types.npy")
+        assert images.shape[1:] == (256, 256, 3) and masks.shape == images.shape[:3] + (6,)
+        assert len(types) == len(images) == 1
 
 
 def test_arctique_v3_16bit_pngs_read_by_pillow_and_scikit_image(export_dataset, tmp_path, capsys):

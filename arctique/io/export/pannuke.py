@@ -1,10 +1,13 @@
-"""PanNuke: ``images.npy`` (N, 256, 256, 3), ``masks.npy`` (N, 256, 256, 6) and ``types.npy`` (N,)
-tissue names, float64 as in the published folds. Mask channels 0 neoplastic, 1 inflammatory,
-2 connective, 3 dead, 4 epithelial hold the instance ids of their nuclei; channel 5 is 1 on
-background."""
+"""PanNuke, laid out as one published fold: ``images/<fold>/images.npy`` (N, 256, 256, 3),
+``images/<fold>/types.npy`` (N,) tissue names and ``masks/<fold>/masks.npy`` (N, 256, 256, 6),
+float64 as in the release. Mask channels 0 neoplastic, 1 inflammatory, 2 connective, 3 dead,
+4 epithelial hold the instance ids of their nuclei; channel 5 is 1 on background. ``<fold>`` is
+the split's name when it is ``fold<k>`` (``--split fold1=0.34,fold2=0.33,fold3=0.33``), else
+``fold1``."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +29,10 @@ class PanNuke(Writer):
     def __init__(self, out: Path, n_patches: int) -> None:
         super().__init__(out, n_patches)
         side = self.patch_px
-        self.images = open_npy(out / "images.npy", (n_patches, side, side, 3), np.float64)
-        self.masks = open_npy(out / "masks.npy", (n_patches, side, side, len(CHANNELS)), np.float64)
+        fold = out.name if re.fullmatch(r"fold\d+", out.name) else "fold1"
+        self.image_dir, mask_dir = out / "images" / fold, out / "masks" / fold
+        self.images = open_npy(self.image_dir / "images.npy", (n_patches, side, side, 3), np.float64)
+        self.masks = open_npy(mask_dir / "masks.npy", (n_patches, side, side, len(CHANNELS)), np.float64)
         self.added = 0
 
     def add(self, patch: Patch) -> None:
@@ -42,4 +47,4 @@ class PanNuke(Writer):
     def close(self) -> None:
         self.images.flush()
         self.masks.flush()
-        np.save(self.out / "types.npy", np.array([TISSUE] * self.n_patches))
+        np.save(self.image_dir / "types.npy", np.array([TISSUE] * self.n_patches))
