@@ -94,7 +94,7 @@ def test_lizard_mat_at_half_the_pixel_size(export_dataset, tmp_path):
     out = run_export(export_dataset, tmp_path / "lizard", "--format", "lizard", "--mpp", "0.5")
     for seed in SEEDS:
         image, instance, semantic = source(export_dataset, seed)
-        mat = loadmat(out / f"labels/{seed}.mat")
+        mat = loadmat(out / f"lizard_labels/Lizard_Labels/Labels/arctique_{seed}.mat")
         inst = mat["inst_map"]
         assert inst.dtype == np.int32 and inst.shape == (256, 256)
         assert_same_instances(inst, upsample(instance, 2))
@@ -109,11 +109,14 @@ def test_lizard_mat_at_half_the_pixel_size(export_dataset, tmp_path):
             ys, xs = np.nonzero(inst == i)
             np.testing.assert_array_equal(mat["bbox"][row], [ys.min(), ys.max() + 1, xs.min(), xs.max() + 1])
             np.testing.assert_allclose(mat["centroid"][row], [xs.mean(), ys.mean()])
-        png = np.asarray(Image.open(out / f"images/{seed}.png"))
+        png = np.asarray(Image.open(out / f"lizard_images1/Lizard_Images1/arctique_{seed}.png"))
         assert png.shape == (256, 256, 3) and png.dtype == np.uint8
         assert np.abs(png.mean((0, 1)) - image.mean((0, 1))).max() < 1.0
         assert alignment_shift(image, instance > 0) == (0, 0)  # the check works on the source ...
         assert alignment_shift(png, inst > 0) == (0, 0)  # ... and the resampled image sits on its labels
+    with open(out / "lizard_labels/Lizard_Labels/info.csv", newline="") as f:
+        info = list(csv.DictReader(f))
+    assert info == [{"Filename": f"arctique_{seed}", "Source": "arctique", "Split": "1"} for seed in SEEDS]
 
 
 def test_conic_arrays_counts_and_patch_info(export_dataset, tmp_path):
@@ -372,7 +375,7 @@ def test_noise_level_exports_the_noisy_labels(export_dataset, tmp_path):
     for seed in SEEDS:
         _, clean, _ = source(export_dataset, seed)
         _, instance, semantic = source(export_dataset, seed, noise="50")
-        mat = loadmat(out / f"labels/{seed}.mat")
+        mat = loadmat(out / f"lizard_labels/Lizard_Labels/Labels/arctique_{seed}.mat")
         assert_same_instances(mat["inst_map"], instance)
         lizard = code_lut(export_dataset, seed, LIZARD)
         for i, cls in zip(mat["id"].ravel(), mat["class"].ravel()):
