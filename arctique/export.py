@@ -10,10 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .io.export import FORMATS, export
+from .io.export import FORMATS, HOVERNET_INPUT_PX, export
 
 COCOEVAL_MAX_DETS = 100  # pycocotools' COCOeval default params.maxDets[-1]
-HOVERNET_ORIGINAL_INPUT_PX = 270  # hover_net's model_mode = "original" input; "fast" takes 256
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -32,10 +31,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the split shuffle (default 0)")
     parser.add_argument("--noise", type=float, metavar="L", help="export the label-noise variant of level L")
     parser.add_argument("--annotator", type=int, metavar="K", help="with --noise: simulated annotator K of that level")
+    parser.add_argument("--hovernet-mode", choices=list(HOVERNET_INPUT_PX),
+                        help="with --format hovernet: refuse patches smaller than that model mode's input")
     args = parser.parse_args(argv)
     try:
         record = export(args.dataset, args.format, args.out, args.mpp, args.tile, args.split,
-                        args.split_seed, args.noise, args.annotator)
+                        args.split_seed, args.noise, args.annotator, args.hovernet_mode)
     except ValueError as e:
         print(f"arctique-export: {e}", file=sys.stderr)
         sys.exit(2)
@@ -51,10 +52,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"arctique-export: note: {args.format} has no code for {name}: {n} visible nuclei left out of "
               "its maps", file=sys.stderr)
     smallest = min((p["size_px"] for p in record["patches"]), default=0)
-    if args.format == "hovernet" and smallest < HOVERNET_ORIGINAL_INPUT_PX:
-        print(f"arctique-export: note: {smallest} px patches feed HoVer-Net's fast mode (256 px inputs); its "
-              f"original mode needs {HOVERNET_ORIGINAL_INPUT_PX} px inputs, from --tile 540 of a larger field "
-              "(e.g. optics.image_size=1088 at 0.25 um/px, exported at --mpp 0.5)", file=sys.stderr)
+    served = [mode for mode, px in HOVERNET_INPUT_PX.items() if smallest >= px]
+    if args.format == "hovernet" and args.hovernet_mode is None and len(served) < len(HOVERNET_INPUT_PX):
+        print(f"arctique-export: note: {smallest} px patches serve HoVer-Net's "
+              f"{' and '.join(served) + ' mode' if served else 'no mode'} only (inputs: "
+              f"{', '.join(f'{m} {px} px' for m, px in HOVERNET_INPUT_PX.items())}); --hovernet-mode refuses "
+              "what cannot serve the mode you train", file=sys.stderr)
     most = max((p["instances"] for p in record["patches"]), default=0)
     if args.format == "coco" and most > COCOEVAL_MAX_DETS:
         print(f"arctique-export: note: up to {most} nuclei per image; COCOeval counts {COCOEVAL_MAX_DETS} "

@@ -229,7 +229,7 @@ def test_arctique_v3_tiles_have_numbers_the_reference_loaders_read_apart(export_
 def test_hovernet_tiles_hold_rgb_instance_and_type(export_dataset, tmp_path, capsys):
     out = run_export(export_dataset, tmp_path / "hovernet", "--format", "hovernet", "--tile", "64")
     assert len(list(out.glob("*.npy"))) == 12
-    assert "64 px patches feed HoVer-Net's fast mode" in capsys.readouterr().err  # too small for 270 px inputs
+    assert "64 px patches serve HoVer-Net's no mode only" in capsys.readouterr().err  # smaller than any input
     for seed in SEEDS:
         image, instance, semantic = source(export_dataset, seed)
         lizard = code_lut(export_dataset, seed, LIZARD)[semantic]
@@ -240,6 +240,13 @@ def test_hovernet_tiles_hold_rgb_instance_and_type(export_dataset, tmp_path, cap
             np.testing.assert_array_equal(patch[..., :3], image[crop])
             assert_same_instances(patch[..., 3], instance[crop])
             np.testing.assert_array_equal(patch[..., 4], np.where(instance[crop] > 0, lizard[crop], 0))
+
+
+def test_hovernet_mode_accepts_patches_as_large_as_its_input(export_dataset, tmp_path, capsys):
+    out = run_export(export_dataset, tmp_path / "fast", "--format", "hovernet", "--mpp", "0.5", "--hovernet-mode", "fast")
+    assert json.loads((out / "export.json").read_text())["hovernet_mode"] == "fast"
+    assert all(np.load(p).shape[:2] == (256, 256) for p in out.glob("*.npy"))
+    assert "note" not in capsys.readouterr().err
 
 
 def test_coco_rle_masks_decode_to_the_instances(export_dataset, tmp_path):
@@ -423,6 +430,10 @@ def test_split_by_seed_is_reproducible_and_keeps_a_fields_tiles_together(export_
     (["--format", "conic", "--tile", "128", "--mpp", "0.5"], "--tile: conic patches are 256 px"),
     (["--format", "conic"], "--tile 256: sample 3 is 128 px"),
     (["--format", "arctique-v3", "--tile", "2"], "--tile 2: sample 3 would be 4096 tiles, more than the 1000"),
+    # hover_net's FileLoader crops the mode's input (config act_shape: original 270, fast 256 px)
+    # from each training patch: a smaller patch cannot serve that mode
+    (["--format", "hovernet", "--hovernet-mode", "fast"], "--hovernet-mode fast: sample 3 gives 128 px patches"),
+    (["--format", "coco", "--hovernet-mode", "fast"], "--hovernet-mode: 'fast' needs --format hovernet"),
     (["--format", "lizard", "--split", "train=0.5,val=0.2"], "--split: fractions must sum to 1"),
     (["--format", "lizard", "--split", "train"], "--split: 'train' is not NAME=FRACTION"),
     (["--format", "lizard", "--split", "../c=0.5,d=0.5"], "--split='../c' is not a folder name"),

@@ -22,6 +22,7 @@ from .arctique_v3 import ArctiqueV3
 from .base import Writer
 from .coco import Coco
 from .conic import Conic
+from .hovernet import INPUT_PX as HOVERNET_INPUT_PX
 from .hovernet import HoverNet
 from .lizard import Lizard
 from .pannuke import PanNuke
@@ -36,7 +37,7 @@ MAX_FIELD_PX = 8192  # largest exported field side, as optics.image_size allows
 
 def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None, tile: Optional[int] = None,
            split: Optional[str] = None, split_seed: int = 0, noise: Optional[float] = None,
-           annotator: Optional[int] = None) -> Dict[str, Any]:
+           annotator: Optional[int] = None, hovernet_mode: Optional[str] = None) -> Dict[str, Any]:
     """Write the complete samples of dataset ``root`` into ``out`` in format ``format_name``.
 
     Args:
@@ -47,6 +48,8 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
             ``out/<split>/`` by a shuffle of seed ``split_seed``.
         noise: export the label-noise variant of this level instead of the clean labels.
         annotator: with ``noise``, that of simulated annotator k of the level.
+        hovernet_mode: with the hovernet format, the model mode the patches must serve (``fast``
+            or ``original``): patches smaller than its input are refused.
 
     Returns the export record, also written to ``out/export.json``. Every argument is checked, with
     a one-line ``ValueError`` naming the option, before anything is written. The export is written
@@ -63,6 +66,9 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
     tile = tile or writer_type.patch_px
     if tile is not None and tile < 1:
         raise ValueError(f"--tile must be >= 1 px, got {tile}")
+    if hovernet_mode is not None and (format_name != "hovernet" or hovernet_mode not in HOVERNET_INPUT_PX):
+        raise ValueError(f"--hovernet-mode: {hovernet_mode!r} needs --format hovernet and one of "
+                         f"{', '.join(HOVERNET_INPUT_PX)}")
     fractions = parse_split(split) if split else {"": 1.0}
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: {out} is a file; choose a new folder")
@@ -84,6 +90,10 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
                              "than one tile (a larger optics.image_size or a smaller --mpp fits)")
         targets[sample.index] = target
         tiles[sample.index] = len(tile_starts(size, tile)) ** 2 if tile else 1
+        if hovernet_mode is not None and (tile or size) < HOVERNET_INPUT_PX[hovernet_mode]:
+            raise ValueError(f"--hovernet-mode {hovernet_mode}: sample {sample.index} gives {tile or size} px patches, "
+                             f"smaller than its {HOVERNET_INPUT_PX[hovernet_mode]} px inputs (a larger --tile from a "
+                             "larger field, e.g. optics.image_size=1088 exported at --mpp 0.5 --tile 540)")
         most = writer_type.max_tiles_per_field
         if most is not None and tiles[sample.index] > most:
             raise ValueError(f"--tile {tile}: sample {sample.index} would be {tiles[sample.index]} tiles, more than "
@@ -112,6 +122,7 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
         record = {
             "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
             "noise_level": dataset.noise, "annotator": annotator, "split": split, "split_seed": split_seed,
+            "hovernet_mode": hovernet_mode,
             "class_codes": {c.name: writer_type.codes.get(c.id) for c in dataset.classes},
             "left_out": dict(left_out), "samples": {str(i): splits[i] for i in dataset.indices},
             "patches": patches,

@@ -9,6 +9,11 @@ from .base import Writer, registry_codes
 from .patches import Patch
 
 
+# The network input of each of hover_net's model modes (its config's act_shape): a training patch
+# must be at least this large for its FileLoader to crop an input from it.
+INPUT_PX = {"original": 270, "fast": 256}
+
+
 class HoverNet(Writer):
     name = "hovernet"
     codes = registry_codes("lizard")
