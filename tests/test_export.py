@@ -346,7 +346,9 @@ def test_downsampling_keeps_ids_exact_and_nuclei_in_place_and_drops_vanished_one
                 ids, counts = np.unique(votes[2 * y:2 * y + 2, 2 * x:2 * x + 2], return_counts=True)
                 expected[y, x] = ids[counts == counts.max()].max()
         assert_same_instances(patch[..., 3], expected)
-        vanished += len(np.unique(instance)) - len(np.unique(expected))
+        lost = len(np.unique(instance)) - len(np.unique(expected))
+        assert json.loads((out / "export.json").read_text())["vanished"][str(seed)] == lost
+        vanished += lost
         class_of = np.zeros(int(instance.max()) + 1, np.int64)
         class_of[instance.ravel()] = semantic.ravel()
         lizard = code_lut(export_dataset, seed, LIZARD)[class_of[expected]]

@@ -26,7 +26,7 @@ from .hovernet import INPUT_PX as HOVERNET_INPUT_PX
 from .hovernet import HoverNet
 from .lizard import Lizard
 from .pannuke import PanNuke
-from .patches import field_size, sample_patches, tile_starts
+from .patches import field_patches, field_size, resampled_field, tile_starts
 
 FORMATS: Dict[str, Type[Writer]] = {w.name: w for w in (ArctiqueV3, Lizard, Conic, PanNuke, HoverNet, Coco)}
 RECORD = "export.json"
@@ -103,12 +103,15 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
     staging = _staging_folder(out)
     try:
         patches: List[Dict[str, Any]] = []
+        vanished: Dict[str, int] = {}
         for name in fractions:
             members = [s for s in dataset if splits[s.index] == name]
             writer = writer_type(staging / name, sum(tiles[s.index] for s in members))
             for sample in members:
                 try:
-                    for patch in sample_patches(sample, sorted(writer_type.codes), targets[sample.index], tile):
+                    field = resampled_field(sample, sorted(writer_type.codes), targets[sample.index])
+                    vanished[str(sample.index)] = field.vanished
+                    for patch in field_patches(field, tile):
                         writer.add(patch)
                         patches.append({"name": patch.name, "split": name, "sample": patch.index, "y_px": patch.y,
                                         "x_px": patch.x, "size_px": patch.instance.shape[0], "mpp_um": patch.mpp,
@@ -123,6 +126,8 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
             "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
             "noise_level": dataset.noise, "annotator": annotator, "split": split, "split_seed": split_seed,
             "hovernet_mode": hovernet_mode,
+            # nuclei with no pixel left at the export's pixel size, per sample: dropped from every map
+            "vanished": vanished,
             "class_codes": {c.name: writer_type.codes.get(c.id) for c in dataset.classes},
             "left_out": dict(left_out), "samples": {str(i): splits[i] for i in dataset.indices},
             "patches": patches,

@@ -98,23 +98,41 @@ def renumber(instance: np.ndarray, classes: np.ndarray) -> Tuple[np.ndarray, np.
     return inverse.reshape(instance.shape).astype(np.int32), classes[ids]
 
 
-def sample_patches(sample: Sample, kept_classes: Sequence[int], target_mpp: float,
-                   tile: Optional[int]) -> Iterator[Patch]:
-    """The patches of one sample: nuclei of ``kept_classes`` only, at ``target_mpp``, cut into
-    ``tile`` px tiles unless ``tile`` is None."""
+@dataclass(frozen=True)
+class Field:
+    """One sample's field at the target pixel size: nuclei of the kept classes only."""
+
+    index: int
+    mpp: float
+    image: np.ndarray  # (S, S, 3) uint8
+    instance: np.ndarray  # (S, S) the sample's ids
+    classes: np.ndarray  # class of each id
+    vanished: int  # kept nuclei that have no pixel left at this pixel size
+
+
+def resampled_field(sample: Sample, kept_classes: Sequence[int], target_mpp: float) -> Field:
+    """The sample at ``target_mpp`` (labels by ``resample_labels``, the image by ``smooth``), once
+    for all its tiles, with the count of nuclei that vanish."""
     instance, semantic = sample.instance.astype(np.int64), sample.semantic
     classes = instance_classes(instance, semantic)
     instance = np.where(np.isin(classes, kept_classes)[instance], instance, 0)
+    before = len(np.unique(instance))
     size = field_size(instance.shape[0], sample.mpp, target_mpp)
     if target_mpp != sample.mpp:
         instance = resample_labels(instance, sample.mpp, target_mpp, size)
         image = smooth(sample.image, sample.mpp, target_mpp, size)
     else:
         image = sample.image
+    return Field(sample.index, target_mpp, image, instance, classes, before - len(np.unique(instance)))
+
+
+def field_patches(field: Field, tile: Optional[int]) -> Iterator[Patch]:
+    """The patches of one field: the whole of it, or ``tile`` px tiles."""
+    image, instance, classes, size = field.image, field.instance, field.classes, field.instance.shape[0]
     tiled = tile is not None
     starts = tile_starts(size, tile) if tiled else [0]
     side = tile if tiled else size
     for k, (y, x) in enumerate((y, x) for y in starts for x in starts):
         ids, table = renumber(instance[y:y + side, x:x + side], classes)
-        yield Patch(f"{sample.index}_{k:03d}" if tiled else str(sample.index), sample.index, y, x,
-                    target_mpp, np.ascontiguousarray(image[y:y + side, x:x + side]), ids, table)
+        yield Patch(f"{field.index}_{k:03d}" if tiled else str(field.index), field.index, y, x,
+                    field.mpp, np.ascontiguousarray(image[y:y + side, x:x + side]), ids, table)
