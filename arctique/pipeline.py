@@ -186,7 +186,8 @@ def sample_labels(cfg: ArctiqueConf, scene: SceneModel, nuclei: Mesh, bodies: Me
         ambiguity = ambiguity_maps(scene, nuclei, centre, labels.instance, rows, mpp,
                                    cfg.output.soft_subsamples, focus_z)
         labels = replace(labels, cells=cell_columns(labels.cells, appearance_mixture(cfg, scene.cells.cls), rows,
-                                                    cfg.optics.aperture, cfg.optics.mpp))
+                                                    cfg.optics.aperture, cfg.optics.mpp, labels.instance,
+                                                    ambiguity.defocus, (sec.z0 - focus_z, sec.z1 - focus_z)))
     return labels, ambiguity, timer.seconds
 
 

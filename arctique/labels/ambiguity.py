@@ -134,16 +134,24 @@ def instance_rows(cells: List[Dict[str, Any]]) -> np.ndarray:
 
 
 def cell_columns(cells: List[Dict[str, Any]], mixture: np.ndarray, instance_rows: np.ndarray, aperture: float,
-                 mpp: float) -> List[Dict[str, Any]]:
-    """The per-cell table with two more columns: ``blur_radius_px``, the radius of the blur disc of a
-    point at the nucleus centre (``optics.aperture`` x |depth to focus| / mpp), and
-    ``class_posterior``, the nucleus's appearance mixture over the classes in id order (one-hot
-    unless a class-morphing slider such as ``nuclei.lym_to_pla`` blends its look with another class:
-    the class posterior of an observer who sees the appearance exactly)."""
+                 mpp: float, instance: np.ndarray, defocus: np.ndarray, slab_to_focus: Tuple[float, float]
+                 ) -> List[Dict[str, Any]]:
+    """The per-cell table with two more columns: ``blur_radius_px``, the radius of the blur disc of
+    what is seen of the nucleus (``optics.aperture`` x |d| / mpp, d the mean of the ``defocus`` map
+    over its visible pixels; for a nucleus hidden everywhere, its centre's depth to focus clipped to
+    the section, ``slab_to_focus``): the map and the table agree even for a nucleus whose centre
+    lies outside the section. And ``class_posterior``, the nucleus's appearance mixture over the
+    classes in id order (one-hot unless a class-morphing slider such as ``nuclei.lym_to_pla`` blends
+    its look with another class: the class posterior of an observer who sees the appearance exactly)."""
+    seen = instance > 0
+    n = len(cells) + 1
+    pixels = np.bincount(instance[seen], minlength=n)
+    depth_sum = np.bincount(instance[seen], weights=defocus[seen].astype(np.float64), minlength=n)
     out = []
     for cell in cells:
-        row = instance_rows[cell["id"]]
-        out.append({**cell, "blur_radius_px": round(aperture * abs(cell["depth_to_focus_um"]) / mpp, 4),
+        row, i = instance_rows[cell["id"]], cell["id"]
+        depth = depth_sum[i] / pixels[i] if pixels[i] else float(np.clip(cell["depth_to_focus_um"], *slab_to_focus))
+        out.append({**cell, "blur_radius_px": round(aperture * abs(depth) / mpp, 4),
                     "class_posterior": [round(float(w), 6) for w in mixture[row]]})
     return out
 
