@@ -133,6 +133,14 @@ def test_conic_arrays_counts_and_patch_info(export_dataset, tmp_path):
     assert [r["patch_info"] for r in info] == [f"arctique_{seed}-0000" for seed in SEEDS]
     # the CoNIC baseline's split groups patches by the source image before "-"
     assert [r["patch_info"].split("-")[0].split("_")[1] for r in info] == [str(s) for s in SEEDS]
+    # split.csv as torch_em's CoNIC loader reads it (torch_em/data/datasets/histopathology/conic.py,
+    # _create_split_list: [int(v) for v in split_df[split].dropna()]): the reader's split of seed 0
+    with open(out / "split.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    for name in ("train", "test"):
+        indices = [int(r[name]) for r in table if r[name] != ""]
+        expected = arctique.Dataset(export_dataset, split=name, fractions="train=0.8,test=0.2").indices
+        assert [SEEDS[k] for k in indices] == list(expected)
     for k, seed in enumerate(SEEDS):
         _, instance, semantic = source(export_dataset, seed)
         ref_instance = upsample(instance, 2)

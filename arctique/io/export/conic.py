@@ -3,7 +3,10 @@ ids, class in Lizard codes), ``counts.csv`` (nuclei per class with a pixel in th
 crop) and ``patch_info.csv``: one column, ``<cohort>_<image>-<patch>`` as in the release
 (``arctique_12-0003``: tile 3 of sample 12), which the CoNIC baseline's split code (hover_net's
 ``generate_split.py``, torch_em) cuts at ``-`` to keep every tile of a field in one split.
-``export.json`` gives each patch's sample and position."""
+``export.json`` gives each patch's sample and position. ``split.csv`` (columns train and test: patch
+indices, the shorter column padded with empty cells) is the split that torch_em's CoNIC loader
+reads when present: the reader's ``Dataset(split=..., fractions="train=0.8,test=0.2")`` of
+seed 0, whole fields to one side."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..splits import assign_splits
 from .base import Writer, open_npy, registry_codes
 from .patches import Patch
 
@@ -19,6 +23,7 @@ from .patches import Patch
 COUNT_COLUMNS = ("neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective")
 COUNT_MARGIN_PX = 16  # counts cover the central 224 x 224 px of a 256 px patch
 COHORT = "arctique"  # the source-cohort part of a patch name (the release has consep, crag, dpath, ...)
+SPLIT = {"train": 0.8, "test": 0.2}  # split.csv: the CoNIC baseline's proportions, by field
 
 
 class Conic(Writer):
@@ -33,7 +38,7 @@ class Conic(Writer):
         side = self.patch_px
         self.images = open_npy(out / "images.npy", (n_patches, side, side, 3), np.uint8)
         self.labels = open_npy(out / "labels.npy", (n_patches, side, side, 2), np.uint16)
-        self.counts, self.info = [], []
+        self.counts, self.info, self.samples = [], [], []
 
     def add(self, patch: Patch) -> None:
         k = len(self.info)
@@ -47,6 +52,7 @@ class Conic(Writer):
         self.counts.append(dict(zip(COUNT_COLUMNS, counted.tolist())))
         tile = patch.name.partition("_")[2] or "0"
         self.info.append({"patch_info": f"{COHORT}_{patch.index}-{int(tile):04d}"})
+        self.samples.append(patch.index)
 
     def close(self) -> None:
         self.images.flush()
@@ -57,3 +63,10 @@ class Conic(Writer):
                                         lineterminator="\n")
                 writer.writeheader()
                 writer.writerows(rows)
+        side = assign_splits(sorted(set(self.samples)), SPLIT, 0)
+        columns = {name: [k for k, i in enumerate(self.samples) if side[i] == name] for name in SPLIT}
+        rows = max(map(len, columns.values()), default=0)
+        with open(self.out / "split.csv", "w", newline="") as f:
+            table = csv.writer(f, lineterminator="\n")
+            table.writerow(list(columns))
+            table.writerows([[c[r] if r < len(c) else "" for c in columns.values()] for r in range(rows)])
