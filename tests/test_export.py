@@ -114,6 +114,8 @@ def test_lizard_mat_at_half_the_pixel_size(export_dataset, tmp_path):
         assert np.abs(png.mean((0, 1)) - image.mean((0, 1))).max() < 1.0
         assert alignment_shift(image, instance > 0) == (0, 0)  # the check works on the source ...
         assert alignment_shift(png, inst > 0) == (0, 0)  # ... and the resampled image sits on its labels
+    # the release layout as Bio-Image-Datasets' LizardDataset.__init__ assembles its paths
+    # (lizard_images1/Lizard_Images1, lizard_labels/Lizard_Labels/Labels and .../info.csv)
     with open(out / "lizard_labels/Lizard_Labels/info.csv", newline="") as f:
         info = list(csv.DictReader(f))
     assert info == [{"Filename": f"arctique_{seed}", "Source": "arctique", "Split": "1"} for seed in SEEDS]
@@ -182,6 +184,8 @@ def test_pannuke_tiles_with_instances_in_their_class_channel(export_dataset, tmp
 
 
 def test_pannuke_splits_named_as_folds_are_laid_out_as_the_published_folds(export_dataset, tmp_path):
+    """Each fold as the release's fold_k.zip holds it and pathml's PanNukeDataModule and CellViT's
+    preparation read it: images/foldK/images.npy, images/foldK/types.npy, masks/foldK/masks.npy."""
     out = run_export(export_dataset, tmp_path / "p", "--format", "pannuke", "--mpp", "0.5",
                      "--split", "fold1=0.34,fold2=0.33,fold3=0.33")
     for k in (1, 2, 3):
@@ -223,8 +227,9 @@ def test_arctique_v3_16bit_pngs_read_by_pillow_and_scikit_image(export_dataset, 
 
 
 def test_arctique_v3_tiles_have_numbers_the_reference_loaders_read_apart(export_dataset, tmp_path):
-    """The reference lab's loaders take a file's last ``_``-separated token as its index: every tile
-    of every field must get its own."""
+    """The reference lab's loaders take a file's last ``_``-separated token as its index (the
+    reference's src/postprocessing/quality_control.py, get_index): every tile of every field must
+    get its own."""
     out = run_export(export_dataset, tmp_path / "v3", "--format", "arctique-v3", "--tile", "64")
     images = sorted((out / "images").glob("*.png"))
     numbers = [int(p.stem.split("_")[-1]) for p in images]
