@@ -405,6 +405,7 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
     check_output_root(dataset.root)
     check_memory(first)
     check_same_config(dataset, jobs, overwrite)
+    dataset.replaces_others = overwrite
     done = dataset.completed()
     renders = any(job.rendered_in is None and (overwrite or job.seed not in done) for job in jobs)
     renderer = start_renderer(first.optics) if renders else None  # Blender starts while the first scene is built

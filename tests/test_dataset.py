@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,3 +160,29 @@ def test_pngs_carry_the_pixel_size_in_pixels_per_metre(tmp_path, mpp, px_per_m):
     data = path.read_bytes()
     at = data.index(b"pHYs")
     assert struct.unpack(">IIB", data[at + 4: at + 13]) == (px_per_m, px_per_m, 1)
+
+
+def test_a_sample_completed_meanwhile_by_another_config_is_not_replaced(small_dataset, tmp_path):
+    """Two jobs with different configs in one output.root at once both pass the check at their start;
+    at commit, under the manifest lock, the second finds the first's row for the sample and stops
+    with a clear error, leaving the first's files and row as they were. A job that redoes samples
+    (output.overwrite) may replace it."""
+    from arctique.io.dataset import ConfigConflict
+
+    root = tmp_path / "data"
+    shutil.copytree(small_dataset, root)
+    first = Dataset(root).manifest()[0]
+    before = {p: p.read_bytes() for p in Dataset(root).sample_paths(3)}
+    other = Dataset(root, fingerprint="another-configuration")
+    staged = tmp_path / "staged"
+    (staged / "images").mkdir(parents=True)
+    (staged / "images/image_3.png").write_bytes(b"another render")
+    row = {k: first[k] for k in first}
+    with pytest.raises(ConfigConflict, match="sample 3 was completed meanwhile"):
+        other.commit(3, staged, row)
+    assert Dataset(root).manifest() == [first]
+    assert {p: p.read_bytes() for p in Dataset(root).sample_paths(3)} == before
+    other.replaces_others = True
+    other.commit(3, staged, row)
+    assert Dataset(root).manifest()[0]["fingerprint"] == "another-configuration"
+    assert (root / "images/image_3.png").read_bytes() == b"another render"

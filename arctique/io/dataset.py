@@ -137,6 +137,10 @@ def compact(seeds: Sequence[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in compact_runs(seeds))
 
 
+class ConfigConflict(RuntimeError):
+    """A sample was completed by a job with another configuration while this one rendered it."""
+
+
 class ManifestError(ValueError):
     """The manifest of a dataset cannot be trusted; the message names the file and line."""
 
@@ -148,6 +152,7 @@ class Dataset:
     def __init__(self, root: Path, fingerprint: str = "") -> None:
         self.root = Path(root)
         self.fingerprint = fingerprint
+        self.replaces_others = False  # a job that redoes samples (output.overwrite) may replace another config's
         # Held while a sample is committed or a record written, so that a stop on a signal
         # (arctique.stopping) waits until they are whole.
         self.writing = threading.RLock()
@@ -208,8 +213,22 @@ class Dataset:
 
     def commit(self, index: int, staged: Path, row: Mapping[str, Any]) -> None:
         """Remove the files of an earlier render of the sample that the staged render lacks, move the
-        staged files into place, then append the manifest row (with this dataset's fingerprint)."""
-        with self.writing:
+        staged files into place, then append the manifest row (with this dataset's fingerprint).
+
+        All under the manifest lock, and refused when another job completed the sample meanwhile
+        with another configuration (the check at a job's start cannot see a job running beside it),
+        unless this job redoes samples (``replaces_others``).
+
+        Raises:
+            ConfigConflict: naming the sample; nothing of it is changed.
+        """
+        with self.writing, self._locked_manifest() as path:
+            rows = self.manifest()
+            earlier = [r["fingerprint"] for r in rows if int(r["index"]) == index and r.get("fingerprint")]
+            if earlier and earlier[0] != self.fingerprint and not self.replaces_others:
+                raise ConfigConflict(f"sample {index} was completed meanwhile in {self.root} by a job with another "
+                                     "configuration; this job's render of it is discarded (one configuration "
+                                     "per output.root, or output.overwrite=true to redo)")
             new = sorted(p for p in staged.rglob("*") if p.is_file())
             keep = {self.root / p.relative_to(staged) for p in new}
             for stale in self.sample_paths(index) - keep:
@@ -220,13 +239,9 @@ class Dataset:
                 os.replace(src, dst)
             shutil.rmtree(staged, ignore_errors=True)
             self._remove_dead_staging(index)
-            self._append_row({**row, "fingerprint": self.fingerprint})
-
-    def _append_row(self, row: Mapping[str, Any]) -> None:
-        index = int(row["index"])
-        with self._locked_manifest() as path:
-            rows = [r for r in self.manifest() if int(r["index"]) != index]
-            rows.append({k: str(row[k]) for k in MANIFEST_FIELDS})
+            rows = [r for r in rows if int(r["index"]) != index]
+            full = {**row, "fingerprint": self.fingerprint}
+            rows.append({k: str(full[k]) for k in MANIFEST_FIELDS})
             rows.sort(key=lambda r: int(r["index"]))
             _write_rows_atomically(path, rows)
 
