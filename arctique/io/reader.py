@@ -22,6 +22,16 @@ from .dataset import level_name
 from .splits import assign_splits, parse_split
 
 
+def _label_map(key: str, doc: str, noisy: bool = False) -> cached_property:
+    """A ``Sample`` attribute that reads the TIFF map ``key`` once: the noise variant's when
+    ``noisy`` and the dataset has one, else the clean map."""
+    def read(sample: "Sample") -> np.ndarray:
+        return sample._labels(key) if noisy else sample._clean(key)
+
+    read.__doc__ = doc
+    return cached_property(read)
+
+
 class Sample:
     """One complete sample; each array is read from disk when first asked for."""
 
@@ -60,55 +70,21 @@ class Sample:
         """(H, W, 3) uint8 sRGB."""
         return np.asarray(Image.open(self._path("image")).convert("RGB"))
 
-    @cached_property
-    def instance(self) -> np.ndarray:
-        """(H, W) nucleus instance ids, 0 background (the noise variant's when the dataset has one)."""
-        return self._labels("instance")
-
-    @cached_property
-    def semantic(self) -> np.ndarray:
-        """(H, W) uint8 class ids (``Dataset.class_table``)."""
-        return self._labels("semantic")
-
-    @cached_property
-    def foreground(self) -> np.ndarray:
-        """(H, W) uint8 1 on nuclei (the noise variant's when the dataset has one)."""
-        return self._labels("foreground")
-
-    @cached_property
-    def three_class(self) -> np.ndarray:
-        """(H, W) uint8 0 background, 1 nucleus interior, 2 border (the noise variant's when the dataset has one)."""
-        return self._labels("three_class")
+    # The label maps, read when first asked for; those of the noise variant where it has one.
+    instance = _label_map("instance", "(H, W) nucleus instance ids, 0 background", noisy=True)
+    semantic = _label_map("semantic", "(H, W) uint8 class ids (``Dataset.class_table``)", noisy=True)
+    foreground = _label_map("foreground", "(H, W) uint8 1 on nuclei", noisy=True)
+    three_class = _label_map("three_class", "(H, W) uint8 0 background, 1 nucleus interior, 2 border", noisy=True)
+    cytoplasm = _label_map("cytoplasm", "(H, W) clean instance ids of the cell bodies around the nuclei that have one")
+    soft = _label_map("soft", "(H, W) float32 share of the pixel's area covered by a nucleus (partial volume)")
+    soft_instances = _label_map("soft_instances", "(H, W) uint8 distinct nuclei seen within the pixel's area")
+    overlap = _label_map("overlap", "(H, W) uint8 nuclei on the pixel-centre ray inside the section")
+    defocus = _label_map("defocus", "(H, W) float32 depth of the visible nucleus from the focal plane, um; NaN off nuclei")
 
     @cached_property
     def noise_record(self) -> Optional[Dict[str, Any]]:
         """What the noise variant changed (flips, merges, splits, foreground moves), None when clean."""
         return json.loads((self.root / self._noise_files["record"]).read_text()) if self._noise_files else None
-
-    @cached_property
-    def cytoplasm(self) -> np.ndarray:
-        """(H, W) clean instance ids of the cell bodies around the nuclei that have one."""
-        return self._clean("cytoplasm")
-
-    @cached_property
-    def soft(self) -> np.ndarray:
-        """(H, W) float32 share of the pixel's area covered by a nucleus (partial volume)."""
-        return self._clean("soft")
-
-    @cached_property
-    def soft_instances(self) -> np.ndarray:
-        """(H, W) uint8 distinct nuclei seen within the pixel's area."""
-        return self._clean("soft_instances")
-
-    @cached_property
-    def overlap(self) -> np.ndarray:
-        """(H, W) uint8 nuclei on the pixel-centre ray inside the section."""
-        return self._clean("overlap")
-
-    @cached_property
-    def defocus(self) -> np.ndarray:
-        """(H, W) float32 depth of the visible nucleus from the focal plane, um; NaN off nuclei."""
-        return self._clean("defocus")
 
     @cached_property
     def class_posterior(self) -> np.ndarray:
