@@ -104,6 +104,9 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
     try:
         patches: List[Dict[str, Any]] = []
         vanished: Dict[str, int] = {}
+        # Visible nuclei of classes the format has no code for: left out of every map (said, not silent).
+        names = {c.id: c.name for c in dataset.classes}
+        left_out: Counter = Counter()
         for name in fractions:
             members = [s for s in dataset if splits[s.index] == name]
             writer = writer_type(staging / name, sum(tiles[s.index] for s in members))
@@ -111,6 +114,8 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
                 try:
                     field = resampled_field(sample, sorted(writer_type.codes), targets[sample.index])
                     vanished[str(sample.index)] = field.vanished
+                    left_out.update(names[row["class_id"]] for row in sample.cells
+                                    if row["visible_area_px"] > 0 and row["class_id"] not in writer_type.codes)
                     for patch in field_patches(field, tile):
                         writer.add(patch)
                         patches.append({"name": patch.name, "split": name, "sample": patch.index, "y_px": patch.y,
@@ -119,9 +124,6 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
                 except (OSError, ValueError, KeyError) as exc:  # a missing, damaged or inconsistent file
                     raise ValueError(f"sample {sample.index} of {root}: {type(exc).__name__}: {exc}") from None
             writer.close()
-        # Visible nuclei of classes the format has no code for: left out of every map (said, not silent).
-        left_out = Counter(c.name for s in dataset for row in s.cells if row["visible_area_px"] > 0
-                           for c in dataset.classes if c.id == row["class_id"] and c.id not in writer_type.codes)
         record = {
             "format": format_name, "dataset": str(root), "mpp_um": mpp, "tile_px": tile,
             "noise_level": dataset.noise, "annotator": annotator, "split": split, "split_seed": split_seed,

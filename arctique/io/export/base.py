@@ -3,6 +3,7 @@ file helpers."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -35,6 +36,13 @@ def instance_boxes(instance: np.ndarray, n: int) -> Tuple[np.ndarray, np.ndarray
     count = np.bincount(ids, minlength=n)[:, None]
     centroids = np.column_stack([np.bincount(ids, ys, n), np.bincount(ids, xs, n)]) / count
     return boxes, centroids
+
+
+def split_number(folder: Path) -> Optional[int]:
+    """The number ending a split folder's name (``fold2``, ``split3``, ``1``), for formats that number
+    their folds; None for any other name (the export's own folder)."""
+    number = re.fullmatch(r"[A-Za-z_]*(\d+)", folder.name)
+    return int(number.group(1)) if number else None
 
 
 class Writer:

@@ -8,12 +8,11 @@ is the number ending the split's name (``--split fold1=...``), else 1."""
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
 import numpy as np
 
-from .base import Writer, instance_boxes, registry_codes, write_rgb_png
+from .base import Writer, instance_boxes, registry_codes, split_number, write_rgb_png
 from .patches import Patch
 
 
@@ -28,8 +27,13 @@ class Lizard(Writer):
 
     def __init__(self, out: Path, n_patches: int) -> None:
         super().__init__(out, n_patches)
-        number = re.fullmatch(r"[A-Za-z_]*(\d+)", out.name)  # fold2, split3, 1
-        self.split = int(number.group(1)) if number else 1
+        try:
+            from scipy.io import savemat
+        except ImportError:
+            raise SystemExit("arctique-export --format lizard writes MATLAB .mat files with scipy: "
+                             "pip install scipy") from None
+        self.savemat = savemat
+        self.split = split_number(out) or 1
         self.labels = out / "lizard_labels" / "Lizard_Labels"
         self.info: list = []
 
@@ -37,16 +41,11 @@ class Lizard(Writer):
         name = f"{SOURCE}_{patch.name}"
         self.info.append({"Filename": name, "Source": SOURCE, "Split": self.split})
         write_rgb_png(self.out / f"lizard_images1/Lizard_Images1/{name}.png", patch.image, patch.mpp)
-        try:
-            from scipy.io import savemat
-        except ImportError:
-            raise SystemExit("arctique-export --format lizard writes MATLAB .mat files with scipy: "
-                             "pip install scipy") from None
         ids = np.arange(1, patch.n + 1)
         bbox, rows_cols = instance_boxes(patch.instance, patch.n)
         path = self.labels / f"Labels/{name}.mat"
         path.parent.mkdir(parents=True, exist_ok=True)
-        savemat(path, {
+        self.savemat(path, {
             "inst_map": patch.instance.astype(np.int32),
             "id": ids.reshape(-1, 1).astype(np.int32),
             "class": self.code_table()[patch.classes[1:]].reshape(-1, 1).astype(np.int32),

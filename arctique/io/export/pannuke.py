@@ -2,17 +2,16 @@
 ``images/<fold>/types.npy`` (N,) tissue names and ``masks/<fold>/masks.npy`` (N, 256, 256, 6),
 float64 as in the release. Mask channels 0 neoplastic, 1 inflammatory, 2 connective, 3 dead,
 4 epithelial hold the instance ids of their nuclei; channel 5 is 1 on background. ``<fold>`` is
-the split's name when it is ``fold<k>`` (``--split fold1=0.34,fold2=0.33,fold3=0.33``), else
-``fold1``."""
+``fold<k>``, k the number ending the split's name (``--split fold1=0.34,fold2=0.33,fold3=0.33``),
+else 1."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
-from .base import Writer, open_npy, registry_codes
+from .base import Writer, open_npy, registry_codes, split_number
 from .patches import Patch
 
 CHANNELS = ("Neoplastic", "Inflammatory", "Connective", "Dead", "Epithelial", "Background")
@@ -29,7 +28,7 @@ class PanNuke(Writer):
     def __init__(self, out: Path, n_patches: int) -> None:
         super().__init__(out, n_patches)
         side = self.patch_px
-        fold = out.name if re.fullmatch(r"fold\d+", out.name) else "fold1"
+        fold = f"fold{split_number(out) or 1}"
         self.image_dir, mask_dir = out / "images" / fold, out / "masks" / fold
         self.images = open_npy(self.image_dir / "images.npy", (n_patches, side, side, 3), np.float64)
         self.masks = open_npy(mask_dir / "masks.npy", (n_patches, side, side, len(CHANNELS)), np.float64)
