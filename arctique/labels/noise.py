@@ -166,9 +166,9 @@ def _move_cells(instance: np.ndarray, footprints: Dict[int, Tuple[Tuple[slice, s
     A changed cell leaves its pixels; then, in id order, its distorted footprint (visible or
     occluded parts) takes the pixels that are background by now: an annotator's outline covers
     the nuclei it does not cross, never another nucleus. Nuclei hidden in every pixel are drawn
-    for (the streams stay aligned) but never drawn in: no annotator sees them. Unchanged cells keep their pixels, so
-    level 0 gives the clean map. Returns the map, a record per cell and the realised share of
-    cells drawn for each distortion.
+    for (the streams stay aligned) but never drawn in: no annotator sees them. Unchanged cells
+    keep their pixels, so level 0 gives the clean map. Returns the map, a record per cell and the
+    realised share of cells drawn for each distortion.
     """
     shape = instance.shape
     fg = cfg.foreground
