@@ -104,15 +104,18 @@ class SectionConf:
 @dataclass
 class EpitheliumConf:
     spacing_um: float = _num(6.5, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
-    row_spacing_um: float = _num(5.5, 1, 30)  # ... and along the crypt axis
+    row_spacing_um: float = _num(6.5, 1, 30)  # ... and along the crypt axis
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
     goblet_fraction: float = _num(0.3, 0, 1)  # fraction of epithelial cells that are goblet cells
     goblet_length_um: List[float] = _span([11.0, 16.0], 1, 40)  # radial extent of mucin (theca and stem)
-    goblet_width_um: List[float] = _span([11.0, 16.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_width_um: List[float] = _span([14.0, 20.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(0.8, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
     goblet_stagger: float = _num(0.5, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
+    # each goblet moved around its ring by up to half this share of the angle between goblets (0: equal
+    # angles, a flower in cross-section; real thecae sit unevenly)
+    goblet_jitter: float = _num(0.6, 0, 1)
     goblet_height_um: float = _num(11.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
     goblet_exponent: float = _num(2.2, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
     # share of the wedge kept: 1 widens a theca towards the base like the angle between goblets (even
@@ -214,15 +217,14 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[8.0, 13.0], elongation=[1.6, 2.6], shape_noise=0.22, shape_frequency=[3.5, 7.0],
-        hematoxylin=1.0,
-        chromatin=1.0, rim=0.6, nucleoli=0.8)
+        length_um=[9.0, 14.0], elongation=[1.5, 2.2], shape_noise=0.1, shape_frequency=[3.5, 7.0],
+        hematoxylin=1.0, chromatin=1.0, rim=1.0, nucleoli=0.8)
     PLA: CellTypeConf = _type(
-        length_um=[5.5, 7.0], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[6.0, 7.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=1.2,
         cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.18, hof=0.35)
     LYM: CellTypeConf = _type(
-        length_um=[5.0, 6.5], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[5.5, 7.0], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.12,
         hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.4, cytoplasm_hematoxylin=0.06)
     EOS: CellTypeConf = _type(
@@ -240,7 +242,7 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = _num(1.15, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = _num(1.0, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
     # relative abundance of the stroma types; normalised, not all zero
     ratios: Dict[str, float] = _each({"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02},
                                      0, 1000, keys=STROMA_NAMES)
@@ -256,7 +258,7 @@ class CellsConf:
 
 @dataclass
 class NucleiConf:
-    intensity: float = _num(0.5, 0, 1)  # slider: hematoxylin uptake of all nuclei
+    intensity: float = _num(0.42, 0, 1)  # slider: hematoxylin uptake of all nuclei
     chromatin_contrast: float = _num(0.55, 0, 1)  # strength of the chromatin texture
     chromatin_scale_um: float = _num(0.9, 0.1, 10)  # grain size of the chromatin texture
     lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
@@ -264,28 +266,26 @@ class NucleiConf:
 
 @dataclass
 class StainConf:
-    # OD directions (RGB; three values in [0, 5], not all zero). Eosin: Macenko et al.'s
-    # typical-slide estimate (0.2159, 0.8012, 0.5581) turned 7.6 degrees towards the vivid real
-    # slides, whose eosin absorbs less blue (stain=vivid and stain=pale are the ends). Hematoxylin:
-    # that estimate turned 3 degrees towards Ruifrok and
-    # Johnston's pure dye (0.65, 0.70, 0.29), because every rendered nucleus also holds some eosin: a
-    # Macenko estimate on the image then lands near the published slide vector and nuclei read
-    # purple-blue. Blood from oxyhaemoglobin.
-    hematoxylin_od: List[float] = _each([0.5935, 0.7155, 0.3685], 0, 5, length=3)
-    eosin_od: List[float] = _each([0.2782, 0.8485, 0.4502], 0, 5, length=3)
+    # OD directions (RGB; three values in [0, 5], not all zero), measured on real healthy colon
+    # (GlaS, 0.62 um/px): eosin is the mean OD direction of its least hematoxylin-stained tissue
+    # (magenta: it absorbs more blue than red; 16 degrees from Macenko et al.'s typical-slide
+    # estimate, which stain=pale keeps). Hematoxylin is chosen so that rendered nuclei, which also
+    # hold eosin, have the OD direction of the real nuclei. Blood from oxyhaemoglobin.
+    hematoxylin_od: List[float] = _each([0.51, 0.81, 0.28], 0, 5, length=3)
+    eosin_od: List[float] = _each([0.18, 0.93, 0.31], 0, 5, length=3)
     blood_od: List[float] = _each([0.10, 0.80, 0.59], 0, 5, length=3)
     eosin_intensity: float = _num(1.6, 0, 3)  # slider: multiplies every eosin concentration
-    stroma_eosin: float = _num(0.15, 0, 5)  # OD per um of the stroma matrix between fibres
+    stroma_eosin: float = _num(0.12, 0, 5)  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
-    stroma_hematoxylin: float = _num(0.005, 0, 5)  # OD per um of stroma background
-    epithelium_eosin: float = _num(0.18, 0, 5)  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = _num(0.02, 0, 5)  # OD per um of epithelial cytoplasm
+    stroma_hematoxylin: float = _num(0.002, 0, 5)  # OD per um of stroma background
+    epithelium_eosin: float = _num(0.14, 0, 5)  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = _num(0.035, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
     vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
-    goblet_clarity: float = _num(0.7, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
+    goblet_clarity: float = _num(0.8, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
     # OD per um of mucin at goblet_clarity = 0 (times its reticulated strands): pale grey-blue to lilac
     mucin_hematoxylin: float = _num(0.3, 0, 5)
     mucin_eosin: float = _num(0.15, 0, 5)
@@ -344,10 +344,12 @@ class ScannerConf:
     numerical_aperture: float = _num(0.75, 0.1, 1.4)  # slider: objective NA; PSF sigma = 0.21 lambda / NA
     wavelength_nm: List[float] = _each([610.0, 540.0, 460.0], 380, 780, length=3)  # centre of R, G, B
     # residual defocus across the field (um, largest magnitude; blur radius |dz| tan(asin NA))
-    defocus_um: float = _num(0.6, 0, 10)
+    defocus_um: float = _num(1.2, 0, 10)
     defocus_scale_um: float = _num(40.0, 2, 2000)  # length over which the residual defocus varies
-    glass_rgb: List[float] = _each([241.0, 238.0, 243.0], 64, 255, length=3)  # grey levels of empty glass (white balance)
-    full_well: float = _num(3000.0, 100, 1e7)  # photo-electrons at full scale (shot noise)
+    glass_rgb: List[float] = _each([250.0, 248.0, 250.0], 64, 255, length=3)  # grey levels of empty glass (white balance)
+    # photo-electrons at full scale (shot noise): 700 gives the grey-level noise of empty glass in real
+    # 20x scans per pixel (GlaS: SD 2-3 in 5 x 5 windows)
+    full_well: float = _num(700.0, 100, 1e7)
     read_noise: float = _num(10.0, 0, 10000)  # read noise, electrons RMS
     jpeg_quality: int = _num(0, 5, 100, or_zero=True)  # slider: JPEG quality of the stored image (scanners: 30-90); 0 = lossless
 

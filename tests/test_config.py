@@ -27,7 +27,7 @@ def test_defaults_compose_to_the_documented_values():
     cfg = load_config()
     assert cfg.optics.image_size == 512 and cfg.optics.mpp == 0.25
     assert cfg.tissue.section.thickness_um == [3.0, 5.0]
-    assert cfg.nuclei.intensity == 0.5
+    assert cfg.nuclei.intensity == 0.42
     assert cfg.output.root == "rendered"
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from scipy.ndimage import binary_dilation, median_filter
 
 from arctique import classes
 from arctique.compose import load_config
@@ -165,11 +166,13 @@ def test_hematoxylin_marks_the_nuclei_and_the_brightest_pixels_are_unstained(sma
     assert mean_nuc[2] > mean_nuc[0] > mean_nuc[1]
     assert mean_rest[0] > mean_rest[1]
     # The brightest pixels lie where nothing but a little mucus takes up stain (glass, tears, lumens,
-    # mucin; this field has no gut lumen, its tears are a pixel or two wide), and they are near white.
-    grey = image.mean(2)
+    # mucin; this field has no gut lumen, its tears are a pixel or two wide), or a pixel from there
+    # (the scanner's blur), and they are near white. A 3 x 3 median takes out the sensor noise.
+    grey = median_filter(image.mean(2), 3)
     brightest = grey >= np.percentile(grey, 99.5)
     tissue = tifffile.imread(small_dataset / f"masks/tissue/{SEED}.tif")
-    assert np.isin(tissue[brightest], [OUTSIDE, RIP, LUMEN, MUCIN]).all()
+    unstained = binary_dilation(np.isin(tissue, [OUTSIDE, RIP, LUMEN, MUCIN]))
+    assert unstained[brightest].all()
     assert grey[brightest].min() > 205
 
 

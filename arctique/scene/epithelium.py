@@ -45,18 +45,19 @@ class _Wall:
     arc: np.ndarray  # (P,) distance to the nearer ring neighbour at the nominal inset radius
     goblet: np.ndarray  # (P,) bool: a goblet cell
     cup_theta: np.ndarray  # (P,) angle of a goblet's theca (NaN for other cells)
-    pitch: np.ndarray  # (P,) angle between neighbouring goblets of the ring
+    pitch: np.ndarray  # (P,) a goblet's angle to the nearer of its ring neighbours (others: the mean)
     neighbours: np.ndarray  # (P, 2) the ring neighbours before and after
     row: np.ndarray  # (P,) index of the cell's ring, unique over all crypts
     rows: np.ndarray  # (P, 2) first and last index of the cells of the ring before and after
 
 
 def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random.Generator) -> _Wall:
-    """Cells on every crypt wall. Goblets sit at equal angles around each ring (the "flower" of a
+    """Cells on every crypt wall. Goblets sit at near-equal angles around each ring, each moved by up
+    to half ``goblet_jitter`` of the angle between goblets (0: equal angles, the "flower" of a
     cross-section), turned by ``goblet_stagger`` of a goblet from those of the previous ring (0: in
-    columns along the crypt, so that the petals of a cross-section keep their place through the
+    columns along the crypt, so that the thecae of a cross-section keep their place through the
     slab's depth): the goblet is the cell nearest to each such angle, its theca is centred on the
-    angle itself."""
+    angle itself and spans ``goblet_fill`` of the nearer angle to its neighbours."""
     parts = []
     spacing = epi.spacing_um
     start = n_rows = 0
@@ -79,12 +80,21 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         # Each ring's goblet angles, and the cell nearest to each (two angles may share a cell: the first counts).
         g_ring = np.repeat(np.arange(len(s)), n_goblet)
         g_k = np.arange(len(g_ring)) - np.repeat(np.cumsum(n_goblet) - n_goblet, n_goblet)
-        angles = goblet_phase + 2 * np.pi * (g_k + epi.goblet_stagger * (g_ring % 2)) / n_goblet[g_ring]
+        gap = 2 * np.pi / n_goblet[g_ring]
+        shift = epi.goblet_jitter * rng.uniform(-0.5, 0.5, len(g_ring))
+        angles = goblet_phase + gap * (g_k + epi.goblet_stagger * (g_ring % 2) + shift)
+        # A goblet's pitch is the nearer of the angles to the goblets before and after it in its ring.
+        first_g = np.repeat(np.cumsum(n_goblet) - n_goblet, n_goblet)
+        after_g = first_g + (g_k + 1) % n_goblet[g_ring]
+        before_g = first_g + (g_k - 1) % n_goblet[g_ring]
+        room = gap * (1 + np.minimum(shift[after_g] - shift, shift - shift[before_g]))
         cols = np.round((angles - phase[g_ring]) * ring[g_ring] / (2 * np.pi)).astype(int) % ring[g_ring]
         cell = (np.cumsum(ring) - ring)[g_ring] + cols
         cell, j = np.unique(cell, return_index=True)
         goblet[cell] = True
         cup_theta[cell] = angles[j]
+        pitch = 2 * np.pi / np.maximum(n_goblet, 1)[row]
+        pitch[cell] = room[j]
         theta = 2 * np.pi * (col + jitter) / ring[row] + phase[row]
         w_anchor = np.minimum(s, crypts.depth)[row]
         a = alpha[row]
@@ -98,7 +108,6 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         after = jitter[after_i] - jitter
         before = jitter - jitter[before_i]
         arc = nominal * (1 + np.minimum(after, before))
-        pitch = 2 * np.pi / np.maximum(n_goblet, 1)[row]
         lo = np.cumsum(ring) - ring  # first cell of each ring
         rows = np.column_stack([lo[np.maximum(row - 1, 0)], (lo + ring)[np.minimum(row + 1, len(s) - 1)] - 1])
         parts.append((idx, theta, anchor, normal, a, arc, goblet, cup_theta, pitch,
