@@ -259,10 +259,8 @@ class Counts:
 
 
 class DiskFull(RuntimeError):
-    """The dataset's file system is full: the job stopped at once, keeping every complete sample."""
-
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+    """A write found no room (full file system or quota, or a file size limit): the job stopped at
+    once, keeping every complete sample, since every later sample would fail the same way."""
 
 
 def _recorded_fingerprint(dataset: ds.Dataset, row: Dict[str, str]) -> str:
@@ -378,13 +376,24 @@ def available_memory_bytes() -> Optional[int]:
         return None
 
 
-def _disk_full(dataset: ds.Dataset, seed: int, remaining: int) -> DiskFull:
-    """The one-line report of a full disk: where, and how much space the rest of the job needs."""
+def _disk_full(dataset: ds.Dataset, exc: OSError, seed: Optional[int], remaining: int) -> DiskFull:
+    """The one-line report of a write that found no room: where, how much is free, and how much
+    space the rest of the job needs."""
+    written = Path(exc.filename or dataset.root).absolute()
+    root = dataset.root.absolute()
+    where = root if written.is_relative_to(root) else written
+    while not where.exists():  # a staging or temporary folder is gone by now
+        where = where.parent
+    during = f"while writing sample {seed}" if seed is not None else "before the first sample"
+    if exc.errno == errno.EFBIG:
+        return DiskFull(f"a file outgrew the file size limit at {where} {during} ({exc.strerror}): job stopped, "
+                        "complete samples kept; raise the limit (ulimit -f unlimited) and run the same command "
+                        "again: it resumes")
     sizes = [sum(p.stat().st_size for p in dataset.sample_paths(i)) for i in sorted(dataset.completed())[-3:]]
-    need = f"about {remaining * max(sizes) / 2**20:.0f} MB for the {remaining} samples left" if sizes \
+    need = f"about {ds.size_text(remaining * max(sizes))} for the {remaining} samples left" if sizes \
         else "room for at least one sample"
-    return DiskFull(f"no space left on the device of {dataset.root.absolute()} while writing sample {seed}: "
-                    f"job stopped, complete samples kept; free {need} and run the same command again")
+    return DiskFull(f"disk full at {where} ({ds.size_text(shutil.disk_usage(where).free)} free) {during}: job "
+                    f"stopped, complete samples kept; free {need} and run the same command again: it resumes")
 
 
 def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool, progress: bool) -> Counts:
@@ -413,7 +422,12 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
         if renderer is not None:
             check_device(renderer, first.optics)
         dataset.fingerprint = fingerprint(to_dict(first))
-        dataset.record_job([job.seed for job in jobs])
+        try:
+            dataset.record_job([job.seed for job in jobs])
+        except OSError as exc:
+            if exc.errno in ds.NO_SPACE:
+                raise _disk_full(dataset, exc, None, _left(jobs, done, overwrite)) from None
+            raise
         with StopOnSignal(dataset) as stopper:
             if renderer is not None:
                 stopper.on_stop.append(renderer.stop)
@@ -421,6 +435,11 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
     finally:
         if renderer is not None:
             renderer.close()
+
+
+def _left(jobs: Sequence[SampleJob], done: Set[int], overwrite: bool) -> int:
+    """How many of ``jobs`` are still to be made."""
+    return sum(overwrite or job.seed not in done for job in jobs)
 
 
 def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int], overwrite: bool, progress,
@@ -437,10 +456,10 @@ def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int],
         logger.info("sample %d (%d of %d): started", seed, n + 1, len(jobs))
         stopper.current = seed
         dataset.fingerprint = fingerprint(to_dict(job.cfg))
-        if seed in done:
-            dataset.forget(seed)
         timer = StageTimer(seed)
         try:
+            if seed in done:
+                dataset.forget(seed)
             if job.rendered_in is not None:
                 relabel(job, dataset, timer)
             else:
@@ -448,9 +467,14 @@ def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int],
                 generate(job.cfg, seed, dataset, job.parameters, timer, scene, renderer)
         except Exception as exc:  # recorded per sample; the job goes on with the next seed
             dataset.discard_staging(seed)
-            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-                raise _disk_full(dataset, seed, len(jobs) - n) from None
-            dataset.record_failure(seed, exc)
+            try:
+                if isinstance(exc, OSError) and exc.errno in ds.NO_SPACE:
+                    raise exc
+                dataset.record_failure(seed, exc)
+            except OSError as unwritten:  # the sample's files, or its failure record, found no room
+                if unwritten.errno in ds.NO_SPACE:
+                    raise _disk_full(dataset, unwritten, seed, _left(jobs[n:], done, overwrite)) from None
+                raise
             logger.error("sample %d failed (%s: %s); recorded in %s", seed, type(exc).__name__, exc,
                          dataset.root / ds.failure_file(seed))
             counts.failed.append(seed)

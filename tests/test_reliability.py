@@ -186,12 +186,55 @@ def test_full_disk_stops_the_job_at_once_keeping_complete_samples(tmp_path, monk
     with pytest.raises(DiskFull) as stop:
         run(cfg, {}, progress=False)
     message = str(stop.value)
-    assert "\n" not in message and "no space left" in message and str((tmp_path / "data").absolute()) in message
-    assert "MB for the 3 samples left" in message
+    assert "\n" not in message and message.startswith(f"disk full at {(tmp_path / 'data').absolute()} (")
+    assert "free) while writing sample 2" in message and "for the 3 samples left" in message
+    assert message.endswith("run the same command again: it resumes")
     dataset = Dataset(tmp_path / "data")
     assert dataset.completed() == {1} and dataset.failures() == {}
     assert "3.tif" not in attempted and "4.tif" not in attempted  # stopped at once
     assert _no_temporary_files(tmp_path / "data")
+
+
+def test_short_write_of_the_stack_stops_the_job_at_once(tmp_path, monkeypatch):
+    """numpy reports a short write as an OSError without errno, whatever free space is left (a quota,
+    reserved blocks): it is a full disk, not a failed sample to go past."""
+    cfg = load_config([*TINY, "optics.image_size=64", "seed=1", "n_samples=3", f"output.root={tmp_path / 'data'}"])
+    saves = []
+
+    def short(path, array):
+        saves.append(path)
+        raise OSError(f"{array.nbytes} requested and 4096 written")
+
+    monkeypatch.setattr(np, "save", short)
+    with pytest.raises(DiskFull, match=r"^disk full at .* free\) while writing sample 1: job stopped"):
+        run(cfg, {}, progress=False)
+    assert len(saves) == 1 and Dataset(tmp_path / "data").completed() == set()
+    assert not (tmp_path / "data" / "failures").exists() and _no_temporary_files(tmp_path / "data")
+
+
+def test_sizes_in_messages_are_in_the_unit_that_shows_them():
+    assert [ds.size_text(n) for n in (0, 100 * 1024, 2.5 * 2**20, 3 * 2**30)] == \
+        ["0 bytes", "100 KB", "2 MB", "3.0 GB"]
+
+
+def test_file_size_limit_ends_the_job_with_one_line(tmp_path):
+    """Under ``ulimit -f`` Blender's image and the dataset's files come out short or refused (EFBIG):
+    the job ends at once naming the limit, and no sample fails on a zero-size image."""
+    import resource
+
+    limit = 32 * 1024  # a 64 x 64 render is a 64 KB EXR
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "arctique.cli", "seed=0", "n_samples=2", "optics.image_size=64",
+                           *TINY], cwd=tmp_path, capture_output=True, text=True, preexec_fn=limited)
+    root = tmp_path / "rendered"
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("arctique-gen:")]
+    assert lines == proc.stderr.splitlines()[-1:] and "Traceback" not in proc.stderr, proc.stderr
+    assert "file size limit" in lines[0] and "ulimit -f unlimited" in lines[0]
+    assert Dataset(root).completed() == set() and not (root / "failures").exists()
 
 
 def test_atomic_text_write_leaves_no_temporary_file_on_a_full_disk(tmp_path, monkeypatch):
@@ -227,12 +270,26 @@ def test_real_full_disk_ends_the_job_with_one_line(tmp_path, small_tmpfs):
                    f"output.root={small_tmpfs / 'data'}", check=False)
     root = small_tmpfs / "data"
     assert proc.returncode == 1
-    assert proc.stderr.startswith("arctique-gen: no space left") and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith(f"arctique-gen: disk full at {root}") and proc.stderr.count("\n") == 1, proc.stderr
     done = Dataset(root).completed()
     assert 0 < len(done) < 12
     for seed in done:
         assert tifffile.imread(root / f"masks/instance/{seed}.tif").shape == (96, 96)
     assert _no_temporary_files(root) and not (root / "failures").exists()
+
+
+def test_disk_full_at_job_start_ends_the_job_with_one_line(tmp_path, small_tmpfs):
+    with open(small_tmpfs / "filler", "wb") as f:
+        with pytest.raises(OSError):
+            while True:
+                f.write(bytes(64 * 1024))
+                f.flush()
+    proc = run_cli(tmp_path, "seed=0", "optics.image_size=64", *TINY, f"output.root={small_tmpfs / 'data'}",
+                   check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == f"arctique-gen: disk full at {small_tmpfs / 'data'} (0 bytes free) before the first " \
+        "sample: job stopped, complete samples kept; free room for at least one sample and run the same command " \
+        "again: it resumes\n", proc.stderr
 
 
 # ------------------------------------------------------------------------------ unusable places

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import threading
@@ -363,15 +364,40 @@ def write_label_tiff(path: Path, labels: np.ndarray, mpp: float) -> None:
 
 
 def write_array(path: Path, array: np.ndarray) -> None:
-    """``np.save``, with a short write on a full file system reported as one (numpy raises an
-    OSError without errno when the file system takes fewer bytes than it was given)."""
+    """``np.save``, with a short write reported as one (numpy raises an OSError without errno when
+    the file system takes fewer bytes than it was given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         np.save(path, array)
     except OSError as e:
-        if e.errno is None and shutil.disk_usage(path.parent).free < array.nbytes:
-            raise OSError(errno.ENOSPC, f"No space left on device: {e}", str(path)) from e
+        if e.errno is None:
+            raise short_write(path, array.nbytes) from e
         raise
+
+
+# Errors of a write that found no room: a full file system or quota, or a file size limit.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def short_write(path: Path, nbytes: int) -> OSError:
+    """The error of a write of ``nbytes`` that the file system took only in part, for writers that
+    report none of their own (numpy, Blender): EFBIG above the process's file size limit
+    (``ulimit -f``), else ENOSPC."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and nbytes > limit:
+        return OSError(errno.EFBIG, f"File too large: the file size limit (ulimit -f) is {size_text(limit)}",
+                       str(path))
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def size_text(nbytes: float) -> str:
+    """``100 KB``, ``23 MB``, ``1.2 GB``: a size in the unit that shows it (a full disk's few KB
+    are not "0 MB")."""
+    for unit in ("bytes", "KB", "MB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GB"
 
 
 def png_resolution(mpp: float) -> Dict[str, Any]:
