@@ -338,31 +338,42 @@ def check_memory(cfg: ArctiqueConf, available: Optional[int] = None) -> None:
     need = estimated_memory_bytes(cfg)
     available = available if available is not None else available_memory_bytes()
     if available is not None and need > available:
+        o = cfg.optics
         raise ConfigError(
-            f"optics.image_size={cfg.optics.image_size}, optics.mpp={cfg.optics.mpp} and "
-            f"output.z_slices={cfg.output.z_slices} need about {need / 2**30:.1f} GiB per sample, "
-            f"but {available / 2**30:.1f} GiB of memory is available")
+            f"optics.image_size={o.image_size}, optics.mpp={o.mpp}, output.z_slices={cfg.output.z_slices}, "
+            f"output.soft_subsamples={cfg.output.soft_subsamples} and noise.annotators={cfg.noise.annotators} "
+            f"need about {need / 2**30:.1f} GiB per sample, but {available / 2**30:.1f} GiB of memory is available")
 
 
-# Peak resident memory of one sample, from measured runs (``parallel.TreeMemory``, the job's
-# processes together; 0.25 um/px, 10 slices: 128 px 0.41 GiB, 512 px 0.73-0.78 GiB; 256 px at
-# 0.5 um/px 0.53 GiB; 512 px at 1 um/px 1.8 GiB; 192 px at 0.5 um/px, 20 slices 0.49-0.50 GiB: the
-# same sample peaks up to a quarter higher when the machine is busy, as the threads' memory pools
-# grow), rounded up: Blender and the libraries; the render buffers, image and masks per pixel; the
-# label stack per pixel and slice (int64 and its TIFF copies); the cell meshes and tissue texture
-# per um^3 of section.
-MEMORY_BASE_BYTES = 750 * 2**20
-MEMORY_PER_PIXEL_BYTES = 400
+# Peak resident memory of one sample: the job's processes together (``parallel.TreeMemory``), from
+# measured renders at 0.5 um/px, 10 slices, 4 x 4 sub-pixel rays unless said (128 px 0.44 GB,
+# 16 x 16 rays 0.71 GB; 256 px 0.60 GB, 8 x 8 rays 0.85 GB, 16 x 16 rays 1.72 GB, 40 slices 0.65 GB;
+# 192 px with 20 slices 0.53 GB; 512 px at 0.25 um/px 0.78-0.84 GB, at 1 um/px 1.9 GB: the same sample
+# peaks up to a quarter higher when the machine is busy, as the threads' memory pools grow), rounded
+# up. The terms: Blender and the libraries; the render buffers, image and masks per pixel; the label
+# stack per pixel and slice (int64 and its TIFF copies); the crossings of the sub-pixel rays of the
+# partial-volume maps per ray (ray index, depth and mesh row of about two crossings per ray: 69-79 B
+# measured, growing with output.soft_subsamples squared); the maps of one noise level's variants,
+# held together for the annotators' agreement, per pixel and variant (a uint16 and three uint8 maps,
+# and their stacked copy); the cell meshes and tissue texture per um^3 of section.
+MEMORY_BASE_BYTES = 640 * 2**20
+MEMORY_PER_PIXEL_BYTES = 200
 MEMORY_PER_SLICE_PIXEL_BYTES = 24
+MEMORY_PER_SOFT_RAY_BYTES = 80
+MEMORY_PER_VARIANT_PIXEL_BYTES = 16
 MEMORY_PER_UM3_BYTES = 1500
 
 
 def estimated_memory_bytes(cfg: ArctiqueConf) -> int:
-    """Peak memory of one sample (bytes), from the constants above."""
-    o = cfg.optics
+    """Peak memory of one sample (bytes), from the constants above:
+    base + pixels x (per pixel + per slice x z_slices + per ray x soft_subsamples^2
+    + per variant x (annotators + 1) when there are noise levels) + per um^3 x section volume."""
+    o, out = cfg.optics, cfg.output
     pixels = o.image_size ** 2
     field_um3 = (o.image_size * o.mpp + 2 * cfg.tissue.margin_um) ** 2 * max(cfg.tissue.section.thickness_um)
-    per_pixel = MEMORY_PER_PIXEL_BYTES + MEMORY_PER_SLICE_PIXEL_BYTES * cfg.output.z_slices
+    variants = cfg.noise.annotators + 1 if cfg.noise.levels else 0
+    per_pixel = (MEMORY_PER_PIXEL_BYTES + MEMORY_PER_SLICE_PIXEL_BYTES * out.z_slices
+                 + MEMORY_PER_SOFT_RAY_BYTES * out.soft_subsamples ** 2 + MEMORY_PER_VARIANT_PIXEL_BYTES * variants)
     return int(MEMORY_BASE_BYTES + pixels * per_pixel + field_um3 * MEMORY_PER_UM3_BYTES)
 
 

@@ -356,8 +356,11 @@ MEASURED_RUN = ("import sys\n"
                 "finally:\n    print('peak', memory.peak_bytes, file=sys.stderr)\n")
 
 
-def test_memory_estimate_bounds_a_measured_render_and_refuses_what_does_not_fit(tmp_path):
-    overrides = ("seed=2", "optics.image_size=192", "optics.mpp=0.5", "optics.samples=2", "output.z_slices=20")
+@pytest.mark.parametrize("overrides", [
+    ("seed=2", "optics.image_size=192", "optics.mpp=0.5", "optics.samples=2", "output.z_slices=20"),
+    ("seed=2", "optics.image_size=128", "optics.mpp=0.5", "optics.samples=2", "output.soft_subsamples=16"),
+], ids=["slices", "soft_subsamples"])
+def test_memory_estimate_bounds_a_measured_render_and_refuses_what_does_not_fit(tmp_path, overrides):
     proc = subprocess.run([sys.executable, "-c", MEASURED_RUN, *overrides], cwd=tmp_path, capture_output=True,
                           text=True)
     assert Dataset(tmp_path / "rendered").completed() == {2}, proc.stderr[-3000:]
@@ -366,11 +369,23 @@ def test_memory_estimate_bounds_a_measured_render_and_refuses_what_does_not_fit(
     estimate = estimated_memory_bytes(cfg)
     assert peak <= estimate <= 2 * peak
     check_memory(cfg, available=estimate)
-    with pytest.raises(ConfigError, match=r"^optics.image_size=192, optics.mpp=0.5 and output.z_slices=20 need "
-                                        r"about [0-9.]+ GiB per sample, but 0.5 GiB of memory is available$"):
+    with pytest.raises(ConfigError, match=r"^optics.image_size=1\d\d, optics.mpp=0.5, output.z_slices=\d+, "
+                                        r"output.soft_subsamples=\d+ and noise.annotators=0 need about [0-9.]+ GiB "
+                                        r"per sample, but 0.5 GiB of memory is available$"):
         check_memory(cfg, available=2**29)
-    big = load_config(["optics.image_size=8192", "output.z_slices=100"])
-    assert estimated_memory_bytes(big) > 40 * estimated_memory_bytes(load_config())
+
+
+def test_memory_estimate_grows_with_every_term_that_scales():
+    """A 1024 px sample with 16 x 16 sub-pixel rays went past 12 GiB while estimated at 1.87 GiB."""
+    def estimate(*overrides: str) -> int:
+        return estimated_memory_bytes(load_config(list(overrides)))
+
+    assert estimate("optics.image_size=1024", "output.soft_subsamples=16") > 12 * 2**30
+    base = estimate()
+    for more in ("output.soft_subsamples=8", "output.z_slices=40", "optics.image_size=1024"):
+        assert estimate(more) > base, more
+    assert estimate("noise.levels=[50]", "noise.annotators=100") > estimate("noise.levels=[50]") > base
+    assert estimated_memory_bytes(load_config(["optics.image_size=8192", "output.z_slices=100"])) > 40 * base
 
 
 # ------------------------------------------------------------------------------------ arctique-vary
