@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -272,12 +273,24 @@ def _recorded_fingerprint(dataset: ds.Dataset, row: Dict[str, str]) -> str:
     return fingerprint(json.loads(path.read_text())) if path.exists() else ""
 
 
-def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool) -> None:
+@dataclass(frozen=True)
+class Options:
+    """How the command that renders names its output folder and its redo option in messages."""
+
+    root: str = "output.root"
+    overwrite: str = "output.overwrite=true"
+
+
+VARY_OPTIONS = Options(root="--into", overwrite="--overwrite")
+
+
+def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool,
+                      options: Options = Options()) -> None:
     """Refuse a job whose config differs from the one that made samples already complete in the
     dataset: skipping them would mix two configs in one dataset (``overwrite`` redoes them).
 
     Raises:
-        ConfigError: naming the samples and the way out.
+        ConfigError: naming the samples and the way out, in the command's ``options``.
     """
     if overwrite:
         return
@@ -293,25 +306,37 @@ def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite:
              if job.seed in rows and _recorded_fingerprint(dataset, rows[job.seed]) != job_fingerprint(job)]
     if other:
         raise ConfigError(
-            f"output.root={str(dataset.root)!r} holds samples {ds.compact(other)} made with another configuration "
-            "(scene, appearance, label noise or written layers differ): choose another output.root, or give "
-            "output.overwrite=true to redo them")
+            f"{options.root}={str(dataset.root)!r} holds samples {ds.compact(other)} made with another configuration "
+            f"(scene, appearance, label noise or written layers differ): choose another {options.root}, or give "
+            f"{options.overwrite} to redo them")
 
 
 def check_output_root(root: Path) -> None:
-    """The dataset folder can be made and written: it is not a file, under a file or read-only.
+    """The dataset folder can be made and written: it is not a file, under a file, a link to nothing
+    or read-only, and what it holds has the dataset's kinds (the manifest a file, the layout's
+    top folders folders).
 
     Raises:
         ConfigError: naming ``output.root`` and the path that is in the way.
     """
+    where = f"output.root={str(root)!r}"
     existing = root.absolute()
     while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"{where} cannot be a dataset folder: {existing} is a link to {os.readlink(existing)}, "
+                              "which does not exist; create it or choose another output.root")
         existing = existing.parent
-    where = f"output.root={str(root)!r}"
     if not existing.is_dir():
         raise ConfigError(f"{where} cannot be a dataset folder: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{where} cannot be written: {existing} is read-only")
+    if (root / ds.MANIFEST).is_dir():
+        raise ConfigError(f"{where} cannot be a dataset folder: its {ds.MANIFEST} is a folder; move it away or "
+                          "choose another output.root")
+    for name in ds.layout_folders():
+        if (root / name).exists() and not (root / name).is_dir():
+            raise ConfigError(f"{where} cannot be a dataset folder: {root / name} is a file where the dataset keeps "
+                              f"its folder {name}/; move it away or choose another output.root")
 
 
 def check_device(renderer: "Renderer | RenderWorker", optics: OpticsConf) -> None:
@@ -407,7 +432,8 @@ def _disk_full(dataset: ds.Dataset, exc: OSError, seed: Optional[int], remaining
                     f"stopped, complete samples kept; free {need} and run the same command again: it resumes")
 
 
-def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool, progress: bool) -> Counts:
+def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool, progress: bool,
+                   options: Options = Options()) -> Counts:
     """Render every job not yet complete in ``dataset``. A sample that fails is recorded in
     ``failures/<i>.json`` (error, traceback, host) and the next one goes on.
 
@@ -416,6 +442,7 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
     SIGTERM stop the job at once (``arctique.stopping``); a full disk stops it with DiskFull.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .render.worker import start_renderer
 
@@ -424,8 +451,8 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
     first = jobs[0].cfg
     check_output_root(dataset.root)
     check_memory(first)
-    check_same_config(dataset, jobs, overwrite)
-    dataset.replaces_others = overwrite
+    check_same_config(dataset, jobs, overwrite, options)
+    dataset.replaces_others, dataset.redo_option = overwrite, options.overwrite
     done = dataset.completed()
     renders = any(job.rendered_in is None and (overwrite or job.seed not in done) for job in jobs)
     renderer = start_renderer(first.optics) if renders else None  # Blender starts while the first scene is built
@@ -439,7 +466,8 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
             if exc.errno in ds.NO_SPACE:
                 raise _disk_full(dataset, exc, None, _left(jobs, done, overwrite)) from None
             raise
-        with StopOnSignal(dataset) as stopper:
+        # With a bar, log lines go through tqdm, which clears the bar and draws it again below them.
+        with StopOnSignal(dataset) as stopper, logging_redirect_tqdm() if progress else nullcontext():
             if renderer is not None:
                 stopper.on_stop.append(renderer.stop)
             return _render_jobs(dataset, jobs, done, overwrite, progress and tqdm, stopper, renderer)
@@ -460,8 +488,8 @@ def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int],
     for n, job in enumerate(progress(jobs, desc="samples", unit="sample") if progress else jobs):
         seed = job.seed
         if seed in done and not overwrite:
-            logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)",
-                        seed, dataset.root)
+            logger.info("sample %d is complete in %s: skipped (%s redoes it)", seed, dataset.root,
+                        dataset.redo_option)
             counts.skipped += 1
             continue
         logger.info("sample %d (%d of %d): started", seed, n + 1, len(jobs))

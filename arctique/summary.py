@@ -11,6 +11,7 @@ import os
 import re
 import statistics
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
@@ -46,6 +47,10 @@ def summarise(root: Path, expected: Optional[range] = None) -> Dict[str, Any]:
         with open(root / ds.sample_files(i)["cells_csv"], newline="") as f:
             classes.update(row["class_name"] for row in csv.DictReader(f))
     seconds = [float(r["seconds"]) for r in rows]
+    of_config: Dict[str, list] = {}
+    for r in rows:
+        of_config.setdefault(r.get("fingerprint") or "unrecorded", []).append(int(r["index"]))
+    now = time.time()
     return {
         "root": str(root),
         "expected": ds.compact(expected),
@@ -59,6 +64,10 @@ def summarise(root: Path, expected: Optional[range] = None) -> Dict[str, Any]:
                                "mean": round(statistics.fmean(seconds), 2),
                                "total_hours": round(sum(seconds) / 3600, 3)} if seconds else None,
         "hosts": len({r["host"] for r in rows}),
+        # config fingerprint -> its complete samples; more than one: the folder mixes configurations
+        "configurations": {fp: ds.compact(seeds) for fp, seeds in sorted(of_config.items())},
+        "foreign_staging": [{"path": str(p), "hours": round((now - p.stat().st_mtime) / 3600, 1)}
+                            for p in data.foreign_staging()],
     }
 
 
@@ -73,6 +82,14 @@ def report(s: Dict[str, Any]) -> str:
         lines.append(f"in progress: {s['in_progress']}")
     for seed, f in s["failures"].items():
         lines.append(f"failed {seed} on {f['host']} at {f['time']}: {f['error']}")
+    if len(s["configurations"]) > 1:
+        lines.append("mixed configurations: " + "; ".join(f"samples {seeds} made with config {fp}" for fp, seeds in
+                                                          s["configurations"].items())
+                     + " - one dataset should hold one: redo the others with output.overwrite=true, or move them")
+    if s["foreign_staging"]:
+        lines.append("staging folders of jobs on other hosts (this host cannot tell whether they still run; once "
+                     "they do not, remove them with rm -r): " +
+                     ", ".join(f"{f['path']} ({f['hours']} h old)" for f in s["foreign_staging"]))
     if s["instances_per_class"]:
         lines.append("instances: " + ", ".join(f"{k} {v}" for k, v in s["instances_per_class"].items()))
     if s["seconds_per_sample"]:
@@ -85,7 +102,8 @@ def report(s: Dict[str, Any]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="arctique-summary", description=__doc__.split("\n\n")[0],
                                      epilog="exit status: 0 when every expected sample is complete, 1 when any "
-                                            "is missing, failed, interrupted or in progress, 2 on bad arguments")
+                                            "is missing, failed, interrupted or in progress or the samples were "
+                                            "made with more than one configuration, 2 on bad arguments")
     parser.add_argument("dataset", type=Path, help="an arctique-gen output folder")
     parser.add_argument("--seeds", type=seed_range, metavar="SEEDS",
                         help="expected seeds: START:END (END excluded, e.g. 0:1000) or one seed "
@@ -135,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(json.dumps(s, indent=1) if args.json else text, flush=True)
     except BrokenPipeError:  # the reader stopped early (| head): the rest is not wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 else 1)
+    sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 and len(s["configurations"]) <= 1 else 1)
 
 
 def realism_options(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .cli import sweep_folder_name
 from .config import ArctiqueConf, ConfigError, check_keys, validate
 from .io import dataset as ds
-from .pipeline import DiskFull, SampleJob, render_samples
+from .pipeline import VARY_OPTIONS, DiskFull, SampleJob, render_samples
 from .scene import scene_key
 
 logger = logging.getLogger("arctique")
@@ -161,7 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         logger.info("%d samples into %s: %d re-render their saved scene, %d rebuild it from the seed",
                     len(jobs), out, kept, len(jobs) - kept)
     try:
-        counts = render_samples(ds.Dataset(out), jobs, args.overwrite, progress=sys.stderr.isatty())
+        counts = render_samples(ds.Dataset(out), jobs, args.overwrite, progress=sys.stderr.isatty(),
+                                options=VARY_OPTIONS)
     except ConfigError as exc:  # found by the checks at the start of the job, before any scene
         print(f"arctique-vary: {exc}", file=sys.stderr)
         sys.exit(2)

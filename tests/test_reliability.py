@@ -17,6 +17,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+import arctique
 from arctique.compose import load_config
 from arctique.config import ConfigError
 from arctique.io import dataset as ds
@@ -138,6 +139,11 @@ def test_overwritten_sample_consists_of_exactly_the_files_of_its_new_render(tmp_
     assert np.load(root / "masks/instance_3d/0/0_stack.npy").shape == (4, 48, 48)
     assert np.asarray(Image.open(root / "images/image_0.png")).shape == (48, 48, 3)
     assert Dataset(root).completed() == {0}
+    # no empty folder of the levels it no longer has, which readers would take for written levels
+    assert not list((root / "masks").glob("*_noise_*")) and not list((root / "metadata").glob("noise_*"))
+    (root / "masks/instance_noise_40").mkdir()  # as an older version left them
+    with pytest.raises(ValueError, match=r"noise level 20 is missing for 1 sample\(s\) .* \(levels written: none\)"):
+        arctique.Dataset(root, noise=20)
 
 
 def test_a_run_with_another_config_stops_before_rendering_unless_overwriting(tmp_path):
@@ -434,6 +440,29 @@ def test_variation_name_may_come_before_the_changes(copied_dataset):
     assert Dataset(copied_dataset / "variations/pale").completed() == {3}
 
 
+def test_a_variation_into_a_folder_of_another_config_names_its_own_options(copied_dataset, capsys):
+    err = _vary_error(capsys, str(copied_dataset), "nuclei.intensity=0.3", "--into", str(copied_dataset))
+    assert f"--into='{copied_dataset}' holds samples 3 made with another configuration" in err
+    assert err.rstrip().endswith("choose another --into, or give --overwrite to redo them")
+
+
+def test_summary_flags_mixed_configurations_and_staging_of_other_hosts(copied_dataset, capsys):
+    root = copied_dataset
+    shutil.copy(root / "metadata/3.csv", root / "metadata/4.csv")
+    rows = (root / "manifest.csv").read_text().splitlines()
+    (root / "manifest.csv").write_text("\n".join([*rows, rows[-1].replace("3,3,", "4,4,", 1)[:-16] + "0" * 16]) + "\n")
+    staging = root / ".staging" / "9.elsewhere.123"
+    staging.mkdir(parents=True)
+    os.utime(staging, (staging.stat().st_atime, staging.stat().st_mtime - 48 * 3600))
+    with pytest.raises(SystemExit) as exit_info:
+        summary_main([str(root), "--seeds", "3:5"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 1
+    assert "mixed configurations: samples 4 made with config 0000000000000000; samples 3 made with config" in out
+    assert f"remove them with rm -r): {staging} (48.0 h old)" in out
+    assert staging.is_dir()  # never removed: a job on that host may still run
+
+
 @pytest.mark.parametrize("damage, says", [
     (lambda text: text + text.splitlines()[-1] + "\n", "line 3: sample 3 is listed twice (also line 2)"),
     (lambda text: text + "garbage,,\n", "line 3: 'garbage' is not a sample index"),
@@ -458,3 +487,118 @@ def test_a_damaged_manifest_is_named_by_every_command_before_anything_is_written
         assert exit_info.value.code == 2 and str(manifest) in err and says in err and err.count("\n") == 1, err
     assert manifest.read_bytes() == damaged
     assert not (tmp_path / "x").exists() and not (copied_dataset / "variations").exists()
+
+
+# ------------------------------------------------------------------------------------ terminal
+
+
+def _terminal_lines(output: str) -> List[str]:
+    """The lines a terminal shows for ``output``: a carriage return writes over its line from the start."""
+    shown = []
+    for line in output.replace("\r\n", "\n").split("\n"):
+        text = ""
+        for part in line.split("\r"):
+            text = part + text[len(part):]
+        shown.append(text)
+    return shown
+
+
+def test_progress_bar_is_drawn_on_a_terminal_below_the_log_lines(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "arctique.cli", "seed=0", "n_samples=2", "optics.image_size=48",
+                             *TINY], cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main)
+    assert proc.wait(timeout=120) == 0
+    shown = _terminal_lines(b"".join(chunks).decode(errors="replace"))
+    assert any(line.startswith("samples: 100%") and "2/2" in line for line in shown), shown
+    job_lines = [line for line in shown if "(1 of 2): started" in line or "(2 of 2): started" in line
+                 or " written to " in line]
+    assert len(job_lines) == 4 and not [line for line in job_lines if "samples:" in line], job_lines
+
+
+# ------------------------------------------------------------------------ one line for each failure
+
+
+def _one_line(proc: subprocess.CompletedProcess, status: int) -> str:
+    assert proc.returncode == status and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("arctique-gen: "), proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("place", ["dangling_link", "manifest_folder", "images_file"])
+def test_output_root_of_the_wrong_kind_stops_with_one_line(tmp_path, place):
+    root = tmp_path / "D"
+    if place == "dangling_link":
+        root.symlink_to(tmp_path / "gone")
+    else:
+        root.mkdir()
+        (root / "manifest.csv").mkdir() if place == "manifest_folder" else (root / "images").write_text("x")
+    line = _one_line(run_cli(tmp_path, "optics.image_size=48", *TINY, f"output.root={root}", check=False), 2)
+    assert line.startswith(f"arctique-gen: invalid configuration: output.root='{root}' cannot be a dataset folder"), line
+    assert {"dangling_link": "is a link to", "manifest_folder": "manifest.csv is a folder",
+            "images_file": "images is a file"}[place] in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["D"]
+
+
+def test_failed_samples_end_the_job_with_one_line(tmp_path):
+    (tmp_path / "D/images/image_0.png").mkdir(parents=True)  # the sample's image cannot take its place
+    line = _one_line(run_cli(tmp_path, "optics.image_size=48", *TINY, "output.root=D", check=False), 1)
+    assert line == "arctique-gen: 1 sample(s) failed (seeds 0); their records are in D/failures/; run the same " \
+        "command again to retry them"
+    assert Dataset(tmp_path / "D").failures().keys() == {0}
+
+
+def test_bad_values_of_a_sweep_end_with_one_line_per_job(tmp_path):
+    proc = run_cli(tmp_path, "-m", "optics.samples=0,-1", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Error executing" not in proc.stderr
+    assert proc.stderr.splitlines() == [f"arctique-gen: invalid configuration: optics.samples={v} is out of range: "
+                                        "allowed [1, 4096]" for v in (0, -1)]
+
+
+def test_ctrl_c_of_a_local_sweep_ends_with_one_line_and_status_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=local", "seed=0,1",
+                             "optics.image_size=64", "optics.threads=1", *TINY], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    wait_for_line(proc, "started")
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == "arctique-gen: SIGINT: sweep stopped; every finished sample is complete, the " \
+        "samples in progress are discarded: run the same command again to resume"
+
+
+def test_help_lists_only_what_works_and_unsupported_flags_are_one_line(tmp_path):
+    shown = run_cli(tmp_path, "--help").stdout
+    assert "+experiment=" in shown and "v3/clean" in shown and "optics=20x|40x" in shown and "--cfg job" in shown
+    for broken in ("install=bash", "shell-completion", "experimental-rerun", "experiment/laptop:", "cli is powered",
+                   "hydra-help"):
+        assert broken not in shown, broken
+    for flag in (("--experimental-rerun", "x"), ("-sc", "install=bash"), ("--hydra-help",)):
+        assert _one_line(run_cli(tmp_path, *flag, check=False), 2).startswith(f"arctique-gen: {flag[0]} is not "
+                                                                                 "supported: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_outside_ascii_is_refused_with_the_way_to_quote_it(tmp_path):
+    root = tmp_path / "daten_übersicht"
+    line = _one_line(run_cli(tmp_path, f"output.root={root}", check=False), 2)
+    assert f"""output.root="'{root}'" """ in line, line
+    quoted = _one_line(run_cli(tmp_path, f"output.root='{root}'", "optics.samples=0", check=False), 2)
+    assert quoted.startswith("arctique-gen: invalid configuration: optics.samples=0")
