@@ -25,7 +25,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .config import ArctiqueConf, ConfigError, check_override_keys, config_groups, register_configs, validate
 from .io import dataset as ds
-
 from .parallel import lean_threads
 
 logger = logging.getLogger("arctique")

@@ -341,9 +341,9 @@ class SceneRenderer:
             except RuntimeError as exc:
                 raise self.failure(str(exc)) from exc
             path = workdir / f"{name}_{s.frame_current:04d}.exr"
-            image = bpy.data.images.load(str(path))  # says in the log why a file cannot be read
-        image.colorspace_settings.name = "Non-Color"
-        w, h = image.size
+            image = bpy.data.images.load(str(path))
+            image.colorspace_settings.name = "Non-Color"
+            w, h = image.size  # read here, so that the log says why a file cannot be read
         if not w * h:  # Blender cut its file short, and read nothing back
             bpy.data.images.remove(image)
             raise short_write(path, s.render.resolution_x * s.render.resolution_y * 4 * 4)
