@@ -23,8 +23,8 @@ from arctique.config import ConfigError
 from arctique.io import dataset as ds
 from arctique.io.dataset import Dataset
 from arctique.pipeline import DiskFull, check_memory, estimated_memory_bytes, run
-from arctique.summary import main as summary_main
-from arctique.vary import main as vary_main
+from arctique.commands.summary import main as summary_main
+from arctique.commands.vary import main as vary_main
 
 from .conftest import run_cli
 
@@ -35,7 +35,7 @@ TINY = ("optics.mpp=1.0", "optics.samples=2", "cells.mesh_subdivisions=2", "outp
 def start_cli(cwd: Path, *overrides: str) -> subprocess.Popen:
     """``arctique-gen`` as a real process, its temporary files in ``cwd/tmp``."""
     (cwd / "tmp").mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "arctique.cli", *overrides], cwd=cwd, text=True,
+    return subprocess.Popen([sys.executable, "-m", "arctique.commands.gen", *overrides], cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "TMPDIR": str(cwd / "tmp")})
 
@@ -233,8 +233,8 @@ def test_file_size_limit_ends_the_job_with_one_line(tmp_path):
     def limited():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    proc = subprocess.run([sys.executable, "-m", "arctique.cli", "seed=0", "n_samples=2", "optics.image_size=64",
-                           *TINY], cwd=tmp_path, capture_output=True, text=True, preexec_fn=limited)
+    proc = subprocess.run([sys.executable, "-m", "arctique.commands.gen", "seed=0", "n_samples=2",
+                           "optics.image_size=64", *TINY], cwd=tmp_path, capture_output=True, text=True, preexec_fn=limited)
     root = tmp_path / "rendered"
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.splitlines()
@@ -355,7 +355,7 @@ def test_refused_configuration_ends_the_blender_worker_started_before_it(tmp_pat
 
 
 MEASURED_RUN = ("import sys\n"
-                "from arctique.cli import main\n"
+                "from arctique.commands.gen import main\n"
                 "from arctique.parallel import TreeMemory\n"
                 "memory = TreeMemory()\n"
                 "try:\n    with memory:\n        main(sys.argv[1:])\n"
@@ -472,7 +472,7 @@ def test_a_damaged_manifest_is_named_by_every_command_before_anything_is_written
                                                                                  damage, says):
     """A hand-edited or damaged manifest (a sample listed twice, a garbage row, no header) is one
     line naming file and line from summary, export and vary; the dataset is left as it was."""
-    from arctique.export import main as export_main
+    from arctique.commands.export import main as export_main
 
     manifest = copied_dataset / ds.MANIFEST
     manifest.write_text(damage(manifest.read_text()))
@@ -511,8 +511,8 @@ def test_progress_bar_is_drawn_on_a_terminal_below_the_log_lines(tmp_path):
 
     main, child = pty.openpty()
     fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "arctique.cli", "seed=0", "n_samples=2", "optics.image_size=48",
-                             *TINY], cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
+    proc = subprocess.Popen([sys.executable, "-m", "arctique.commands.gen", "seed=0", "n_samples=2",
+                             "optics.image_size=48", *TINY], cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=child, stderr=child)
     os.close(child)
     chunks = []
     while True:
@@ -574,7 +574,7 @@ def test_bad_values_of_a_sweep_end_with_one_line_per_job(tmp_path):
 
 
 def test_ctrl_c_of_a_local_sweep_ends_with_one_line_and_status_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=local", "seed=0,1",
+    proc = subprocess.Popen([sys.executable, "-m", "arctique.commands.gen", "-m", "hydra/launcher=local", "seed=0,1",
                              "optics.image_size=64", "optics.threads=1", *TINY], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     wait_for_line(proc, "started")

@@ -17,15 +17,15 @@ from typing import Any, List, NoReturn, Optional, Tuple
 import hydra
 from hydra._internal.hydra import Hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import ArctiqueConf, ConfigError, check_override_keys, config_groups, register_configs, validate
-from .io import dataset as ds
-from .parallel import lean_threads
+from ..config import ArctiqueConf, ConfigError, check_override_keys, config_groups, register_configs, validate
+from ..io import dataset as ds
+from ..parallel import lean_threads
+from ..sweep_folders import place_sweep_job
 
 logger = logging.getLogger("arctique")
 
@@ -61,48 +61,6 @@ def typed_config(cfg: DictConfig) -> ArctiqueConf:
     typed: ArctiqueConf = OmegaConf.to_object(cfg)
     validate(typed)
     return typed
-
-
-# Keys that say which samples or where, not how: they never name a sweep's dataset folder.
-NOT_IN_FOLDER_NAME = ("seed", "n_samples", "shard.", "output.", "hydra.")
-
-
-def _names_folder(key: str) -> bool:
-    return not any(key == p or (p.endswith(".") and key.startswith(p)) for p in NOT_IN_FOLDER_NAME)
-
-
-def sweep_folder_name(job_overrides: List[str], swept: Optional[List[str]] = None) -> str:
-    """``key=value`` pairs of a job's overrides, sorted and joined with commas (Hydra's
-    override_dirname), keeping only the ``swept`` keys (all when None) that name folders."""
-    parsed = OverridesParser.create().parse_overrides(list(job_overrides))
-    kept = [o.input_line.lstrip("+~").replace("/", "_") for o in parsed
-            if _names_folder(o.key_or_group) and (swept is None or o.key_or_group in swept)]
-    return ",".join(sorted(kept))
-
-
-def swept_keys(sweep_dir: Path) -> Optional[List[str]]:
-    """The keys given several values on the sweep's command line (from the sweep's multirun.yaml)."""
-    path = sweep_dir / "multirun.yaml"
-    if not path.exists():
-        return None
-    overrides = OmegaConf.load(path).hydra.overrides.task
-    return [o.key_or_group for o in OverridesParser.create().parse_overrides(list(overrides))
-            if o.is_sweep_override()]
-
-
-def place_sweep_job(cfg: DictConfig) -> None:
-    """In a multirun without an explicit ``output.root``, each combination of swept values gets its
-    own dataset folder under the default root, named after those values (``nuclei.intensity=0.2``);
-    sweeping only seeds or shards keeps one folder."""
-    hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN:
-        return
-    task = list(hc.overrides.task)
-    if any(o.key_or_group == "output.root" for o in OverridesParser.create().parse_overrides(task)):
-        return
-    name = sweep_folder_name(task, swept_keys(Path(hc.sweep.dir)))
-    if name:
-        cfg.output.root = f"{cfg.output.root}/{name}"
 
 
 class JobStopped(RuntimeError):
@@ -147,7 +105,7 @@ def _main(cfg: DictConfig) -> Optional[JobStopped]:
 
 
 def _job(cfg: DictConfig) -> None:
-    from .render.worker import log_as_the_job
+    from ..render.worker import log_as_the_job
 
     log_as_the_job(OmegaConf.to_container(HydraConfig.get().job_logging, resolve=True))
     place_sweep_job(cfg)
@@ -155,7 +113,7 @@ def _job(cfg: DictConfig) -> None:
         typed = typed_config(cfg)
     except ConfigError as exc:
         _refuse(exc)
-    from .pipeline import DiskFull, run  # imports bpy lazily: validation errors come fast
+    from ..pipeline import DiskFull, run  # imports bpy lazily: validation errors come fast
 
     parameters = OmegaConf.to_container(cfg, resolve=True)
     try:
@@ -241,7 +199,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         _refuse(exc)
     lean_threads()
     if not any(a.startswith("-") for a in args):  # a single run (no sweep, help or config print)
-        from .render.worker import start_early
+        from ..render.worker import start_early
 
         start_early()  # Blender loads while Hydra composes
     if not any(a.lstrip("+~").startswith("hydra.mode") for a in args):
