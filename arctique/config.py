@@ -574,6 +574,25 @@ def config_groups() -> List[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
 
 
+# The clean and noisy sets of a benchmark design first, then the series (which re-render clean test seeds).
+BENCHMARK_FIRST_PARTS = ("clean", "noisy")
+
+
+def benchmark_designs() -> List[str]:
+    """The benchmark designs: the folders of the ``experiment`` group (``laptop``, ``v3``)."""
+    return sorted(p.name for p in importlib.resources.files("arctique.conf").joinpath("experiment").iterdir()
+                  if p.is_dir())
+
+
+def benchmark_parts(design: str) -> List[str]:
+    """The presets of ``design``, in the order arctique-benchmark renders them: clean, noisy, then
+    the series in name order."""
+    names = sorted(p.name[:-len(".yaml")] for p in
+                   importlib.resources.files("arctique.conf").joinpath("experiment", design).iterdir()
+                   if p.name.endswith(".yaml"))
+    return [n for n in BENCHMARK_FIRST_PARTS if n in names] + [n for n in names if n not in BENCHMARK_FIRST_PARTS]
+
+
 def check_override_keys(overrides: Sequence[str]) -> None:
     """:func:`check_keys` for the keys of command-line overrides (Hydra's own keys and config group
     choices such as ``hydra/launcher=local`` pass; a malformed override is left to Hydra)."""

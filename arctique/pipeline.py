@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import socket
+from contextlib import nullcontext
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -259,10 +260,8 @@ class Counts:
 
 
 class DiskFull(RuntimeError):
-    """The dataset's file system is full: the job stopped at once, keeping every complete sample."""
-
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+    """A write found no room (full file system or quota, or a file size limit): the job stopped at
+    once, keeping every complete sample, since every later sample would fail the same way."""
 
 
 def _recorded_fingerprint(dataset: ds.Dataset, row: Dict[str, str]) -> str:
@@ -274,12 +273,24 @@ def _recorded_fingerprint(dataset: ds.Dataset, row: Dict[str, str]) -> str:
     return fingerprint(json.loads(path.read_text())) if path.exists() else ""
 
 
-def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool) -> None:
+@dataclass(frozen=True)
+class Options:
+    """How the command that renders names its output folder and its redo option in messages."""
+
+    root: str = "output.root"
+    overwrite: str = "output.overwrite=true"
+
+
+VARY_OPTIONS = Options(root="--into", overwrite="--overwrite")
+
+
+def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool,
+                      options: Options = Options()) -> None:
     """Refuse a job whose config differs from the one that made samples already complete in the
     dataset: skipping them would mix two configs in one dataset (``overwrite`` redoes them).
 
     Raises:
-        ConfigError: naming the samples and the way out.
+        ConfigError: naming the samples and the way out, in the command's ``options``.
     """
     if overwrite:
         return
@@ -295,25 +306,37 @@ def check_same_config(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite:
              if job.seed in rows and _recorded_fingerprint(dataset, rows[job.seed]) != job_fingerprint(job)]
     if other:
         raise ConfigError(
-            f"output.root={str(dataset.root)!r} holds samples {ds.compact(other)} made with another configuration "
-            "(scene, appearance, label noise or written layers differ): choose another output.root, or give "
-            "output.overwrite=true to redo them")
+            f"{options.root}={str(dataset.root)!r} holds samples {ds.compact(other)} made with another configuration "
+            f"(scene, appearance, label noise or written layers differ): choose another {options.root}, or give "
+            f"{options.overwrite} to redo them")
 
 
 def check_output_root(root: Path) -> None:
-    """The dataset folder can be made and written: it is not a file, under a file or read-only.
+    """The dataset folder can be made and written: it is not a file, under a file, a link to nothing
+    or read-only, and what it holds has the dataset's kinds (the manifest a file, the layout's
+    top folders folders).
 
     Raises:
         ConfigError: naming ``output.root`` and the path that is in the way.
     """
+    where = f"output.root={str(root)!r}"
     existing = root.absolute()
     while not existing.exists():
+        if existing.is_symlink():
+            raise ConfigError(f"{where} cannot be a dataset folder: {existing} is a link to {os.readlink(existing)}, "
+                              "which does not exist; create it or choose another output.root")
         existing = existing.parent
-    where = f"output.root={str(root)!r}"
     if not existing.is_dir():
         raise ConfigError(f"{where} cannot be a dataset folder: {existing} is a file")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{where} cannot be written: {existing} is read-only")
+    if (root / ds.MANIFEST).is_dir():
+        raise ConfigError(f"{where} cannot be a dataset folder: its {ds.MANIFEST} is a folder; move it away or "
+                          "choose another output.root")
+    for name in ds.layout_folders():
+        if (root / name).exists() and not (root / name).is_dir():
+            raise ConfigError(f"{where} cannot be a dataset folder: {root / name} is a file where the dataset keeps "
+                              f"its folder {name}/; move it away or choose another output.root")
 
 
 def check_device(renderer: "Renderer | RenderWorker", optics: OpticsConf) -> None:
@@ -340,31 +363,42 @@ def check_memory(cfg: ArctiqueConf, available: Optional[int] = None) -> None:
     need = estimated_memory_bytes(cfg)
     available = available if available is not None else available_memory_bytes()
     if available is not None and need > available:
+        o = cfg.optics
         raise ConfigError(
-            f"optics.image_size={cfg.optics.image_size}, optics.mpp={cfg.optics.mpp} and "
-            f"output.z_slices={cfg.output.z_slices} need about {need / 2**30:.1f} GiB per sample, "
-            f"but {available / 2**30:.1f} GiB of memory is available")
+            f"optics.image_size={o.image_size}, optics.mpp={o.mpp}, output.z_slices={cfg.output.z_slices}, "
+            f"output.soft_subsamples={cfg.output.soft_subsamples} and noise.annotators={cfg.noise.annotators} "
+            f"need about {need / 2**30:.1f} GiB per sample, but {available / 2**30:.1f} GiB of memory is available")
 
 
-# Peak resident memory of one sample, from measured runs (``parallel.TreeMemory``, the job's
-# processes together; 0.25 um/px, 10 slices: 128 px 0.41 GiB, 512 px 0.73-0.78 GiB; 256 px at
-# 0.5 um/px 0.53 GiB; 512 px at 1 um/px 1.8 GiB; 192 px at 0.5 um/px, 20 slices 0.49-0.50 GiB: the
-# same sample peaks up to a quarter higher when the machine is busy, as the threads' memory pools
-# grow), rounded up: Blender and the libraries; the render buffers, image and masks per pixel; the
-# label stack per pixel and slice (int64 and its TIFF copies); the cell meshes and tissue texture
-# per um^3 of section.
-MEMORY_BASE_BYTES = 750 * 2**20
-MEMORY_PER_PIXEL_BYTES = 400
+# Peak resident memory of one sample: the job's processes together (``parallel.TreeMemory``), from
+# measured renders at 0.5 um/px, 10 slices, 4 x 4 sub-pixel rays unless said (128 px 0.44 GB,
+# 16 x 16 rays 0.71 GB; 256 px 0.60 GB, 8 x 8 rays 0.85 GB, 16 x 16 rays 1.72 GB, 40 slices 0.65 GB;
+# 192 px with 20 slices 0.53 GB; 512 px at 0.25 um/px 0.78-0.84 GB, at 1 um/px 1.9 GB: the same sample
+# peaks up to a quarter higher when the machine is busy, as the threads' memory pools grow), rounded
+# up. The terms: Blender and the libraries; the render buffers, image and masks per pixel; the label
+# stack per pixel and slice (int64 and its TIFF copies); the crossings of the sub-pixel rays of the
+# partial-volume maps per ray (ray index, depth and mesh row of about two crossings per ray: 69-79 B
+# measured, growing with output.soft_subsamples squared); the maps of one noise level's variants,
+# held together for the annotators' agreement, per pixel and variant (a uint16 and three uint8 maps,
+# and their stacked copy); the cell meshes and tissue texture per um^3 of section.
+MEMORY_BASE_BYTES = 640 * 2**20
+MEMORY_PER_PIXEL_BYTES = 200
 MEMORY_PER_SLICE_PIXEL_BYTES = 24
+MEMORY_PER_SOFT_RAY_BYTES = 80
+MEMORY_PER_VARIANT_PIXEL_BYTES = 16
 MEMORY_PER_UM3_BYTES = 1500
 
 
 def estimated_memory_bytes(cfg: ArctiqueConf) -> int:
-    """Peak memory of one sample (bytes), from the constants above."""
-    o = cfg.optics
+    """Peak memory of one sample (bytes), from the constants above:
+    base + pixels x (per pixel + per slice x z_slices + per ray x soft_subsamples^2
+    + per variant x (annotators + 1) when there are noise levels) + per um^3 x section volume."""
+    o, out = cfg.optics, cfg.output
     pixels = o.image_size ** 2
     field_um3 = (o.image_size * o.mpp + 2 * cfg.tissue.margin_um) ** 2 * max(cfg.tissue.section.thickness_um)
-    per_pixel = MEMORY_PER_PIXEL_BYTES + MEMORY_PER_SLICE_PIXEL_BYTES * cfg.output.z_slices
+    variants = cfg.noise.annotators + 1 if cfg.noise.levels else 0
+    per_pixel = (MEMORY_PER_PIXEL_BYTES + MEMORY_PER_SLICE_PIXEL_BYTES * out.z_slices
+                 + MEMORY_PER_SOFT_RAY_BYTES * out.soft_subsamples ** 2 + MEMORY_PER_VARIANT_PIXEL_BYTES * variants)
     return int(MEMORY_BASE_BYTES + pixels * per_pixel + field_um3 * MEMORY_PER_UM3_BYTES)
 
 
@@ -378,16 +412,28 @@ def available_memory_bytes() -> Optional[int]:
         return None
 
 
-def _disk_full(dataset: ds.Dataset, seed: int, remaining: int) -> DiskFull:
-    """The one-line report of a full disk: where, and how much space the rest of the job needs."""
+def _disk_full(dataset: ds.Dataset, exc: OSError, seed: Optional[int], remaining: int) -> DiskFull:
+    """The one-line report of a write that found no room: where, how much is free, and how much
+    space the rest of the job needs."""
+    written = Path(exc.filename or dataset.root).absolute()
+    root = dataset.root.absolute()
+    where = root if written.is_relative_to(root) else written
+    while not where.exists():  # a staging or temporary folder is gone by now
+        where = where.parent
+    during = f"while writing sample {seed}" if seed is not None else "before the first sample"
+    if exc.errno == errno.EFBIG:
+        return DiskFull(f"a file outgrew the file size limit at {where} {during} ({exc.strerror}): job stopped, "
+                        "complete samples kept; raise the limit (ulimit -f unlimited) and run the same command "
+                        "again: it resumes")
     sizes = [sum(p.stat().st_size for p in dataset.sample_paths(i)) for i in sorted(dataset.completed())[-3:]]
-    need = f"about {remaining * max(sizes) / 2**20:.0f} MB for the {remaining} samples left" if sizes \
+    need = f"about {ds.size_text(remaining * max(sizes))} for the {remaining} samples left" if sizes \
         else "room for at least one sample"
-    return DiskFull(f"no space left on the device of {dataset.root.absolute()} while writing sample {seed}: "
-                    f"job stopped, complete samples kept; free {need} and run the same command again")
+    return DiskFull(f"disk full at {where} ({ds.size_text(shutil.disk_usage(where).free)} free) {during}: job "
+                    f"stopped, complete samples kept; free {need} and run the same command again: it resumes")
 
 
-def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool, progress: bool) -> Counts:
+def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bool, progress: bool,
+                   options: Options = Options()) -> Counts:
     """Render every job not yet complete in ``dataset``. A sample that fails is recorded in
     ``failures/<i>.json`` (error, traceback, host) and the next one goes on.
 
@@ -396,6 +442,7 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
     SIGTERM stop the job at once (``arctique.stopping``); a full disk stops it with DiskFull.
     """
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .render.worker import start_renderer
 
@@ -404,8 +451,8 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
     first = jobs[0].cfg
     check_output_root(dataset.root)
     check_memory(first)
-    check_same_config(dataset, jobs, overwrite)
-    dataset.replaces_others = overwrite
+    check_same_config(dataset, jobs, overwrite, options)
+    dataset.replaces_others, dataset.redo_option = overwrite, options.overwrite
     done = dataset.completed()
     renders = any(job.rendered_in is None and (overwrite or job.seed not in done) for job in jobs)
     renderer = start_renderer(first.optics) if renders else None  # Blender starts while the first scene is built
@@ -413,14 +460,25 @@ def render_samples(dataset: ds.Dataset, jobs: Sequence[SampleJob], overwrite: bo
         if renderer is not None:
             check_device(renderer, first.optics)
         dataset.fingerprint = fingerprint(to_dict(first))
-        dataset.record_job([job.seed for job in jobs])
-        with StopOnSignal(dataset) as stopper:
+        try:
+            dataset.record_job([job.seed for job in jobs])
+        except OSError as exc:
+            if exc.errno in ds.NO_SPACE:
+                raise _disk_full(dataset, exc, None, _left(jobs, done, overwrite)) from None
+            raise
+        # With a bar, log lines go through tqdm, which clears the bar and draws it again below them.
+        with StopOnSignal(dataset) as stopper, logging_redirect_tqdm() if progress else nullcontext():
             if renderer is not None:
                 stopper.on_stop.append(renderer.stop)
             return _render_jobs(dataset, jobs, done, overwrite, progress and tqdm, stopper, renderer)
     finally:
         if renderer is not None:
             renderer.close()
+
+
+def _left(jobs: Sequence[SampleJob], done: Set[int], overwrite: bool) -> int:
+    """How many of ``jobs`` are still to be made."""
+    return sum(overwrite or job.seed not in done for job in jobs)
 
 
 def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int], overwrite: bool, progress,
@@ -430,17 +488,17 @@ def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int],
     for n, job in enumerate(progress(jobs, desc="samples", unit="sample") if progress else jobs):
         seed = job.seed
         if seed in done and not overwrite:
-            logger.info("sample %d is complete in %s: skipped (output.overwrite=true redoes it)",
-                        seed, dataset.root)
+            logger.info("sample %d is complete in %s: skipped (%s redoes it)", seed, dataset.root,
+                        dataset.redo_option)
             counts.skipped += 1
             continue
         logger.info("sample %d (%d of %d): started", seed, n + 1, len(jobs))
         stopper.current = seed
         dataset.fingerprint = fingerprint(to_dict(job.cfg))
-        if seed in done:
-            dataset.forget(seed)
         timer = StageTimer(seed)
         try:
+            if seed in done:
+                dataset.forget(seed)
             if job.rendered_in is not None:
                 relabel(job, dataset, timer)
             else:
@@ -448,9 +506,14 @@ def _render_jobs(dataset: ds.Dataset, jobs: Sequence[SampleJob], done: Set[int],
                 generate(job.cfg, seed, dataset, job.parameters, timer, scene, renderer)
         except Exception as exc:  # recorded per sample; the job goes on with the next seed
             dataset.discard_staging(seed)
-            if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-                raise _disk_full(dataset, seed, len(jobs) - n) from None
-            dataset.record_failure(seed, exc)
+            try:
+                if isinstance(exc, OSError) and exc.errno in ds.NO_SPACE:
+                    raise exc
+                dataset.record_failure(seed, exc)
+            except OSError as unwritten:  # the sample's files, or its failure record, found no room
+                if unwritten.errno in ds.NO_SPACE:
+                    raise _disk_full(dataset, unwritten, seed, _left(jobs[n:], done, overwrite)) from None
+                raise
             logger.error("sample %d failed (%s: %s); recorded in %s", seed, type(exc).__name__, exc,
                          dataset.root / ds.failure_file(seed))
             counts.failed.append(seed)

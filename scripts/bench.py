@@ -174,8 +174,10 @@ CHILD = ("import atexit, resource, sys\n"
          "    peak = lambda: memory.peak_bytes // 1024\n"
          "except ImportError:\n    peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
          "atexit.register(lambda: sys.stderr.write(f'peak_kb={peak()}\\n'))\n"
-         "from arctique import cli\n"
-         "getattr(cli, 'console', cli.main)()  # as the arctique-gen command ends\n")
+         "try:\n    from arctique.commands.gen import console\n"
+         "except ImportError:  # a checkout from before arctique/commands/: arctique/cli.py\n"
+         "    from arctique import cli\n    console = getattr(cli, 'console', cli.main)\n"
+         "console()  # as the arctique-gen command ends\n")
 
 
 def _process(checkout: Path | None, overrides: list, root: Path) -> tuple:

@@ -16,7 +16,7 @@ import numpy as np
 
 import arctique
 from arctique.commands import GENERATOR_MODULES
-from arctique.export import main as export
+from arctique.commands.export import main as export
 
 # Exported at 0.5 um/px, where a field of 128 um or more holds a whole 256 px CoNIC or PanNuke patch.
 FORMATS = ("arctique-v3", "conic", "pannuke", "hovernet", "coco")

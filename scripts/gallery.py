@@ -23,7 +23,7 @@ SEED_20X = 0
 
 
 def render(root: Path, *overrides: str) -> None:
-    subprocess.run([sys.executable, "-m", "arctique.cli", f"output.root={root}", "output.preview=false",
+    subprocess.run([sys.executable, "-m", "arctique.commands.gen", f"output.root={root}", "output.preview=false",
                     *overrides], check=True)
 
 

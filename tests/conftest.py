@@ -22,7 +22,7 @@ def run_cli(cwd: Path, *overrides: str, check: bool = True,
             env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
     """``arctique-gen <overrides>`` in ``cwd`` (the installed entry point's module), with ``env``
     added to the environment."""
-    proc = subprocess.run([sys.executable, "-m", "arctique.cli", *overrides], cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "arctique.commands.gen", *overrides], cwd=cwd,
                           capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"arctique-gen failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import tifffile
 
-from arctique.benchmark import parts
+from arctique.config import benchmark_parts
 from arctique.io.dataset import Dataset
 
 TINY = ("n_samples=1", "optics.image_size=64", "optics.mpp=1.0", "optics.samples=2", "output.z_slices=2",
@@ -15,13 +15,13 @@ TINY = ("n_samples=1", "optics.image_size=64", "optics.mpp=1.0", "optics.samples
 
 
 def benchmark(cwd, *args):
-    return subprocess.run([sys.executable, "-m", "arctique.benchmark", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "arctique.commands.benchmark", *args], cwd=cwd, capture_output=True,
                           text=True, env=dict(os.environ))
 
 
 def test_every_preset_of_a_design_is_a_part_clean_and_noisy_first():
     for design in ("laptop", "v3"):
-        names = parts(design)
+        names = benchmark_parts(design)
         assert names[:2] == ["clean", "noisy"]
         assert sorted(names[2:]) == ["series_colour", "series_focus", "series_intensity", "series_morph",
                                      "series_tears", "series_thickness"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from arctique.io.dataset import Dataset, sample_files
-from arctique.summary import main as summary_main
+from arctique.commands.summary import main as summary_main
 
 from .conftest import NO_GPU_ENV, run_cli
 
@@ -56,7 +56,7 @@ def _wait_for(condition, what: str, timeout: float = 180) -> None:
 
 
 def _start_sweep(cwd: Path, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "arctique.cli", *SWEEP], cwd=cwd, env=env,
+    return subprocess.Popen([sys.executable, "-m", "arctique.commands.gen", *SWEEP], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -119,7 +119,7 @@ def test_killed_job_is_completed_by_resubmitting(slurm_conf, local_reference, tm
 def test_unusable_device_fails_its_job_before_any_scene_and_the_sweep_fails(slurm_conf, tmp_path):
     """A job asking for an unreachable GPU (GPUs hidden) stops before writing anything; the other shard completes."""
     env = {**os.environ, "SLURM_CONF": slurm_conf, **NO_GPU_ENV}
-    proc = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=slurm", *ON_CPU,
+    proc = subprocess.run([sys.executable, "-m", "arctique.commands.gen", "-m", "hydra/launcher=slurm", *ON_CPU,
                            "optics.device=cpu,gpu", "seed=7", *TINY, "output.root=data/${optics.device}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
@@ -131,8 +131,8 @@ def test_slurm_preset_renders_on_the_gpu_by_default(slurm_conf, tmp_path):
     """Without optics.device on the command line a job of the preset renders on its GPU: with every
     GPU hidden, the job stops for want of one before writing anything, and its log says so."""
     env = {**os.environ, "SLURM_CONF": slurm_conf, **NO_GPU_ENV}
-    proc = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", "hydra/launcher=slurm", *ON_CPU, "seed=7",
-                           *TINY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "arctique.commands.gen", "-m", "hydra/launcher=slurm", *ON_CPU,
+                           "seed=7", *TINY], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert not (tmp_path / "rendered").exists()
     logs = "".join(p.read_text() for p in (tmp_path / "multirun").rglob(".submitit/*/*_log.*"))

@@ -217,4 +217,4 @@ def test_cli_rejects_unknown_key_before_any_output(tmp_path, override):
 
 def test_help_lists_no_schema_entries(tmp_path):
     proc = run_cli(tmp_path, "--help")
-    assert "optics: 20x, 40x" in proc.stdout and "base_" not in proc.stdout
+    assert "optics=20x|40x" in proc.stdout and "base_" not in proc.stdout

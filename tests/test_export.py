@@ -17,8 +17,8 @@ import tifffile
 from PIL import Image
 
 import arctique
-from arctique.export import main as export_main
-from arctique.vary import main as vary_main
+from arctique.commands.export import main as export_main
+from arctique.commands.vary import main as vary_main
 
 # The public datasets' codes, by our class name, as their documentation gives them.
 LIZARD = {"NEU": 1, "EPI": 2, "LYM": 3, "PLA": 4, "EOS": 5, "FIB": 6}
@@ -312,7 +312,7 @@ def test_reader_and_exports_work_without_the_generators_dependencies(export_data
     """With bpy, Hydra, OmegaConf and scipy unimportable, a sample reads whole and every format but
     Lizard (MATLAB files need scipy, and say so) exports."""
     code = (f"import sys\nfor name in {GENERATOR_ONLY!r}: sys.modules[name] = None\n"
-            "import arctique\nfrom arctique.export import main\n"
+            "import arctique\nfrom arctique.commands.export import main\n"
             f"s = arctique.Dataset({str(export_dataset)!r})[0]\n"
             "assert s.image.ndim == 3 and s.instance.max() > 0 and s.stack.ndim == 3 and s.cells\n"
             f"for fmt in ('arctique-v3', 'conic', 'pannuke', 'hovernet', 'coco'):\n"
@@ -331,7 +331,7 @@ def test_reader_and_exports_work_without_the_generators_dependencies(export_data
 
 
 def test_module_entry_point(export_dataset, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "arctique.export", str(export_dataset), "--format", "coco",
+    proc = subprocess.run([sys.executable, "-m", "arctique.commands.export", str(export_dataset), "--format", "coco",
                            "--out", str(tmp_path / "c")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "c/annotations.json").is_file() and len(list((tmp_path / "c/images").glob("*.png"))) == 3

@@ -15,7 +15,7 @@ from arctique.config import ConfigError, ForegroundNoiseConf, NoiseConf, Semanti
 from arctique.compose import load_config
 from arctique.io.dataset import Dataset
 from arctique.labels.noise import cell_footprints, noisy_labels, three_class, touching_pairs
-from arctique.vary import main as vary_main
+from arctique.commands.vary import main as vary_main
 
 from .conftest import SMALL, run_cli
 

@@ -23,7 +23,7 @@ SEEDS = (3, 4, 5)  # the export_dataset fixture: 128 x 128 px at 1 um/px
 
 
 def summary(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "arctique.summary", *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "arctique.commands.summary", *map(str, args)],
                           capture_output=True, text=True)
 
 

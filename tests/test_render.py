@@ -380,7 +380,7 @@ def test_black_image_fails_the_sample(tmp_path, monkeypatch):
 
 
 CRASH_ON_SEED_3 = ("import os, sys\n"
-                   "from arctique.cli import main\n"
+                   "from arctique.commands.gen import main\n"
                    "from arctique.render.worker import Renderer\n"
                    "real = Renderer.build\n"
                    "def crash_on_seed_3(self, cfg, scene, *args):\n"

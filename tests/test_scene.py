@@ -439,7 +439,8 @@ def test_numpy_layers_import_without_blender():
 
     code = ("import sys; sys.modules['bpy'] = None\n"
             "import arctique.scene, arctique.appearance, arctique.labels.exact, arctique.labels.noise\n"
-            "import arctique.io.dataset, arctique.pipeline, arctique.vary, arctique.summary\n"
+            "import arctique.io.dataset, arctique.io.state, arctique.pipeline, arctique.variation\n"
+            "import arctique.commands.vary, arctique.commands.summary\n"
             "assert 'arctique.render' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

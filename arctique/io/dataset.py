@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import threading
@@ -105,6 +106,12 @@ def sample_patterns(index: int) -> List[str]:
             f"metadata/noise_*/{i}.json", f"scenes/{i}.blend"]
 
 
+def layout_folders() -> List[str]:
+    """The top folders of a dataset (``images``, ``masks``, ..., ``failures``, ``jobs``)."""
+    return sorted({path.split("/")[0] for path in sample_files(0).values()} |
+                  {"failures", "jobs", "logs", ".staging", "variations"})
+
+
 def failure_file(index: int) -> str:
     return f"failures/{index}.json"
 
@@ -153,6 +160,7 @@ class Dataset:
         self.root = Path(root)
         self.fingerprint = fingerprint
         self.replaces_others = False  # a job that redoes samples (output.overwrite) may replace another config's
+        self.redo_option = "output.overwrite=true"  # how the command that writes names that, for its messages
         # Held while a sample is committed or a record written, so that a stop on a signal
         # (arctique.stopping) waits until they are whole.
         self.writing = threading.RLock()
@@ -177,6 +185,8 @@ class Dataset:
         path = self.root / MANIFEST
         if not path.exists():
             return []
+        if path.is_dir():
+            raise ManifestError(f"{path} is a folder, not the dataset's manifest; move it away")
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             if "index" not in (reader.fieldnames or []):
@@ -228,11 +238,12 @@ class Dataset:
             if earlier and earlier[0] != self.fingerprint and not self.replaces_others:
                 raise ConfigConflict(f"sample {index} was completed meanwhile in {self.root} by a job with another "
                                      "configuration; this job's render of it is discarded (one configuration "
-                                     "per output.root, or output.overwrite=true to redo)")
+                                     f"per dataset folder, or {self.redo_option} to redo)")
             new = sorted(p for p in staged.rglob("*") if p.is_file())
             keep = {self.root / p.relative_to(staged) for p in new}
             for stale in self.sample_paths(index) - keep:
                 stale.unlink()
+                self._remove_empty_folders(stale.parent)
             for src in new:
                 dst = self.root / src.relative_to(staged)
                 dst.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +255,16 @@ class Dataset:
             rows.append({k: str(full[k]) for k in MANIFEST_FIELDS})
             rows.sort(key=lambda r: int(r["index"]))
             _write_rows_atomically(path, rows)
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Remove ``folder`` and its parents inside the dataset while they are empty: a noise level
+        that no sample has any more leaves no folder that readers would take for a written level."""
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or in use by another job): kept
+                return
+            folder = folder.parent
 
     def record_failure(self, index: int, exc: BaseException) -> None:
         """Write ``failures/<i>.json``: what failed, where and the traceback (a sample can be retried)."""
@@ -312,6 +333,13 @@ class Dataset:
                 out[int(seed)] = out.get(int(seed), False) or alive
         return out
 
+    def foreign_staging(self) -> List[Path]:
+        """Staging folders of processes on other hosts: this host cannot tell whether their job still
+        runs, so no job removes them (``arctique-summary`` lists them with the way to do it)."""
+        host = socket.gethostname()
+        return sorted(path for path in (self.root / ".staging").glob("*.*")
+                      if path.is_dir() and path.name.partition(".")[2].rpartition(".")[0] != host)
+
     def _remove_dead_staging(self, index: int) -> None:
         """Drop staging folders of ``index`` left by killed processes of this host."""
         host = socket.gethostname()
@@ -363,15 +391,40 @@ def write_label_tiff(path: Path, labels: np.ndarray, mpp: float) -> None:
 
 
 def write_array(path: Path, array: np.ndarray) -> None:
-    """``np.save``, with a short write on a full file system reported as one (numpy raises an
-    OSError without errno when the file system takes fewer bytes than it was given)."""
+    """``np.save``, with a short write reported as one (numpy raises an OSError without errno when
+    the file system takes fewer bytes than it was given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         np.save(path, array)
     except OSError as e:
-        if e.errno is None and shutil.disk_usage(path.parent).free < array.nbytes:
-            raise OSError(errno.ENOSPC, f"No space left on device: {e}", str(path)) from e
+        if e.errno is None:
+            raise short_write(path, array.nbytes) from e
         raise
+
+
+# Errors of a write that found no room: a full file system or quota, or a file size limit.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def short_write(path: Path, nbytes: int) -> OSError:
+    """The error of a write of ``nbytes`` that the file system took only in part, for writers that
+    report none of their own (numpy, Blender): EFBIG above the process's file size limit
+    (``ulimit -f``), else ENOSPC."""
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and nbytes > limit:
+        return OSError(errno.EFBIG, f"File too large: the file size limit (ulimit -f) is {size_text(limit)}",
+                       str(path))
+    return OSError(errno.ENOSPC, "No space left on device", str(path))
+
+
+def size_text(nbytes: float) -> str:
+    """``100 KB``, ``23 MB``, ``1.2 GB``: a size in the unit that shows it (a full disk's few KB
+    are not "0 MB")."""
+    for unit in ("bytes", "KB", "MB"):
+        if nbytes < 1024:
+            return f"{nbytes:.0f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} GB"
 
 
 def png_resolution(mpp: float) -> Dict[str, Any]:

@@ -158,7 +158,7 @@ class Dataset(Sequence[Sample]):
     def noise_levels(self) -> List[str]:
         """The label-noise levels that have instance maps in this dataset (simulated annotators aside)."""
         prefix = "instance_noise_"
-        names = (p.name[len(prefix):] for p in (self.root / "masks").glob(prefix + "*"))
+        names = (p.name[len(prefix):] for p in (self.root / "masks").glob(prefix + "*") if any(p.glob("*.tif")))
         return sorted((n for n in names if "_annotator_" not in n), key=float)
 
     @property

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..appearance import CellStains, layer_depths, layer_transmittance, od_vectors
 from ..config import ArctiqueConf, OpticsConf
+from ..io.dataset import short_write
 from ..labels.trace import Mesh
 from ..scene.geometry import clip_to_slab, icosphere
 from ..scene.model import SceneModel
@@ -339,10 +340,13 @@ class SceneRenderer:
                 bpy.ops.render.render(write_still=False)
             except RuntimeError as exc:
                 raise self.failure(str(exc)) from exc
-        path = workdir / f"{name}_{s.frame_current:04d}.exr"
-        image = bpy.data.images.load(str(path))
-        image.colorspace_settings.name = "Non-Color"
-        w, h = image.size
+            path = workdir / f"{name}_{s.frame_current:04d}.exr"
+            image = bpy.data.images.load(str(path))
+            image.colorspace_settings.name = "Non-Color"
+            w, h = image.size  # read here, so that the log says why a file cannot be read
+        if not w * h:  # Blender cut its file short, and read nothing back
+            bpy.data.images.remove(image)
+            raise short_write(path, s.render.resolution_x * s.render.resolution_y * 4 * 4)
         px = np.empty(w * h * 4, np.float32)
         image.pixels.foreach_get(px)
         bpy.data.images.remove(image)

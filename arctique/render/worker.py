@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional
 import numpy as np
 
 from ..config import ArctiqueConf, OpticsConf
+from ..io.dataset import NO_SPACE
 from ..parallel import can_fork, end_with_parent
 from ..timing import StageTimer
 
@@ -158,7 +159,7 @@ class RenderWorker:
             self._ended()
         self._pending -= 1
         if not ok:
-            raise RenderFailed(value)
+            raise value if isinstance(value, OSError) else RenderFailed(value)
         return value
 
     def _drain(self) -> None:
@@ -222,10 +223,18 @@ def _serve(parent: int, conn, parent_end, scratch: str) -> None:
             return
         try:
             reply = (True, getattr(local, method)(*args))
+        except OSError as exc:
+            if exc.errno not in NO_SPACE:
+                reply = (False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            else:  # as it is: a write that found no room stops the job (pipeline.DiskFull)
+                reply = (False, exc)
         except Exception as exc:  # the sample fails in the job, which goes on with the next
             reply = (False, f"{exc}" if isinstance(exc, RuntimeError) else
                      f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except OSError:  # the job ended without reading it (it stopped before its first sample)
+            return
 
 
 _EARLY: List[RenderWorker] = []  # the worker start_early forked, until start_renderer takes it

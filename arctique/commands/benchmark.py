@@ -8,46 +8,31 @@ complete samples, so an interrupted benchmark resumes where it stopped.
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import subprocess
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
-# The clean and noisy sets first, then the series (which re-render clean test seeds).
-FIRST_PARTS = ("clean", "noisy")
-
-
-def designs() -> List[str]:
-    return sorted(p.name for p in importlib.resources.files("arctique.conf").joinpath("experiment").iterdir()
-                  if p.is_dir())
-
-
-def parts(design: str) -> List[str]:
-    """The presets of ``design``: clean, noisy, then the series in name order."""
-    names = sorted(p.name[:-len(".yaml")] for p in
-                   importlib.resources.files("arctique.conf").joinpath("experiment", design).iterdir()
-                   if p.name.endswith(".yaml"))
-    return [n for n in FIRST_PARTS if n in names] + [n for n in names if n not in FIRST_PARTS]
+from ..config import benchmark_designs, benchmark_parts
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         prog="arctique-benchmark", description=__doc__.split("\n\n")[0],
         epilog="example: arctique-benchmark laptop hydra/launcher=local hydra.launcher.n_jobs=2 optics.threads=1")
-    parser.add_argument("design", choices=designs(), help="laptop (256 px, minutes to hours) or v3 (the "
-                                                          "reference's released design, for a cluster)")
+    parser.add_argument("design", choices=benchmark_designs(),
+                        help="laptop (256 px, minutes to hours) or v3 (the reference's released design, for a cluster)")
     parser.add_argument("overrides", nargs="*", help="arctique-gen overrides for every part, e.g. "
                                                      "hydra/launcher=slurm optics.device=gpu")
     parser.add_argument("--parts", help="comma-separated subset, e.g. clean,series_focus (default: all)")
     args = parser.parse_intermixed_args(argv)
-    available = parts(args.design)
+    available = benchmark_parts(args.design)
     chosen = args.parts.split(",") if args.parts else available
     unknown = sorted(set(chosen) - set(available))
     if unknown:
         parser.error(f"--parts: {', '.join(unknown)} not among {', '.join(available)}")
     for part in chosen:
         print(f"arctique-benchmark: {args.design}/{part}", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", "arctique.cli", "-m", f"+experiment={args.design}/{part}",
+        done = subprocess.run([sys.executable, "-m", "arctique.commands.gen", "-m", f"+experiment={args.design}/{part}",
                                *args.overrides])
         if done.returncode != 0:
             print(f"arctique-benchmark: {args.design}/{part} failed (exit {done.returncode}); "

@@ -1,4 +1,4 @@
-"""``arctique-vary``: re-render every sample of a dataset with some parameters changed.
+"""A variation of a dataset: every sample re-rendered with some parameters changed (``arctique-vary``).
 
 Each sample's saved parameters (``parameters/<i>.json``) are updated with the changes, validated
 (all samples before anything renders) and rendered into ``<dataset>/variations/<name>/``. When the
@@ -11,10 +11,7 @@ clean labels are copied and only the label-noise variants are derived.
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -24,13 +21,10 @@ from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .cli import sweep_folder_name
 from .config import ArctiqueConf, ConfigError, check_keys, validate
 from .io import dataset as ds
-from .pipeline import DiskFull, SampleJob, render_samples
+from .pipeline import SampleJob
 from .scene import scene_key
-
-logger = logging.getLogger("arctique")
 
 # Keys of arctique-gen's job, not of a sample, and what a variation offers instead.
 JOB_KEYS = {
@@ -126,53 +120,3 @@ def plan(source: Path, changes: DictConfig, out: Path, samples: Optional[List[in
         else:
             jobs.append(SampleJob(index, cfg, resolved, source / files["scene"] if keeps_scene else None))
     return jobs
-
-
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="arctique-vary", description=__doc__.split("\n\n")[0],
-        epilog="example: arctique-vary rendered nuclei.intensity=0.2  "
-               "(writes rendered/variations/nuclei.intensity=0.2/)")
-    parser.add_argument("dataset", type=Path, help="an arctique-gen output folder")
-    parser.add_argument("overrides", nargs="*", help="changed parameters, key=value (dotted keys)")
-    parser.add_argument("--changes", type=Path, help="YAML or JSON file of changed parameters")
-    parser.add_argument("--name", help="variation name (default: the file's stem or the overrides)")
-    parser.add_argument("--into", type=Path, help="output folder (default: <dataset>/variations/<name>)")
-    parser.add_argument("--samples", type=lambda s: [int(v) for v in s.split(",")],
-                        help="comma-separated sample indices (default: every complete sample)")
-    parser.add_argument("--overwrite", action="store_true", help="redo samples already complete in the output")
-    args = parser.parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-
-    try:
-        changes = read_changes(args.overrides, args.changes)
-        if not changes:
-            raise ConfigError("no changed parameters: give key=value arguments or --changes FILE")
-        name = args.name or (args.changes.stem if args.changes else sweep_folder_name(args.overrides))
-        out = args.into or args.dataset / "variations" / ds.folder_name(name, "--name")
-        jobs = plan(args.dataset, changes, out, args.samples)
-    except (ValueError, OSError) as exc:  # ConfigError is a ValueError
-        print(f"arctique-vary: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if jobs[0].rendered_in is not None:
-        logger.info("%d samples into %s: label noise only, images and clean labels copied", len(jobs), out)
-    else:
-        kept = sum(j.scene_file is not None for j in jobs)
-        logger.info("%d samples into %s: %d re-render their saved scene, %d rebuild it from the seed",
-                    len(jobs), out, kept, len(jobs) - kept)
-    try:
-        counts = render_samples(ds.Dataset(out), jobs, args.overwrite, progress=sys.stderr.isatty())
-    except ConfigError as exc:  # found by the checks at the start of the job, before any scene
-        print(f"arctique-vary: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except DiskFull as exc:
-        print(f"arctique-vary: {exc}", file=sys.stderr)
-        sys.exit(1)
-    logger.info("done: %d rendered, %d already complete, %d failed, in %s", counts.rendered, counts.skipped,
-                len(counts.failed), out)
-    if counts.failed:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,91 +1,30 @@
 """``arctique-summary``: the state of a dataset folder - complete, failed, missing and in-progress
 samples, instances per class and render time - from its manifest, failure records and per-cell tables;
-with ``--stats``, a realism report of the complete samples (``arctique.stats``)."""
+with ``--stats``, a realism report of the complete samples (``arctique.stats``).
+
+The state itself is read by ``arctique.io.state``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
-import statistics
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from . import realism, stats
-from .io import dataset as ds
-
-
-def summarise(root: Path, expected: Optional[range] = None) -> Dict[str, Any]:
-    """Counts and statistics of one dataset folder. ``expected`` seeds default to those recorded by
-    the jobs started in it (``jobs/``), else to the span of the complete and failed ones.
-
-    A seed is interrupted when a signal stopped it (its record says so) or when a staging folder of
-    a process that no longer runs holds it; in progress while such a process still runs.
-    """
-    data = ds.Dataset(root)
-    rows = data.manifest()
-    complete = sorted(int(r["index"]) for r in rows)
-    records = {i: r for i, r in data.failures().items() if i not in complete}
-    interrupted = {i for i, r in records.items() if r.get("interrupted")}
-    failures = {i: r for i, r in records.items() if i not in interrupted}
-    staged = {i: alive for i, alive in data.staged_samples().items() if i not in complete}
-    interrupted |= {i for i, alive in staged.items() if not alive}
-    in_progress = sorted(i for i, alive in staged.items() if alive)
-    if expected is None:
-        recorded = data.expected_seeds()
-        known = complete + sorted(records)
-        span = range(min(known), max(known) + 1) if known else range(0)
-        expected = sorted(recorded | set(known)) if recorded else span
-    missing = sorted(set(expected) - set(complete) - set(failures))
-    classes: Counter = Counter()
-    for i in complete:
-        with open(root / ds.sample_files(i)["cells_csv"], newline="") as f:
-            classes.update(row["class_name"] for row in csv.DictReader(f))
-    seconds = [float(r["seconds"]) for r in rows]
-    return {
-        "root": str(root),
-        "expected": ds.compact(expected),
-        "complete": len(complete), "failed": len(failures), "missing": len(missing),
-        "interrupted": ds.compact(sorted(interrupted)), "in_progress": ds.compact(in_progress),
-        "missing_seeds": ds.compact(missing),
-        "failures": {str(i): {"error": r["error"], "host": r["host"], "time": r["time"]}
-                     for i, r in sorted(failures.items())},
-        "instances_per_class": dict(sorted(classes.items())),
-        "seconds_per_sample": {"median": round(statistics.median(seconds), 2),
-                               "mean": round(statistics.fmean(seconds), 2),
-                               "total_hours": round(sum(seconds) / 3600, 3)} if seconds else None,
-        "hosts": len({r["host"] for r in rows}),
-    }
-
-
-def report(s: Dict[str, Any]) -> str:
-    span = f" of seeds {s['expected']}" if s["expected"] else ""
-    lines = [f"{s['root']}: {s['complete']} complete, {s['failed']} failed, {s['missing']} missing{span}"]
-    if s["missing_seeds"]:
-        lines.append(f"missing: {s['missing_seeds']}")
-    if s["interrupted"]:
-        lines.append(f"interrupted (missing, redone by the next run): {s['interrupted']}")
-    if s["in_progress"]:
-        lines.append(f"in progress: {s['in_progress']}")
-    for seed, f in s["failures"].items():
-        lines.append(f"failed {seed} on {f['host']} at {f['time']}: {f['error']}")
-    if s["instances_per_class"]:
-        lines.append("instances: " + ", ".join(f"{k} {v}" for k, v in s["instances_per_class"].items()))
-    if s["seconds_per_sample"]:
-        t = s["seconds_per_sample"]
-        lines.append(f"seconds per sample: median {t['median']}, mean {t['mean']}; "
-                     f"{t['total_hours']} h in all on {s['hosts']} host(s)")
-    return "\n".join(lines)
+from .. import realism, stats
+from ..io import dataset as ds
+from ..io.state import report, summarise
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="arctique-summary", description=__doc__.split("\n\n")[0],
                                      epilog="exit status: 0 when every expected sample is complete, 1 when any "
-                                            "is missing, failed, interrupted or in progress, 2 on bad arguments")
+                                            "is missing, failed, interrupted or in progress or the samples were "
+                                            "made with more than one configuration, 2 on bad arguments")
     parser.add_argument("dataset", type=Path, help="an arctique-gen output folder")
     parser.add_argument("--seeds", type=seed_range, metavar="SEEDS",
                         help="expected seeds: START:END (END excluded, e.g. 0:1000) or one seed "
@@ -135,7 +74,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(json.dumps(s, indent=1) if args.json else text, flush=True)
     except BrokenPipeError:  # the reader stopped early (| head): the rest is not wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 else 1)
+    sys.exit(0 if s["failed"] == 0 and s["missing"] == 0 and len(s["configurations"]) <= 1 else 1)
 
 
 def realism_options(parser: argparse.ArgumentParser) -> None:

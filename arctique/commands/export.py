@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .io.export import FORMATS, HOVERNET_INPUT_PX, export
+from ..io.export import FORMATS, HOVERNET_INPUT_PX, export
 
 COCOEVAL_MAX_DETS = 100  # pycocotools' COCOeval default params.maxDets[-1]
 
