@@ -4,9 +4,8 @@ install without the ``gen`` extra (the reader, the exports and the torch adapter
 generator's commands too: they say what to install instead of failing on an import deep inside the
 generator.
 
-The functions below are what ``[project.scripts]`` points to, and share their names with the
-modules: they import a command's module only when it runs (importing ``arctique.commands.gen``
-rebinds ``arctique.commands.gen`` to that module, as for any submodule)."""
+The functions below are what ``[project.scripts]`` points to, named as the commands are, so that
+no function shares its name with a submodule; each imports its command's module only when it runs."""
 
 from __future__ import annotations
 
@@ -30,22 +29,22 @@ def _generator(command: str, module: str, function: str = "main") -> None:
     _run(module, function)
 
 
-def gen() -> None:
+def arctique_gen() -> None:
     _generator("arctique-gen", "gen", "console")
 
 
-def vary() -> None:
+def arctique_vary() -> None:
     _generator("arctique-vary", "vary")
 
 
-def summary() -> None:
+def arctique_summary() -> None:
     _generator("arctique-summary", "summary")
 
 
-def export() -> None:
+def arctique_export() -> None:
     """The reader's command: it needs none of the generator's dependencies."""
     _run("export")
 
 
-def benchmark() -> None:
+def arctique_benchmark() -> None:
     _generator("arctique-benchmark", "benchmark")
