@@ -79,8 +79,8 @@ class CryptConf:
     radius_um: float = _num(33.0, 5, 300)  # outer (basal) radius of a crypt
     radius_jitter: float = _num(0.05, 0, 0.5)  # per-crypt relative radius variation
     lumen_radius_um: float = _num(5.0, 0.5, 150)  # mean radius of the lumen
-    lumen_lobes: List[int] = _span([2, 6], 2, 12)  # folds of the lumen (2: a slit)
-    lumen_fold: List[float] = _span([0.1, 0.35], 0, 0.9)  # relative depth of the folds
+    lumen_lobes: List[int] = _span([2, 4], 2, 12)  # folds of the lumen (2: a slit)
+    lumen_fold: List[float] = _span([0.05, 0.25], 0, 0.9)  # relative depth of the folds
     depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
     warp_um: float = _num(5.0, 0, 250)  # amplitude of the meander of the crypt axis (also <= spacing_um / 4)
     warp_wavelength_um: float = _num(160.0, 10, 2000)  # wavelength of that meander
@@ -221,7 +221,7 @@ class CellTypesConf:
         hematoxylin=1.0, chromatin=1.0, rim=1.0, nucleoli=0.8)
     PLA: CellTypeConf = _type(
         length_um=[6.0, 7.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
-        cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=1.2,
+        cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=0.8,
         cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.18, hof=0.35)
     LYM: CellTypeConf = _type(
         length_um=[5.5, 7.0], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
@@ -259,8 +259,8 @@ class CellsConf:
 @dataclass
 class NucleiConf:
     intensity: float = _num(0.42, 0, 1)  # slider: hematoxylin uptake of all nuclei
-    chromatin_contrast: float = _num(0.55, 0, 1)  # strength of the chromatin texture
-    chromatin_scale_um: float = _num(0.9, 0.1, 10)  # grain size of the chromatin texture
+    chromatin_contrast: float = _num(0.8, 0, 1)  # strength of the chromatin texture
+    chromatin_scale_um: float = _num(1.3, 0.1, 10)  # grain size of the chromatin texture
     lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
 
 
@@ -290,12 +290,12 @@ class StainConf:
     mucin_hematoxylin: float = _num(0.3, 0, 5)
     mucin_eosin: float = _num(0.15, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
-    mucin_floor: float = _num(0.7, 0, 1)
-    lumen_mucus: float = _num(0.06, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
+    mucin_floor: float = _num(0.45, 0, 1)
+    lumen_mucus: float = _num(0.15, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     grain_um: float = _num(0.8, 0.1, 10)  # its grain size
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
-    fibre_contrast: float = _num(0.4, 0, 1)  # contrast of the stroma fibre texture
+    fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
     fibre_width_um: float = _num(0.7, 0.1, 5)  # width of collagen fibres
     fibre_wave_um: float = _num(6.0, 1, 100)  # length over which fibres wave
     colour_shift: float = _num(0.0, -1, 1)  # slider: rotates both stain OD vectors (-1 bluer, +1 redder)
