@@ -28,6 +28,7 @@ from .scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSE
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
 _OCCUPANCY_CHUNK = 200_000  # grid points tested at once; bounds the memory
+CYTOPLASM_SPREAD = 0.8  # a cytoplasm's uptake spreads by this share of its nucleus's (nuclei.uptake_spread)
 
 
 def od_vectors(stain: StainConf) -> Dict[str, np.ndarray]:
@@ -80,7 +81,7 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     rng = stream(scene.seed, "appearance/cells")
     n = len(cells)
     look = partial(_per_class, scene, cfg)
-    variation = np.exp(rng.normal(0, 0.15, n))  # cell-to-cell stain uptake
+    variation = np.exp(rng.normal(0, nu.uptake_spread, n))  # cell-to-cell stain uptake
     single = cells.lobe_count == 1  # rim and nucleoli need the ellipsoid of a one-lobe nucleus
     offset = rng.uniform(0, 1000, size=(n, 3))
     nucleus = {
@@ -95,9 +96,10 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     side = np.sign(cells.body_centre[:, 0])
     hof_centre = np.zeros((n, 3))
     hof_centre[:, 0] = side * (cells.lobe_axes[:, 0, 0] + 1.0)
-    body_e = look("cytoplasm_eosin") * st.eosin_intensity * np.exp(rng.normal(0, 0.12, n))
+    body_spread = CYTOPLASM_SPREAD * nu.uptake_spread
+    body_e = look("cytoplasm_eosin") * st.eosin_intensity * np.exp(rng.normal(0, body_spread, n))
     body = {
-        "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, 0.12, n)),
+        "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, body_spread, n)),
         "granules": look("granules"), "hof": look("hof") * (side != 0), "hof_centre": hof_centre,
         "inv_axes": nucleus["inv_axes"], "displaced": single.astype(float),
         "texture_offset": offset,

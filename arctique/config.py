@@ -262,6 +262,9 @@ class NucleiConf:
     chromatin_contrast: float = _num(0.8, 0, 1)  # strength of the chromatin texture
     chromatin_scale_um: float = _num(1.3, 0.1, 10)  # grain size of the chromatin texture
     lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
+    # cell-to-cell spread of stain uptake: SD of the log of each nucleus's hematoxylin factor (its
+    # cytoplasm's stains spread by 0.8 of it)
+    uptake_spread: float = _num(0.15, 0, 1)
 
 
 @dataclass
