@@ -24,6 +24,7 @@ from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import (CLEFT_FLOOR, CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates,
                                          crypt_tree)
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
+from arctique.scene.epithelium import _wall_grid
 from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
 from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
                                   SceneModel, Vacuoles)
@@ -672,6 +673,32 @@ def test_shape_draws_kept_in_blocks_are_the_rows_of_the_whole_draw():
     for key in whole[0]:
         assert np.array_equal(whole[0][key], kept[0][key]), key
     assert whole_rng.random() == kept_rng.random()
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.6])
+def test_goblet_thecae_of_a_ring_never_overlap_and_jitter_makes_their_angles_uneven(jitter):
+    """A theca spans ``goblet_fill`` of its pitch, the nearer angle to a goblet of its ring, so the
+    thecae of two neighbouring goblets never overlap in angle however the goblets are moved;
+    ``goblet_jitter`` 0 keeps every ring's goblets at equal angles."""
+    cfg = load_config(SMALL + [f"tissue.epithelium.goblet_jitter={jitter}"])
+    epi = cfg.tissue.epithelium
+    wall = _wall_grid(built(tuple(SMALL), 3).crypts, epi, 5.0, np.random.default_rng(0))
+    spreads = []
+    for row in np.unique(wall.row[wall.goblet]):
+        cells = np.flatnonzero(wall.goblet & (wall.row == row))
+        if len(cells) < 3:
+            continue
+        order = np.argsort(wall.cup_theta[cells] % (2 * np.pi))
+        theta = wall.cup_theta[cells][order] % (2 * np.pi)
+        half = epi.goblet_fill * wall.pitch[cells][order] / 2
+        gaps = np.diff(np.append(theta, theta[0] + 2 * np.pi))
+        assert np.all(half + np.roll(half, -1) <= gaps + 1e-9), row
+        spreads.append(np.ptp(gaps) / gaps.mean())
+    assert len(spreads) > 20
+    if jitter == 0:
+        assert max(spreads) < 1e-9
+    else:
+        assert np.median(spreads) > 0.3, np.median(spreads)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--refresh-fingerprint"]:
