@@ -51,6 +51,23 @@ class _Wall:
     rows: np.ndarray  # (P, 2) first and last index of the cells of the ring before and after
 
 
+def _ring_items(counts: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rings of ``counts`` items, stored one ring after another: each item's ring, the index of its
+    ring's first item and its place in the ring."""
+    ring = np.repeat(np.arange(len(counts)), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    return ring, first, np.arange(len(ring)) - first
+
+
+def _nearer_gap(offset: np.ndarray, first: np.ndarray, place: np.ndarray, count: np.ndarray
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items of rings at (place + offset) pitches (``_ring_items``): the indices of each item's ring
+    neighbours before and after it, and its gap to the nearer of them, in pitches."""
+    before = first + (place - 1) % count
+    after = first + (place + 1) % count
+    return before, after, 1 + np.minimum(offset[after] - offset, offset - offset[before])
+
+
 def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random.Generator) -> _Wall:
     """Cells on every crypt wall. Goblets sit at near-equal angles around each ring, each moved by up
     to half ``goblet_jitter`` of the angle between goblets (0: equal angles, the "flower" of a
@@ -67,9 +84,7 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         s = np.arange(rng.uniform(0, epi.row_spacing_um), total, epi.row_spacing_um)
         alpha = np.clip((s - crypts.depth) / rho, 0, None)  # angle on the rounded end
         ring = np.maximum(1, np.floor(2 * np.pi * rho * np.cos(alpha) / spacing)).astype(int)
-        row = np.repeat(np.arange(len(s)), ring)
-        first = np.repeat(np.cumsum(ring) - ring, ring)
-        col = np.arange(len(row)) - first
+        row, first, col = _ring_items(ring)
         jitter = rng.uniform(-0.15, 0.15, len(row))
         phase = rng.uniform(0, 2 * np.pi, len(s))
         goblet_phase = rng.uniform(0, 2 * np.pi)
@@ -78,16 +93,12 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         goblet = np.zeros(len(row), bool)
         cup_theta = np.full(len(row), np.nan)
         # Each ring's goblet angles, and the cell nearest to each (two angles may share a cell: the first counts).
-        g_ring = np.repeat(np.arange(len(s)), n_goblet)
-        g_k = np.arange(len(g_ring)) - np.repeat(np.cumsum(n_goblet) - n_goblet, n_goblet)
+        g_ring, first_g, g_k = _ring_items(n_goblet)
         gap = 2 * np.pi / n_goblet[g_ring]
         shift = epi.goblet_jitter * rng.uniform(-0.5, 0.5, len(g_ring))
         angles = goblet_phase + gap * (g_k + epi.goblet_stagger * (g_ring % 2) + shift)
         # A goblet's pitch is the nearer of the angles to the goblets before and after it in its ring.
-        first_g = np.repeat(np.cumsum(n_goblet) - n_goblet, n_goblet)
-        after_g = first_g + (g_k + 1) % n_goblet[g_ring]
-        before_g = first_g + (g_k - 1) % n_goblet[g_ring]
-        room = gap * (1 + np.minimum(shift[after_g] - shift, shift - shift[before_g]))
+        room = gap * _nearer_gap(shift, first_g, g_k, n_goblet[g_ring])[2]
         cols = np.round((angles - phase[g_ring]) * ring[g_ring] / (2 * np.pi)).astype(int) % ring[g_ring]
         cell = (np.cumsum(ring) - ring)[g_ring] + cols
         cell, j = np.unique(cell, return_index=True)
@@ -103,11 +114,8 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         normal = np.column_stack([np.cos(a) * np.cos(theta), np.cos(a) * np.sin(theta), np.sin(a)])
         nominal = (2 * np.pi * rho * np.cos(alpha) / ring)[row]
         # The jitter brings ring neighbours closer than the nominal arc: each cell gets its nearer gap.
-        before_i = first + (col - 1) % ring[row]
-        after_i = first + (col + 1) % ring[row]
-        after = jitter[after_i] - jitter
-        before = jitter - jitter[before_i]
-        arc = nominal * (1 + np.minimum(after, before))
+        before_i, after_i, nearer = _nearer_gap(jitter, first, col, ring[row])
+        arc = nominal * nearer
         lo = np.cumsum(ring) - ring  # first cell of each ring
         rows = np.column_stack([lo[np.maximum(row - 1, 0)], (lo + ring)[np.minimum(row + 1, len(s) - 1)] - 1])
         parts.append((idx, theta, anchor, normal, a, arc, goblet, cup_theta, pitch,
