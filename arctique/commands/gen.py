@@ -23,7 +23,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..config import ArctiqueConf, ConfigError, check_override_keys, config_groups, register_configs, validate
-from ..io import dataset as ds
 from ..parallel import lean_threads
 from ..sweep_folders import place_sweep_job
 
@@ -113,6 +112,7 @@ def _job(cfg: DictConfig) -> None:
         typed = typed_config(cfg)
     except ConfigError as exc:
         _refuse(exc)
+    from ..io import dataset as ds
     from ..pipeline import DiskFull, run  # imports bpy lazily: validation errors come fast
 
     parameters = OmegaConf.to_container(cfg, resolve=True)

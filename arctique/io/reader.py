@@ -90,7 +90,7 @@ class Sample:
     def class_posterior(self) -> np.ndarray:
         """(H, W, 1 + classes) float32 per pixel: the class posterior of its clean visible nucleus
         (the cells' ``class_posterior``, over the classes in id order), 1 on background (channel 0)."""
-        clean = self._clean("instance")
+        clean = self._clean("instance") if self._noise_files else self.instance  # the clean map read once
         table = np.zeros((len(self.cells) + 1, len(CLASSES) + 1), np.float32)
         table[0, 0] = 1
         for row, cell in enumerate(self.cells, start=1):

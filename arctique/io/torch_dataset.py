@@ -41,7 +41,7 @@ class TorchDataset(_TorchDataset):
         for name in self.fields:
             value = getattr(s, name)
             if name == "image":
-                value = value.transpose(2, 0, 1) / 255
+                value = value.transpose(2, 0, 1).astype(np.float32) / 255
             elif name == "class_posterior":
                 value = value.transpose(2, 0, 1)
             item[name] = torch.from_numpy(np.ascontiguousarray(value, dtype=FIELDS[name]))

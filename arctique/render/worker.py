@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Dict, List, NoReturn, Optional
 import numpy as np
 
 from ..config import ArctiqueConf, OpticsConf
-from ..io.dataset import NO_SPACE
 from ..parallel import can_fork, end_with_parent
 from ..timing import StageTimer
 
@@ -215,6 +214,7 @@ def _serve(parent: int, conn, parent_end, scratch: str) -> None:
     os.environ["TMPDIR"] = tempfile.tempdir = scratch
     local = Renderer()
     from . import blender  # noqa: F401  (imports bpy now, while the job builds its first scene)
+    from ..io.dataset import NO_SPACE
 
     while True:
         try:
@@ -223,14 +223,12 @@ def _serve(parent: int, conn, parent_end, scratch: str) -> None:
             return
         try:
             reply = (True, getattr(local, method)(*args))
-        except OSError as exc:
-            if exc.errno not in NO_SPACE:
-                reply = (False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-            else:  # as it is: a write that found no room stops the job (pipeline.DiskFull)
-                reply = (False, exc)
-        except Exception as exc:  # the sample fails in the job, which goes on with the next
-            reply = (False, f"{exc}" if isinstance(exc, RuntimeError) else
-                     f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        except Exception as exc:  # the sample fails in the job, which goes on with the next ...
+            if isinstance(exc, OSError) and exc.errno in NO_SPACE:
+                reply = (False, exc)  # ... unless a write found no room: that stops the job (pipeline.DiskFull)
+            else:
+                reply = (False, f"{exc}" if isinstance(exc, RuntimeError) else
+                         f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         try:
             conn.send(reply)
         except OSError:  # the job ended without reading it (it stopped before its first sample)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Type
@@ -145,19 +146,22 @@ def export(root: Path, format_name: str, out: Path, mpp: Optional[float] = None,
 
 
 def _staging_folder(out: Path) -> Path:
-    """A new folder beside ``out`` for this process's export; those of processes that died are removed.
+    """A new folder beside ``out`` for this process's export, ``.<out>.partial-<pid>.<host>``; those of
+    processes of this host that died are removed (another host's may belong to a live export on a
+    shared file system; a name without a host is this host's).
 
     Raises:
         ValueError: when nothing can be written there.
     """
     prefix = f".{out.name}.partial-"
+    host = socket.gethostname()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         for stale in out.parent.glob(prefix + "*"):
-            pid = stale.name[len(prefix):]
-            if pid.isdigit() and not pid_alive(int(pid)):
+            pid, _, stale_host = stale.name[len(prefix):].partition(".")
+            if pid.isdigit() and stale_host in ("", host) and not pid_alive(int(pid)):
                 shutil.rmtree(stale, ignore_errors=True)
-        staging = out.parent / f"{prefix}{os.getpid()}"
+        staging = out.parent / f"{prefix}{os.getpid()}.{host}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError as exc:

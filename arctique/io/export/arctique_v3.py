@@ -19,7 +19,7 @@ class ArctiqueV3(Writer):
     max_tiles_per_field = 1000  # three digits of tile number
 
     def add(self, patch: Patch) -> None:
-        n = patch.name.replace("_", "")  # "12_003" -> "12003"
+        n = patch.name if patch.tile is None else f"{patch.index}{patch.tile:03d}"  # tile 3 of 12: "12003"
         write_rgb_png(self.out / f"images/img_{n}.png", patch.image, patch.mpp)
         write_uint16_png(self.out / f"masks/semantic/{n}.png", self.code_table()[patch.semantic], patch.mpp)
         write_uint16_png(self.out / f"masks/instance/{n}.png", patch.instance, patch.mpp)

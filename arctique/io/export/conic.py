@@ -50,8 +50,7 @@ class Conic(Writer):
         centre = np.unique(patch.instance[m:-m, m:-m])
         counted = np.bincount(codes[centre[centre > 0]], minlength=len(COUNT_COLUMNS) + 1)[1:]
         self.counts.append(dict(zip(COUNT_COLUMNS, counted.tolist())))
-        tile = patch.name.partition("_")[2] or "0"
-        self.info.append({"patch_info": f"{COHORT}_{patch.index}-{int(tile):04d}"})
+        self.info.append({"patch_info": f"{COHORT}_{patch.index}-{patch.tile or 0:04d}"})
         self.samples.append(patch.index)
 
     def close(self) -> None:

@@ -23,14 +23,19 @@ from ..reader import Sample
 class Patch:
     """One exported image with its labels."""
 
-    name: str  # file stem: "<index>" for a whole field, "<index>_<k:03d>" for tile k
     index: int  # the source sample
+    tile: Optional[int]  # tile number k in the field, None for the whole field
     y: int  # top-left corner in the resampled field (px)
     x: int
     mpp: float  # um per pixel
     image: np.ndarray  # (h, w, 3) uint8
     instance: np.ndarray  # (h, w) int32 ids 1..n, 0 background
     classes: np.ndarray  # (n + 1,) our class id of each id (0 at index 0)
+
+    @property
+    def name(self) -> str:
+        """File stem: "<index>" for a whole field, "<index>_<k:03d>" for tile k."""
+        return str(self.index) if self.tile is None else f"{self.index}_{self.tile:03d}"
 
     @property
     def semantic(self) -> np.ndarray:
@@ -134,5 +139,5 @@ def field_patches(field: Field, tile: Optional[int]) -> Iterator[Patch]:
     side = tile if tiled else size
     for k, (y, x) in enumerate((y, x) for y in starts for x in starts):
         ids, table = renumber(instance[y:y + side, x:x + side], classes)
-        yield Patch(f"{field.index}_{k:03d}" if tiled else str(field.index), field.index, y, x,
-                    field.mpp, np.ascontiguousarray(image[y:y + side, x:x + side]), ids, table)
+        yield Patch(field.index, k if tiled else None, y, x, field.mpp,
+                    np.ascontiguousarray(image[y:y + side, x:x + side]), ids, table)
