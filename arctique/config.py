@@ -107,8 +107,8 @@ class EpitheliumConf:
     row_spacing_um: float = _num(6.5, 1, 30)  # ... and along the crypt axis
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.3, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([11.0, 16.0], 1, 40)  # radial extent of mucin (theca and stem)
+    goblet_fraction: float = _num(0.2, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca (a stem joins it to its nucleus)
     goblet_width_um: List[float] = _span([14.0, 20.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(0.8, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
@@ -121,6 +121,10 @@ class EpitheliumConf:
     # share of the wedge kept: 1 widens a theca towards the base like the angle between goblets (even
     # strands, petals), 0 keeps its width (rounded thecae, as real goblets in cross-section)
     goblet_taper: float = _num(0.0, 0, 1)
+    # how far a theca reaches down between the nuclei of its neighbours, in shares of their half
+    # length: 0 keeps it apical of the nuclear palisade, without a mucin stem (real goblets), 1 to
+    # their middle (petals)
+    goblet_reach: float = _num(0.0, 0, 1)
 
 
 @dataclass
@@ -202,7 +206,7 @@ class CellTypeConf:
     # Appearance (OD per um of path, at nuclei.intensity = 1 and stain.eosin_intensity = 1):
     hematoxylin: float = _look(1.0, 0, 5)  # nuclear hematoxylin
     chromatin: float = _look(1.0, 0, 2)  # multiplies nuclei.chromatin_contrast (coarse chromatin)
-    rim: float = _look(0.0, 0, 3)  # extra hematoxylin on the nuclear membrane, relative
+    rim: float = _look(0.0, 0, 3)  # chromatin moved to the nuclear membrane: membrane / interior - 1 (0 even)
     nucleoli: float = _look(0.0, 0, 3)  # extra hematoxylin in small nucleoli, relative
     cytoplasm_eosin: float = _look(0.0, 0, 5)
     cytoplasm_hematoxylin: float = _look(0.0, 0, 5)
@@ -217,8 +221,8 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[9.0, 14.0], elongation=[1.5, 2.2], shape_noise=0.1, shape_frequency=[3.5, 7.0],
-        hematoxylin=1.0, chromatin=1.0, rim=1.0, nucleoli=0.8)
+        length_um=[8.0, 11.0], elongation=[1.5, 2.2], shape_noise=0.1, shape_frequency=[3.5, 7.0],
+        hematoxylin=1.0, chromatin=1.0, rim=1.5, nucleoli=0.8)
     PLA: CellTypeConf = _type(
         length_um=[6.0, 7.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=0.8,

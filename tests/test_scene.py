@@ -24,7 +24,7 @@ from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import (CLEFT_FLOOR, CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates,
                                          crypt_tree)
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
-from arctique.scene.epithelium import _wall_grid
+from arctique.scene.epithelium import _goblet_mucin, _wall_grid
 from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
 from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
                                   SceneModel, Vacuoles)
@@ -699,6 +699,41 @@ def test_goblet_thecae_of_a_ring_never_overlap_and_jitter_makes_their_angles_une
         assert max(spreads) < 1e-9
     else:
         assert np.median(spreads) > 0.3, np.median(spreads)
+
+
+@pytest.mark.parametrize("reach", [0.0, 1.0])
+def test_goblet_reach_keeps_thecae_apical_of_the_nuclear_palisade(reach):
+    """``goblet_reach`` 0: every theca ends before the luminal ends of its ring neighbours' nuclei
+    and no goblet has a mucin stem; 1: thecae reach down between the nuclei, joined by stems."""
+    cfg = load_config(SMALL + [f"tissue.epithelium.goblet_reach={reach}"])
+    epi = cfg.tissue.epithelium
+    crypts = built(tuple(SMALL), 3).crypts
+    wall = _wall_grid(crypts, epi, 5.0, np.random.default_rng(0))
+    radius = crypts.radius[wall.crypt]
+    centre = radius - 5.0
+    top = centre - np.random.default_rng(1).uniform(3.0, 5.0, len(centre))  # luminal ends of the nuclei
+    g = np.flatnonzero(wall.goblet)
+    top[g] = centre[g] - 1.5  # a goblet's own nucleus is flattened against the base
+    cup, stem = _goblet_mucin(crypts, epi, wall, g, top, centre, np.full(len(centre), 1.5), np.random.default_rng(2))
+    ok = cup["ok"]
+    basal_end = (cup["radius"] + cup["axes"][:, 0])[ok]
+    # The shallowest luminal end of the other nuclei of the ring within the theca's angle.
+    half_angle = epi.goblet_fill * wall.pitch[g] / 2
+    _, first, size = np.unique(wall.row, return_index=True, return_counts=True)  # a ring's cells are contiguous
+    palisade = []
+    for k, h in zip(g, half_angle):
+        ring = np.arange(first[wall.row[k]], first[wall.row[k]] + size[wall.row[k]])
+        ring = ring[ring != k]
+        within = np.abs(np.angle(np.exp(1j * (wall.theta[ring] - wall.cup_theta[k])))) <= h
+        palisade.append(np.min(top[ring[within]], initial=np.inf))
+    palisade = np.array(palisade)[ok]
+    assert ok.sum() > 50 and np.isfinite(palisade).mean() > 0.9
+    if reach == 0:
+        assert np.all(basal_end <= palisade - 0.5 + 1e-9)
+        assert not stem["ok"].any()
+    else:
+        assert np.mean(basal_end > palisade) > 0.5
+        assert stem["ok"].any()
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--refresh-fingerprint"]:

@@ -11,6 +11,7 @@ import pytest
 import tifffile
 from omegaconf import OmegaConf
 from PIL import Image
+from scipy import ndimage
 
 from arctique.io.dataset import Dataset
 from arctique.pipeline import render_samples
@@ -137,6 +138,14 @@ def nuclear_od(root: Path, i: int) -> float:
     return float(_od(image(root, i))[tifffile.imread(root / f"masks/semantic/{i}.tif") > 0].mean())
 
 
+def class_mean_od(cls: str) -> Callable[[Path, int], float]:
+    """Mean OD (over R, G, B) of a class's nuclei."""
+    def stat(root: Path, i: int) -> float:
+        nuclei = tifffile.imread(root / f"masks/semantic/{i}.tif") == CLASS_IDS[cls]
+        return float(_od(image(root, i))[nuclei].mean())
+    return stat
+
+
 def class_shift(cls: str) -> Callable[[Path, int], float]:
     """Distance of the mean OD colour (R, G, B) of a class's nuclei from that in the dataset the
     slider's variations were made from (``<base>/sliders/<key>=<value>``)."""
@@ -147,6 +156,18 @@ def class_shift(cls: str) -> Callable[[Path, int], float]:
 
     def stat(root: Path, i: int) -> float:
         return float(np.linalg.norm(mean_od(root, i) - mean_od(root.parent.parent, i)))
+    return stat
+
+
+def rim_contrast(cls: str) -> Callable[[Path, int], float]:
+    """Mean OD of a class's nuclear margins (pixels within two of the outline) less that of their
+    interiors: a rim moves chromatin to the membrane and clears the interior."""
+    def stat(root: Path, i: int) -> float:
+        od = _od(image(root, i)).mean(-1)
+        nuclei = tifffile.imread(root / f"masks/semantic/{i}.tif") == CLASS_IDS[cls]
+        interior = ndimage.binary_erosion(nuclei, iterations=2)
+        assert interior.sum() > 50, cls
+        return float(od[nuclei & ~interior].mean() - od[interior].mean())
     return stat
 
 
@@ -218,6 +239,7 @@ SLIDERS: Dict[str, Tuple[List, Callable[[Path, int], float], int, str, float]] =
     # slider does not give lymphocytes; on this sample 0.066, 0.054, 0.059 at 0, 0.5, 1. The shift
     # itself is 0.043 at 0.5 and 0.048 at 1.)
     "nuclei.lym_to_pla": ([0.0, 0.5, 1.0], class_shift("LYM"), +1, SCENE, 0.002),
+    "cells.types.PLA.rim": ([0.0, 1.0, 2.0], rim_contrast("PLA"), +1, SCENE, 0.009),
 }
 
 
@@ -287,3 +309,10 @@ def test_slider_has_a_monotone_effect(base, key):
     if key in TISSUE_SHARES:
         shares = [np.mean(tifffile.imread(r / TISSUE_FILE.format(i=3)) == TISSUE_SHARES[key]) for r in roots]
         assert (np.diff(shares) > 0).all(), f"{key}: tissue mask shares {shares}"
+
+
+def test_rim_moves_chromatin_to_the_membrane_and_keeps_the_nuclear_mean(base):
+    """A rim darkens the margin of a nucleus by clearing its interior: the nucleus' mean OD stays."""
+    roots, _ = render_slider(base, "cells.types.PLA.rim", [0.0, 2.0])
+    even, rimmed = (class_mean_od("PLA")(r, 3) for r in roots)
+    assert abs(rimmed / even - 1) < 0.05, (even, rimmed)

@@ -129,6 +129,13 @@ NUCLEOLUS_LATTICE_UM = 1 / 0.45
 NUCLEOLUS_RADIUS_UM = 0.2 * NUCLEOLUS_LATTICE_UM
 NUCLEOLUS_ZONE = 0.55
 
+# The membrane shell (radius normalised to the semi-axes from RIM_INNER to RIM_OUTER) and its share
+# of the nucleus' volume, weighted by the smooth step: a rim darkens the shell by (1 + rim) against
+# the interior and divides both by (1 + rim * RIM_SHELL_SHARE), so the nucleus keeps its mean uptake
+# and a strong rim leaves a pale, vesicular interior.
+RIM_INNER, RIM_OUTER = 0.7, 0.95
+RIM_SHELL_SHARE = 0.4
+
 
 def nucleolus_centres(texture_offset: np.ndarray, inv_axes: np.ndarray) -> List[np.ndarray]:
     """Per cell, the local centres (um) of the nucleoli that can reach its inner zone: the feature
@@ -154,8 +161,8 @@ def nucleolus_centres(texture_offset: np.ndarray, inv_axes: np.ndarray) -> List[
 def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, step_rate: float, features: FrozenSet[str],
                      nucleoli: int) -> "bpy.types.Material":
     """Hematoxylin (``h_conc``) with coarse chromatin clumps (``chromatin``) and, among
-    ``features``, a darker membrane rim (``rim``, by the radius normalised to the nucleus'
-    semi-axes ``inv_axes``) and small dense nucleoli (``nucleoli``) about the local points
+    ``features``, chromatin moved to a darker membrane rim (``rim``, by the radius normalised to the
+    nucleus' semi-axes ``inv_axes``) and small dense nucleoli (``nucleoli``) about the local points
     ``nucleolus_<j>``, j < ``nucleoli`` (``nucleolus_centres``)."""
     mat = bpy.data.materials.new("nucleus_" + "_".join(sorted(features)) + (f"_{nucleoli}" if nucleoli else ""))
     n = _Nodes(mat)
@@ -171,7 +178,9 @@ def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, step_
     if features & {"rim", "nucleoli"}:
         r = _nucleus_radius(n, local)
     if "rim" in features:
-        density = n.math("MULTIPLY", density, n.math("MULTIPLY_ADD", _smoothstep(n, r, 0.7, 0.95), amount["rim"], 1.0))
+        shell = n.math("MULTIPLY_ADD", _smoothstep(n, r, RIM_INNER, RIM_OUTER), amount["rim"], 1.0)
+        density = n.math("MULTIPLY", density,
+                         n.math("DIVIDE", shell, n.math("MULTIPLY_ADD", amount["rim"], RIM_SHELL_SHARE, 1.0)))
     if "nucleoli" in features:
         near = None
         for j in range(nucleoli):

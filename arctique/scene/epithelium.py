@@ -342,7 +342,8 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     lumen = crypts.lumen[idx] * f * lumen_factor(crypts, idx, theta)
     half_angle = epi.goblet_fill * wall.pitch[g] / 2
     # The theca reaches down between the nuclei of its ring neighbours (those within its angle plus
-    # half a cell) to the middle of the shallowest of them; the stem continues to its own nucleus.
+    # half a cell), from their luminal ends by ``goblet_reach`` of the way to the middle of the
+    # shallowest of them; the stem continues to its own nucleus.
     window = int((wall.rows[:, 1] - wall.rows[:, 0]).max()) + 1
     cand = wall.rows[g, :1] + np.arange(window)
     valid = cand <= wall.rows[g, 1:]
@@ -351,12 +352,13 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     dtheta = (wall.theta[cand] - theta[:, None] + np.pi) % (2 * np.pi) - np.pi
     near = (valid & (wall.row[cand] == wall.row[g, None]) & (cand != g[:, None])
             & (np.abs(dtheta) <= (half_angle + 0.5 * cell_angle)[:, None]))
-    palisade = np.min(np.where(near, centre_radius[cand], np.inf), axis=1)
+    depth = top[cand] + epi.goblet_reach * (centre_radius[cand] - top[cand])
+    palisade = np.min(np.where(near, depth, np.inf), axis=1)
     outer = np.minimum(palisade, top[g]) - 0.5
     n = len(wall.crypt)  # drawn for every cell, so that a goblet's draw does not depend on the view
     want = rng.uniform(*epi.goblet_length_um, size=n)[g]
     width = rng.uniform(*epi.goblet_width_um, size=n)[g]
-    low = np.maximum(lumen - 1.0, top[g] - want)  # vacuoles may bulge slightly into the lumen
+    low = np.maximum(lumen - 1.0, outer - want)  # vacuoles may bulge slightly into the lumen
     semi = (outer - low) / 2
     radius = (outer + low) / 2
     # Half-width at distance r from the axis: half_angle * r - strand / 2, so that neighbouring thecae
@@ -370,7 +372,8 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     cup = {"normal": normal, "radius": radius, "frame": _wall_frame(normal, theta),
            "axes": np.column_stack([semi, np.maximum(b, 0.1), np.full(len(g), height)]),
            "taper": epi.goblet_taper * slope * semi / np.maximum(b, 0.1), "ok": (semi > 0.5) & (b > 0.2)}
-    # The stem: from the theca to the goblet's nucleus, as wide as its ring neighbours leave room.
+    # The stem: from the theca to the goblet's nucleus, as wide as its ring neighbours leave room;
+    # none for thecae that stay apical of the palisade (the narrow base of a goblet holds cytoplasm).
     left, right = wall.neighbours[g].T
     gap = wall.arc[g] * outer / np.maximum(crypts.radius[idx] * f, 1.0)
     stem_half = gap - np.maximum(half_width[left], half_width[right]) - 0.3
@@ -379,7 +382,7 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     stem = {"radius": (top[g] + stem_low) / 2,
             "axes": np.column_stack([np.maximum(stem_semi, 0.1), np.maximum(stem_half, 0.1),
                                      np.full(len(g), min(height, epi.row_spacing_um / 2))]),
-            "ok": (stem_semi > 0.5) & (stem_half > 0.4)}
+            "ok": (stem_semi > 0.5) & (stem_half > 0.4) & (epi.goblet_reach > 0)}
     return cup, stem
 
 
