@@ -133,6 +133,10 @@ class RipsConf:
     scale_um: float = _num(45.0, 5, 500)  # spacing of the crack network
     patch_um: float = _num(60.0, 5, 1000)  # size of the damaged patches that carry cracks
     cleft_um: float = _num(2.0, 0, 10)  # greatest width of the retraction clefts along crypt walls in damaged patches
+    # greatest width of the cracks, which open in the most damaged parts first (wider only when the
+    # share torn needs more than the whole network at this width)
+    crack_um: float = _num(2.0, 0.1, 20)
+    fray_um: float = _num(3.0, 0.5, 100, or_zero=True)  # finest scale of the roughness of tear edges (0: smooth)
 
 
 @dataclass

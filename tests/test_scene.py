@@ -22,7 +22,7 @@ from arctique.labels.exact import tissue_mask
 from arctique.scene import build as scene_build
 from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import (CLEFT_FLOOR, CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates,
-                                         crypt_tree)
+                                         crypt_tree, torn)
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
 from arctique.scene.epithelium import _goblet_mucin, _wall_grid
 from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
@@ -478,10 +478,19 @@ def test_tissue_mask_matches_an_independent_point_test(overrides, seed, shown):
     epithelium = ~outside & ~lumen & ((rho < basal) | (depth < cr.surface))
     stroma = ~outside & ~lumen & ~epithelium
     excess = waves(rips.patch_waves, p[:, :2]) - rips.patch_threshold
-    crack = 1 - np.abs(waves(rips.waves, p[:, :2])) > rips.threshold
-    width = np.minimum(excess / CLEFT_TAPER, 1) * (1 + CLEFT_VARIATION * waves(rips.waves, p[:, :2]))
+    field, fray = waves(rips.waves, p[:, :2]), waves(rips.fray_waves, p[:, :2])
+    assert np.ptp(fray) > 0.5  # the default tears are frayed
+    # cracks: within half their width (varying with the roughness, closed below the floor) of the
+    # crack field's zero set, by a step of Newton's method, in the most damaged parts
+    phase = p[:, :2] @ rips.waves[:, :2].T + rips.waves[:, 2]
+    slope = np.linalg.norm((np.cos(phase) * rips.waves[:, 3]) @ rips.waves[:, :2], axis=1)
+    half = rips.crack_um / 2 * np.clip(1 + fray, 0, None)
+    crack = (excess > rips.crack_excess) & (np.abs(field) < np.where(half >= rips.crack_um / 2 * CLEFT_FLOOR,
+                                                                     half, 0) * slope)
+    # clefts taper from the edge of the most damaged part the tear budget keeps
+    width = np.clip((excess - rips.cleft_excess) / CLEFT_TAPER, 0, 1) * (1 + CLEFT_VARIATION * field + fray)
     cleft = np.where(width >= CLEFT_FLOOR, rips.cleft_um * width, 0)  # no hairlines
-    tear = stroma & (excess > 0) & (crack | ((excess > rips.cleft_excess) & (rho - basal < cleft)))
+    tear = stroma & (excess > 0) & (crack | (rho - basal < cleft))
     v = scene.vessels  # the union of tubes, each within its radius of its nearest centreline sample
     in_lumen, in_vessel = np.zeros(len(p), bool), np.zeros(len(p), bool)
     for piece in np.unique(v.piece):
@@ -699,6 +708,21 @@ def test_goblet_thecae_of_a_ring_never_overlap_and_jitter_makes_their_angles_une
         assert max(spreads) < 1e-9
     else:
         assert np.median(spreads) > 0.3, np.median(spreads)
+
+
+def test_a_scene_saved_before_frayed_tears_loads_with_its_clefts_and_no_cracks(tmp_path):
+    """Scenes saved before ``Rips`` had its roughness and crack widths (their cracks followed another
+    rule) load with smooth clefts and no cracks, and give tears where the clefts are."""
+    scene = built(tuple(DEEP), 3)
+    save(scene, tmp_path / "now.npz")
+    with np.load(tmp_path / "now.npz") as data:
+        arrays = {k: data[k] for k in data.files if k not in ("rips.fray_waves", "rips.crack_um", "rips.crack_excess")}
+    np.savez(tmp_path / "before.npz", **arrays)
+    before = load(tmp_path / "before.npz").rips
+    assert before.fray_waves.shape == (0, 4) and before.crack_um == 0 and before.crack_excess == np.inf
+    xy = np.random.default_rng(0).uniform(-40, 40, (4000, 2))
+    assert not torn(before, xy, np.full(len(xy), np.inf)).any()  # far from every crypt wall: no cleft, no crack
+    assert torn(before, xy, np.zeros(len(xy))).any()  # on the walls, the clefts of damaged patches
 
 
 @pytest.mark.parametrize("reach", [0.0, 1.0])

@@ -94,6 +94,14 @@ def _waves(rng: np.random.Generator, n: int, wavelength: float, amplitude: float
                             amplitude * rng.normal(size=n) * np.sqrt(2 / n)])
 
 
+def _roughness_waves(rng: np.random.Generator, n: int, wavelength: float, finest: float) -> np.ndarray:
+    """``_waves`` of the octaves below ``wavelength`` down to ``finest`` (0: none), ``n`` per octave,
+    each with half the amplitude of the last from 1/2: a rough, self-similar field (about 0.6 spread)."""
+    octaves = max(0, int(np.floor(np.log2(wavelength / finest)))) if finest > 0 else 0
+    return np.concatenate([np.zeros((0, 4))] + [_waves(rng, n, wavelength / 2 ** o, 0.5 ** o)
+                                                for o in range(1, octaves + 1)])
+
+
 def wave_field(waves: np.ndarray, xy: np.ndarray) -> np.ndarray:
     """Value of a ``_waves`` field at ``(P, 2)`` points."""
     return np.sin(xy @ waves[:, :2].T + waves[:, 2]) @ waves[:, 3]
@@ -239,7 +247,8 @@ def vessel_parts(vessels: Vessels, points: np.ndarray) -> np.ndarray:
 
 
 # A retraction cleft is widest inside a damaged patch and narrows to nothing over this much of the
-# patch field (about unit spread) towards the patch edge; along the wall its width varies by this
+# patch field (about unit spread) towards the patch edge (or the edge of its most damaged part, where
+# the tear budget keeps only that: a cleft never ends bluntly); along the wall its width varies by this
 # share with the crack field, so clefts taper and swell instead of running as even bands.
 CLEFT_TAPER = 0.5
 CLEFT_VARIATION = 0.6
@@ -254,9 +263,11 @@ CLEFT_FLOOR = 0.3
 def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
                 rng: np.random.Generator, n_waves: int = 48, n_points: int = 8192) -> Rips:
     """Tears covering ``conf.strength`` of the field: retraction clefts along the crypt walls and a
-    thin, randomly oriented crack network, both inside damaged patches (about half the field)."""
+    thin, randomly oriented crack network, both inside damaged patches (about half the field), their
+    widths frayed along them down to ``conf.fray_um``."""
     waves = _waves(rng, n_waves, conf.scale_um, 1.0)
     patch_waves = _waves(rng, 16, conf.patch_um, 1.0)
+    fray_waves = _roughness_waves(rng, n_waves // 2, conf.scale_um, conf.fray_um)
     h = section.field_um / 2
     xy = rng.uniform(-h, h, size=(n_points, 2))
     patch = wave_field(patch_waves, xy)
@@ -266,30 +277,56 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     stroma = compartments(np.column_stack([xy, np.zeros(n_points)]), section, crypts, tree) == STROMA
     damaged = stroma & (patch > patch_threshold)
     crack_field = wave_field(waves, xy)
+    fray = wave_field(fray_waves, xy)
     excess = patch - patch_threshold
     cleft_um = conf.cleft_um if conf.strength > 0 else 0.0
-    cleft = damaged & (rho - basal < cleft_width(cleft_um, crack_field, excess))
+    cleft = damaged & (rho - basal < cleft_width(cleft_um, crack_field, fray, excess))
     allowed = int(CLEFT_SHARE * conf.strength * n_points)
     cleft_excess = 0.0
-    if cleft.sum() > allowed:  # the most damaged of them, within the budget
+    if cleft.sum() > allowed:  # the most damaged of them, within the budget, tapering from its edge
         cleft_excess = float(np.sort(excess[cleft])[::-1][allowed])
-        cleft &= excess > cleft_excess
-    ridge = 1 - np.abs(crack_field)
-    eligible = ridge[damaged & ~cleft]
-    need = conf.strength * n_points - cleft.sum()
-    if conf.strength <= 0 or need <= 0 or len(eligible) == 0:
-        threshold = np.inf
-    else:
-        threshold = float(np.quantile(eligible, max(0.0, 1 - need / len(eligible))))
-    return Rips(waves=waves, threshold=threshold, patch_waves=patch_waves,
-                patch_threshold=patch_threshold, cleft_um=cleft_um, cleft_excess=cleft_excess)
+        cleft = damaged & (rho - basal < cleft_width(cleft_um, crack_field, fray, excess - cleft_excess))
+    # Cracks keep their width and open in the most damaged parts of the patches, within the budget;
+    # a budget beyond the whole network at that width widens them instead.
+    crack_um = conf.crack_um if conf.strength > 0 else 0.0
+    free = damaged & ~cleft
+    distance = zero_distance(waves, xy[free])
+    open_crack = distance < crack_half_width(crack_um, fray[free])
+    need = int(conf.strength * n_points - cleft.sum())
+    crack_excess = np.inf
+    if 0 < need < open_crack.sum():
+        crack_excess = float(np.sort(excess[free][open_crack])[::-1][need])
+    elif need > 0 and len(distance):
+        crack_excess = 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = distance / crack_half_width(1.0, fray[free])  # inf where the roughness closes them
+        crack_um = float(np.sort(relative)[min(need, len(relative) - 1)])
+    return Rips(waves=waves, patch_waves=patch_waves, patch_threshold=patch_threshold, cleft_um=cleft_um,
+                cleft_excess=cleft_excess, fray_waves=fray_waves, crack_um=crack_um, crack_excess=crack_excess)
 
 
-def cleft_width(cleft_um: float, crack_field: np.ndarray, patch_excess: np.ndarray) -> np.ndarray:
+def zero_distance(waves: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """About the distance (um) of points ``xy`` to the zero set of a ``_waves`` field (its value
+    over its gradient's length): where the cracks run."""
+    phase = xy @ waves[:, :2].T + waves[:, 2]
+    gradient = (np.cos(phase) * waves[:, 3]) @ waves[:, :2]
+    return np.abs(np.sin(phase) @ waves[:, 3]) / np.maximum(np.linalg.norm(gradient, axis=1), 1e-9)
+
+
+def crack_half_width(crack_um: float, fray: np.ndarray) -> np.ndarray:
+    """Half the width of a crack where the roughness field has the value ``fray``: ``crack_um`` / 2
+    swelling and narrowing with it, closed where it would be narrower than ``CLEFT_FLOOR`` of that
+    (a crack shows as an open gap or not at all, never as a hairline)."""
+    width = np.clip(1 + fray, 0, None)
+    return crack_um / 2 * np.where(width >= CLEFT_FLOOR, width, 0.0)
+
+
+def cleft_width(cleft_um: float, crack_field: np.ndarray, fray: np.ndarray, patch_excess: np.ndarray) -> np.ndarray:
     """Width of the retraction cleft along the crypt wall at points where the crack field has the
-    value ``crack_field`` and the damage field lies ``patch_excess`` above its threshold."""
+    value ``crack_field``, the roughness field ``fray`` and the damage field lies ``patch_excess``
+    above the threshold of the clefts."""
     taper = np.clip(patch_excess / CLEFT_TAPER, 0, 1)
-    width = taper * np.clip(1 + CLEFT_VARIATION * crack_field, 0, None)
+    width = taper * np.clip(1 + CLEFT_VARIATION * crack_field + fray, 0, None)
     return cleft_um * np.where(width >= CLEFT_FLOOR, width, 0.0)
 
 
@@ -300,9 +337,11 @@ def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
     out = excess > 0
     damaged = np.flatnonzero(out)
     crack_field = wave_field(rips.waves, xy[damaged])
-    cracks = 1 - np.abs(crack_field) > rips.threshold
-    clefts = (excess[damaged] > rips.cleft_excess) & \
-        (wall_distance[damaged] < cleft_width(rips.cleft_um, crack_field, excess[damaged]))
+    fray = wave_field(rips.fray_waves, xy[damaged])
+    cracks = (excess[damaged] > rips.crack_excess) & \
+        (zero_distance(rips.waves, xy[damaged]) < crack_half_width(rips.crack_um, fray))
+    clefts = wall_distance[damaged] < cleft_width(rips.cleft_um, crack_field, fray,
+                                                  excess[damaged] - rips.cleft_excess)
     out[damaged] = cracks | clefts
     return out
 

@@ -149,11 +149,13 @@ class Rips:
     where a second, smooth field marks a damaged patch, and clefts along the crypt walls."""
 
     waves: np.ndarray  # (K, 4) rows (kx, ky, phase, amplitude) of the crack field over (x, y)
-    threshold: float  # cracks where 1 - |field| exceeds this value
     patch_waves: np.ndarray  # (K, 4) the patch field
     patch_threshold: float  # damaged where the patch field exceeds this value
     cleft_um: float  # greatest width of the retraction clefts along crypt walls inside damaged patches
     cleft_excess: float  # clefts open where the patch field exceeds patch_threshold by more than this
+    fray_waves: np.ndarray  # (K, 4) the roughness field that varies the widths of cracks and clefts
+    crack_um: float  # greatest width of the cracks (along the zero set of the crack field)
+    crack_excess: float  # cracks open where the patch field exceeds patch_threshold by more than this
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,6 +201,11 @@ def save(scene: SceneModel, path: Path) -> None:
     Path(path).write_bytes(buf.getvalue())
 
 
+# Fields of ``Rips`` added later, and their values for scenes saved before: clefts without a width
+# (``cleft_excess``), tears with smooth edges, no cracks (theirs were hairlines by another rule).
+RIPS_BEFORE = {"cleft_excess": 0.0, "fray_waves": np.zeros((0, 4)), "crack_um": 0.0, "crack_excess": np.inf}
+
+
 def load(path: Path) -> SceneModel:
     """Read a scene written by ``save``; arrays come back with their exact dtypes and values."""
     with np.load(path, allow_pickle=False) as data:
@@ -209,8 +216,8 @@ def load(path: Path) -> SceneModel:
             return Vessels.empty()  # type: ignore[return-value]
         kwargs = {}
         for f in fields(cls):
-            if part == "rips" and f.name == "cleft_excess" and "rips.cleft_excess" not in arrays:
-                kwargs[f.name] = 0.0  # a scene saved before clefts kept their width
+            if part == "rips" and f"rips.{f.name}" not in arrays and f.name in RIPS_BEFORE:
+                kwargs[f.name] = RIPS_BEFORE[f.name]  # a scene saved before the field was added
                 continue
             a = arrays[f"{part}.{f.name}"]
             kwargs[f.name] = a.item() if a.ndim == 0 else a
