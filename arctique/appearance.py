@@ -17,7 +17,7 @@ from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
-from .scene.architecture import compartment_map, compartments, crypt_tree, vessel_parts
+from .scene.architecture import compartment_map, compartments, crypt_tree, random_waves, vessel_parts, wave_field
 from .scene.build import field_um
 from .scene.cells import inside_body, inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
@@ -76,12 +76,20 @@ def _per_class(scene: SceneModel, cfg: ArctiqueConf, key: str) -> np.ndarray:
     return appearance_mixture(cfg, scene.cells.cls) @ table
 
 
+def uptake_field(st: StainConf, seed: int, xy: np.ndarray) -> np.ndarray:
+    """Relative stain uptake (log-normal about 1) at section points ``xy`` (P, 2), um: a smooth
+    random field of the sample, so that no field is stained evenly."""
+    waves = random_waves(stream(seed, "appearance/field"), 16, st.field_variation_um, 1.0)
+    return np.exp(st.field_variation * wave_field(waves, xy))
+
+
 def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     st, nu, cells = cfg.stain, cfg.nuclei, scene.cells
     rng = stream(scene.seed, "appearance/cells")
     n = len(cells)
     look = partial(_per_class, scene, cfg)
-    variation = np.exp(rng.normal(0, nu.uptake_spread, n))  # cell-to-cell stain uptake
+    field = uptake_field(st, scene.seed, cells.centre[:, :2])
+    variation = np.exp(rng.normal(0, nu.uptake_spread, n)) * field  # cell to cell, on the field's uptake
     single = cells.lobe_count == 1  # rim and nucleoli need the ellipsoid of a one-lobe nucleus
     offset = rng.uniform(0, 1000, size=(n, 3))
     nucleus = {
@@ -97,9 +105,9 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     hof_centre = np.zeros((n, 3))
     hof_centre[:, 0] = side * (cells.lobe_axes[:, 0, 0] + 1.0)
     body_spread = CYTOPLASM_SPREAD * nu.uptake_spread
-    body_e = look("cytoplasm_eosin") * st.eosin_intensity * np.exp(rng.normal(0, body_spread, n))
+    body_e = look("cytoplasm_eosin") * st.eosin_intensity * np.exp(rng.normal(0, body_spread, n)) * field
     body = {
-        "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, body_spread, n)),
+        "e_conc": body_e, "h_conc": look("cytoplasm_hematoxylin") * np.exp(rng.normal(0, body_spread, n)) * field,
         "granules": look("granules"), "hof": look("hof") * (side != 0), "hof_centre": hof_centre,
         "inv_axes": nucleus["inv_axes"], "displaced": single.astype(float),
         "texture_offset": offset,
@@ -278,8 +286,8 @@ def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
     shape = (op.layers, n, n)
     rng = stream(seed, "appearance/tissue")
     fibres = _fibres(rng, shape, st, op.mpp)
-    mottle = _periodic_blur(rng.normal(size=shape), (0.5, 3.0 / op.mpp, 3.0 / op.mpp))
-    mottle = 1 + 0.2 * mottle / (mottle.std() + 1e-12)
+    mottle = _periodic_blur(rng.normal(size=shape), (0.5, st.mottle_um / op.mpp, st.mottle_um / op.mpp))
+    mottle = 1 + st.mottle * mottle / (mottle.std() + 1e-12)
     strands = _ridges(_periodic_blur(rng.normal(size=shape), (0.3, 1.0 / op.mpp, 1.0 / op.mpp)), 0.12)
     grain_um = st.grain_um / op.mpp
     grain = _periodic_blur(stream(seed, "appearance/grain").normal(size=shape), (0.3, grain_um, grain_um))
@@ -342,6 +350,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     e[codes == BLOOD] = st.stroma_eosin * eosin
     cytoplasm_and_matrix = stroma | epi | mucin | lumen
     out[cytoplasm_and_matrix] *= matrix.grain[cytoplasm_and_matrix][:, None]
+    out[..., :2] *= uptake_field(st, scene.seed, _grid_points(xs, 0.0)[:, :2]).reshape(len(xs), len(xs), 1)
     out *= (1 - occupied)[..., None]
     return np.clip(out, 0, None)
 

@@ -296,14 +296,20 @@ class StainConf:
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
     vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
-    goblet_clarity: float = _num(0.8, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
+    goblet_clarity: float = _num(0.85, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
     # OD per um of mucin at goblet_clarity = 0 (times its reticulated strands): pale grey-blue to lilac
     mucin_hematoxylin: float = _num(0.3, 0, 5)
     mucin_eosin: float = _num(0.15, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
-    mucin_floor: float = _num(0.45, 0, 1)
+    mucin_floor: float = _num(0.7, 0, 1)
     lumen_mucus: float = _num(0.15, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
+    mottle: float = _num(0.2, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
+    mottle_um: float = _num(3.0, 0.5, 100)  # ... over patches about this wide
+    # relative spread (log scale) of all stain uptake across the field, as uneven section thickness and
+    # staining make it ...
+    field_variation: float = _num(0.12, 0, 1)
+    field_variation_um: float = _num(100.0, 10, 5000)  # ... over about this length
     grain_um: float = _num(0.8, 0.1, 10)  # its grain size
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture

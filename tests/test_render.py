@@ -630,3 +630,41 @@ def test_the_written_tissue_mask_is_the_saved_scene_evaluated_at_the_pixel_centr
     written = read(small_dataset, "tissue")
     assert len(np.unique(written)) >= 4
     assert np.array_equal(written, expected)
+
+
+def test_mottle_sets_the_spread_of_uneven_eosin_uptake():
+    """``stain.mottle`` is the relative spread of the eosin-uptake pattern (0: even) and
+    ``stain.mottle_um`` its patch size: larger patches vary less between neighbouring pixels."""
+    from arctique.appearance import matrix_patterns
+
+    base = ["optics.image_size=96", "optics.mpp=0.5"]
+    even = matrix_patterns(load_config(base + ["stain.mottle=0"]), SEED).mottle
+    assert np.all(even == 1)
+    for amount in (0.1, 0.3):
+        mottle = matrix_patterns(load_config(base + [f"stain.mottle={amount}"]), SEED).mottle
+        assert mottle.std() == pytest.approx(amount, rel=1e-6) and abs(mottle.mean() - 1) < amount
+    steps = [np.abs(np.diff(matrix_patterns(load_config(base + [f"stain.mottle_um={um}"]), SEED).mottle, axis=-1)).mean()
+             for um in (2.0, 8.0)]
+    assert steps[1] < steps[0] / 2, steps
+
+
+def test_stain_uptake_varies_smoothly_across_the_field():
+    """``stain.field_variation`` scales every cell's stains by one smooth field of the sample: cells
+    near each other share their factor, distant cells differ; 0 leaves every cell as it was."""
+    from scipy.spatial.distance import pdist
+
+    from arctique.appearance import cell_stains
+    from arctique.scene import build_scene
+
+    base = ["stain.field_variation_um=40"]
+    even_cfg, varied_cfg = (load_config(base + [f"stain.field_variation={v}"]) for v in (0.0, 0.5))
+    scene = build_scene(even_cfg, SEED)
+    even, varied = cell_stains(even_cfg, scene), cell_stains(varied_cfg, scene)
+    factor = np.log(varied.nucleus["h_conc"] / even.nucleus["h_conc"])
+    stained = even.body["e_conc"] > 0  # epithelial cells take their cytoplasm's eosin from the matrix
+    assert stained.sum() > 50
+    assert np.allclose(np.log(varied.body["e_conc"][stained] / even.body["e_conc"][stained]), factor[stained])
+    distance, step = pdist(scene.cells.centre[:, :2]), pdist(factor[:, None])
+    assert step[distance < 3].mean() < 0.25 * step[distance > 30].mean()
+    assert factor.std() > 0.2
+    assert np.array_equal(even.nucleus["chromatin"], varied.nucleus["chromatin"])  # one stream each: nothing else moves

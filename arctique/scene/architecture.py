@@ -81,11 +81,11 @@ def sample_crypts(conf: CryptConf, surface: SurfaceConf, section: Section, z_pad
         depth=float(conf.depth_um), warp_amp=warp_amp, warp_phase=warp_phase,
         wavelength=float(conf.warp_wavelength_um), wall=np.stack([amp, phase], -1),
         lumen_shape=lumen_shape, surface=float(surface.thickness_um),
-        surface_waves=_waves(rng, 8, surface.wavelength_um, surface.undulation_um / 2),
+        surface_waves=random_waves(rng, 8, surface.wavelength_um, surface.undulation_um / 2),
     )
 
 
-def _waves(rng: np.random.Generator, n: int, wavelength: float, amplitude: float) -> np.ndarray:
+def random_waves(rng: np.random.Generator, n: int, wavelength: float, amplitude: float) -> np.ndarray:
     """Rows (kx, ky, phase, amplitude) of an isotropic random field of about unit ``amplitude``:
     random directions, wavelengths within a factor 1.5 of ``wavelength``."""
     direction = rng.uniform(0, 2 * np.pi, n)
@@ -95,15 +95,15 @@ def _waves(rng: np.random.Generator, n: int, wavelength: float, amplitude: float
 
 
 def _roughness_waves(rng: np.random.Generator, n: int, wavelength: float, finest: float) -> np.ndarray:
-    """``_waves`` of the octaves below ``wavelength`` down to ``finest`` (0: none), ``n`` per octave,
+    """``random_waves`` of the octaves below ``wavelength`` down to ``finest`` (0: none), ``n`` per octave,
     each with half the amplitude of the last from 1/2: a rough, self-similar field (about 0.6 spread)."""
     octaves = max(0, int(np.floor(np.log2(wavelength / finest)))) if finest > 0 else 0
-    return np.concatenate([np.zeros((0, 4))] + [_waves(rng, n, wavelength / 2 ** o, 0.5 ** o)
+    return np.concatenate([np.zeros((0, 4))] + [random_waves(rng, n, wavelength / 2 ** o, 0.5 ** o)
                                                 for o in range(1, octaves + 1)])
 
 
 def wave_field(waves: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """Value of a ``_waves`` field at ``(P, 2)`` points."""
+    """Value of a ``random_waves`` field at ``(P, 2)`` points."""
     return np.sin(xy @ waves[:, :2].T + waves[:, 2]) @ waves[:, 3]
 
 
@@ -265,8 +265,8 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     """Tears covering ``conf.strength`` of the field: retraction clefts along the crypt walls and a
     thin, randomly oriented crack network, both inside damaged patches (about half the field), their
     widths frayed along them down to ``conf.fray_um``."""
-    waves = _waves(rng, n_waves, conf.scale_um, 1.0)
-    patch_waves = _waves(rng, 16, conf.patch_um, 1.0)
+    waves = random_waves(rng, n_waves, conf.scale_um, 1.0)
+    patch_waves = random_waves(rng, 16, conf.patch_um, 1.0)
     fray_waves = _roughness_waves(rng, n_waves // 2, conf.scale_um, conf.fray_um)
     h = section.field_um / 2
     xy = rng.uniform(-h, h, size=(n_points, 2))
@@ -306,7 +306,7 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
 
 
 def zero_distance(waves: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """About the distance (um) of points ``xy`` to the zero set of a ``_waves`` field (its value
+    """About the distance (um) of points ``xy`` to the zero set of a ``random_waves`` field (its value
     over its gradient's length): where the cracks run."""
     phase = xy @ waves[:, :2].T + waves[:, 2]
     gradient = (np.cos(phase) * waves[:, 3]) @ waves[:, :2]
