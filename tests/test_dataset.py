@@ -6,6 +6,9 @@ import csv
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -186,3 +189,25 @@ def test_a_sample_completed_meanwhile_by_another_config_is_not_replaced(small_da
     other.commit(3, staged, row)
     assert Dataset(root).manifest()[0]["fingerprint"] == "another-configuration"
     assert (root / "images/image_3.png").read_bytes() == b"another render"
+
+
+def test_staging_folders_tell_dead_local_jobs_from_running_and_foreign_ones(tmp_path):
+    """``.staging/<seed>.<host>.<pid>``: a folder of a dead process of this host is left over and
+    removed when its seed is written again; one of a running process, or of another host (whose
+    name may hold dots), may still be at work and is kept."""
+    host = socket.gethostname()
+    dataset = Dataset(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folders = {"dead": f"3.{host}.{dead.pid}", "running": f"4.{host}.{os.getpid()}",
+               "foreign": "5.node-7.cluster.example.123", "foreign_same_seed": f"3.node-7.cluster.example.{dead.pid}",
+               "dead_alone": f"6.{host}.{dead.pid}"}
+    for name in folders.values():
+        (tmp_path / ".staging" / name).mkdir(parents=True)
+    assert dataset.staged_samples() == {3: True, 4: True, 5: True, 6: False}  # seed 3: the foreign folder may run
+    assert [p.name for p in dataset.foreign_staging()] == sorted([folders["foreign"], folders["foreign_same_seed"]])
+    dataset._remove_dead_staging(3)
+    dataset._remove_dead_staging(6)
+    assert sorted(p.name for p in (tmp_path / ".staging").iterdir()) == sorted(
+        [folders["running"], folders["foreign"], folders["foreign_same_seed"]])
+    assert dataset.staged_samples() == {3: True, 4: True, 5: True}

@@ -24,7 +24,7 @@ import traceback
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import tifffile
@@ -323,14 +323,11 @@ class Dataset:
     def staged_samples(self) -> Dict[int, bool]:
         """Seeds with a staging folder, each with whether its process may still be at work (it
         runs, or runs on another host, where this one cannot tell)."""
-        host = socket.gethostname()
         out: Dict[int, bool] = {}
         for path in (self.root / ".staging").glob("*.*"):
-            seed, _, owner = path.name.partition(".")
-            owner_host, _, pid = owner.rpartition(".")
+            seed, owner_host, pid = staging_owner(path)
             if seed.isdigit() and path.is_dir():
-                alive = owner_host != host or not pid.isdigit() or pid_alive(int(pid))
-                out[int(seed)] = out.get(int(seed), False) or alive
+                out[int(seed)] = out.get(int(seed), False) or may_run(owner_host, pid)
         return out
 
     def foreign_staging(self) -> List[Path]:
@@ -338,15 +335,27 @@ class Dataset:
         runs, so no job removes them (``arctique-summary`` lists them with the way to do it)."""
         host = socket.gethostname()
         return sorted(path for path in (self.root / ".staging").glob("*.*")
-                      if path.is_dir() and path.name.partition(".")[2].rpartition(".")[0] != host)
+                      if path.is_dir() and staging_owner(path)[1] != host)
 
     def _remove_dead_staging(self, index: int) -> None:
         """Drop staging folders of ``index`` left by killed processes of this host."""
-        host = socket.gethostname()
         for path in (self.root / ".staging").glob(f"{index}.*"):
-            name_host, _, pid = path.name[len(f"{index}."):].rpartition(".")
-            if name_host == host and pid.isdigit() and not pid_alive(int(pid)):
+            if not may_run(*staging_owner(path)[1:]):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def staging_owner(path: Path) -> Tuple[str, str, str]:
+    """The seed, host and process id in the name of a staging folder, ``<seed>.<host>.<pid>`` (a
+    host name may hold dots)."""
+    seed, _, owner = path.name.partition(".")
+    host, _, pid = owner.rpartition(".")
+    return seed, host, pid
+
+
+def may_run(host: str, pid: str) -> bool:
+    """Whether the process ``pid`` of ``host`` may still be at work: it runs on this host, or it is
+    on another host (or its name is not a process id), where this host cannot tell."""
+    return host != socket.gethostname() or not pid.isdigit() or pid_alive(int(pid))
 
 
 def pid_alive(pid: int) -> bool:
