@@ -108,7 +108,7 @@ class EpitheliumConf:
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
     goblet_fraction: float = _num(0.2, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca (a stem joins it to its nucleus)
+    goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca towards the lumen
     goblet_width_um: List[float] = _span([14.0, 20.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(0.8, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae

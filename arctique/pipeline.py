@@ -62,7 +62,8 @@ def _sample_values(cfg: ArctiqueConf, scene, focus_z: float, device: "RenderDevi
         "section_depth_um": s.depth, "section_tilt_deg": s.tilt_deg, "section_azimuth_deg": s.azimuth_deg,
         "focus_z_um": focus_z, "z_slices_um": [round(float(z), 6) for z in
                                                 slice_depths(s.z0, s.z1, cfg.output.z_slices)],
-        "crack_excess": float(scene.rips.crack_excess) if np.isfinite(scene.rips.crack_excess) else None, "n_goblets": int(np.sum(~scene.mucin.stem)),
+        "crack_excess": float(scene.rips.crack_excess) if np.isfinite(scene.rips.crack_excess) else None,
+        "n_goblets": int(np.sum(~scene.mucin.stem)),
         "n_red_blood_cells": int(len(scene.blood.centre)), "colour_pipeline": COLOUR_PIPELINE,
         "class_table": class_table(), "tissue_classes": tissue_classes(),
         "tissue_mask_z_um": (s.z0 + s.z1) / 2,

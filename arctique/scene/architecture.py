@@ -276,7 +276,7 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     _, rho, _, basal, _ = crypt_coordinates(crypts, q, tree)
     stroma = compartments(np.column_stack([xy, np.zeros(n_points)]), section, crypts, tree) == STROMA
     damaged = stroma & (patch > patch_threshold)
-    crack_field = wave_field(waves, xy)
+    crack_field, crack_distance = field_and_zero_distance(waves, xy)
     fray = wave_field(fray_waves, xy)
     excess = patch - patch_threshold
     cleft_um = conf.cleft_um if conf.strength > 0 else 0.0
@@ -290,7 +290,7 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
     # a budget beyond the whole network at that width widens them instead.
     crack_um = conf.crack_um if conf.strength > 0 else 0.0
     free = damaged & ~cleft
-    distance = zero_distance(waves, xy[free])
+    distance = crack_distance[free]
     open_crack = distance < crack_half_width(crack_um, fray[free])
     need = int(conf.strength * n_points - cleft.sum())
     crack_excess = np.inf
@@ -305,12 +305,14 @@ def sample_rips(conf: RipsConf, section: Section, crypts: Crypts, tree: cKDTree,
                 cleft_excess=cleft_excess, fray_waves=fray_waves, crack_um=crack_um, crack_excess=crack_excess)
 
 
-def zero_distance(waves: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """About the distance (um) of points ``xy`` to the zero set of a ``random_waves`` field (its value
-    over its gradient's length): where the cracks run."""
+def field_and_zero_distance(waves: np.ndarray, xy: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The value of a ``random_waves`` field at points ``xy`` (``wave_field``) and about their distance
+    (um) to its zero set, where the cracks run (the value over its gradient's length), from one
+    evaluation of the waves' phases."""
     phase = xy @ waves[:, :2].T + waves[:, 2]
+    value = np.sin(phase) @ waves[:, 3]
     gradient = (np.cos(phase) * waves[:, 3]) @ waves[:, :2]
-    return np.abs(np.sin(phase) @ waves[:, 3]) / np.maximum(np.linalg.norm(gradient, axis=1), 1e-9)
+    return value, np.abs(value) / np.maximum(np.linalg.norm(gradient, axis=1), 1e-9)
 
 
 def crack_half_width(crack_um: float, fray: np.ndarray) -> np.ndarray:
@@ -336,10 +338,9 @@ def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
     excess = wave_field(rips.patch_waves, xy) - rips.patch_threshold
     out = excess > 0
     damaged = np.flatnonzero(out)
-    crack_field = wave_field(rips.waves, xy[damaged])
+    crack_field, crack_distance = field_and_zero_distance(rips.waves, xy[damaged])
     fray = wave_field(rips.fray_waves, xy[damaged])
-    cracks = (excess[damaged] > rips.crack_excess) & \
-        (zero_distance(rips.waves, xy[damaged]) < crack_half_width(rips.crack_um, fray))
+    cracks = (excess[damaged] > rips.crack_excess) & (crack_distance < crack_half_width(rips.crack_um, fray))
     clefts = wall_distance[damaged] < cleft_width(rips.cleft_um, crack_field, fray,
                                                   excess[damaged] - rips.cleft_excess)
     out[damaged] = cracks | clefts
