@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from scipy import fft
+from scipy.special import expit, ndtri
 from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 
 from .config import ArctiqueConf, StainConf
@@ -29,6 +30,7 @@ LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
 _OCCUPANCY_CHUNK = 200_000  # grid points tested at once; bounds the memory
 CYTOPLASM_SPREAD = 0.8  # a cytoplasm's uptake spreads by this share of its nucleus's (nuclei.uptake_spread)
+CLEARING_EDGE = 0.5  # softness of the edges of clear spaces, in standard deviations of their field
 
 
 def od_vectors(stain: StainConf) -> Dict[str, np.ndarray]:
@@ -275,6 +277,7 @@ class MatrixPatterns:
     mottle: np.ndarray  # uneven eosin uptake, around 1
     strands: np.ndarray  # mucin strands, in [0, 1]
     grain: np.ndarray  # fine granular texture of cytoplasm, matrix and mucin, around 1
+    clearing: np.ndarray  # density of the lamina propria's matrix between fibres, in [0, 1] (0: clear space)
 
 
 def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
@@ -292,7 +295,18 @@ def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
     grain_um = st.grain_um / op.mpp
     grain = _periodic_blur(stream(seed, "appearance/grain").normal(size=shape), (0.3, grain_um, grain_um))
     grain = np.clip(1 + st.grain * grain / (grain.std() + 1e-12), 0, None)
-    return MatrixPatterns(fibres, mottle, strands, grain)
+    return MatrixPatterns(fibres, mottle, strands, grain, _clearing(stream(seed, "appearance/clearing"), shape, st, op.mpp))
+
+
+def _clearing(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float) -> np.ndarray:
+    """Matrix density in [0, 1]: clear interstitial spaces of ``clearing_um`` where a smooth random
+    field falls below its ``stroma_clearing`` quantile, with edges about a tenth of a space wide."""
+    if stain.stroma_clearing <= 0:
+        return np.ones(shape, np.float32)
+    size = stain.clearing_um / mpp / 2
+    field = _periodic_blur(rng.normal(size=shape), (0.3, size, size))
+    field /= field.std() + 1e-12
+    return expit((field - ndtri(stain.stroma_clearing)) / CLEARING_EDGE).astype(np.float32)
 
 
 def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[], MatrixPatterns],
@@ -322,7 +336,8 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     h, e = out[..., 0], out[..., 1]
     stroma = codes == STROMA
     c = st.fibre_contrast
-    gaps = (1 - c) + c * st.overstaining  # matrix between fibres, relative
+    # Matrix between fibres, relative: clear in the interstitial spaces, unless overstaining fills them.
+    gaps = (1 - c) * matrix.clearing + c * st.overstaining
     stroma_e = eosin * (st.stroma_eosin * mottle * (gaps + c * fibres) + st.fibre_eosin * c * fibres * sheath)
     e[stroma] = stroma_e[stroma]
     h[stroma] = st.stroma_hematoxylin

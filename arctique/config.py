@@ -250,7 +250,7 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = _num(1.0, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = _num(1.15, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
     # relative abundance of the stroma types; normalised, not all zero
     ratios: Dict[str, float] = _each({"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02},
                                      0, 1000, keys=STROMA_NAMES)
@@ -290,7 +290,7 @@ class StainConf:
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
     stroma_hematoxylin: float = _num(0.002, 0, 5)  # OD per um of stroma background
     epithelium_eosin: float = _num(0.14, 0, 5)  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = _num(0.035, 0, 5)  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = _num(0.08, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
@@ -311,6 +311,10 @@ class StainConf:
     field_variation: float = _num(0.12, 0, 1)
     field_variation_um: float = _num(100.0, 10, 5000)  # ... over about this length
     grain_um: float = _num(0.8, 0.1, 10)  # its grain size
+    # share of the lamina propria's matrix that is clear interstitial space (loose connective tissue:
+    # fibres cross it, nothing else stains) ...
+    stroma_clearing: float = _num(0.15, 0, 0.9)
+    clearing_um: float = _num(6.0, 0.5, 50)  # ... in spaces about this wide
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
     fibre_width_um: float = _num(0.7, 0.1, 5)  # width of collagen fibres

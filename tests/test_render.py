@@ -648,6 +648,40 @@ def test_mottle_sets_the_spread_of_uneven_eosin_uptake():
     assert steps[1] < steps[0] / 2, steps
 
 
+def test_stroma_clearing_is_the_share_of_clear_matrix_in_spaces_of_clearing_um():
+    """``stain.stroma_clearing`` is the share of the lamina propria's matrix left clear (0: none),
+    ``stain.clearing_um`` the size of the spaces; the other matrix patterns do not move."""
+    from arctique.appearance import matrix_patterns
+
+    base = ["optics.image_size=256", "optics.mpp=0.5", "stain.clearing_um=3"]
+    dense = matrix_patterns(load_config(base + ["stain.stroma_clearing=0"]), SEED)
+    assert np.all(dense.clearing == 1)
+    for share in (0.2, 0.5):
+        loose = matrix_patterns(load_config(base + [f"stain.stroma_clearing={share}"]), SEED)
+        assert (loose.clearing < 0.5).mean() == pytest.approx(share, abs=0.08)
+        assert (loose.clearing < 0.1).mean() > 0.1 * share  # the spaces have clear cores, not a paler matrix
+        assert np.array_equal(loose.mottle, dense.mottle) and np.array_equal(loose.fibres, dense.fibres)
+    # In the rendered matrix, the lamina propria's eosin off the fibres follows the density.
+    from arctique.appearance import section_compartments, tissue_textures
+    from arctique.scene import build_scene
+    from arctique.scene.model import STROMA
+
+    cfg = load_config([*SMALL, "stain.stroma_clearing=0.5", "stain.fibre_contrast=0"])
+    scene = build_scene(cfg, SEED)
+    patterns = matrix_patterns(cfg, SEED)
+    maps = section_compartments(scene, cfg.optics.image_size, cfg.optics.mpp, cfg.optics.layers)
+    eosin = tissue_textures(cfg, scene, lambda: patterns, lambda: maps)[..., 1]
+    stroma = (maps.codes == STROMA) & (eosin > 0)  # not displaced by a cell
+    clear, dense = stroma & (patterns.clearing < 0.05), stroma & (patterns.clearing > 0.95)
+    assert clear.sum() > 20 and dense.sum() > 20
+    assert eosin[clear].mean() < 0.1 * eosin[dense].mean()
+    sizes = []
+    for um in (2.0, 8.0):
+        clear = matrix_patterns(load_config(base + [f"stain.clearing_um={um}"]), SEED).clearing < 0.5
+        sizes.append(clear.sum() / max(np.abs(np.diff(clear.astype(int), axis=-1)).sum(), 1))
+    assert sizes[1] > 2 * sizes[0], sizes
+
+
 def test_stain_uptake_varies_smoothly_across_the_field():
     """``stain.field_variation`` scales every cell's stains by one smooth field of the sample: cells
     near each other share their factor, distant cells differ; 0 leaves every cell as it was."""

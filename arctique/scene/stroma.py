@@ -23,7 +23,7 @@ from .model import MAX_LOBES, NOISE_TERMS, STROMA, Cells, Crypts, Section, Vesse
 logger = logging.getLogger(__name__)
 
 _VOLUME_SAMPLES = 20000
-_MAX_BATCHES = 40
+_MAX_BATCHES = 120  # long spindles (FIB) find room only among many candidates once the rest is placed
 
 
 def stroma_volume(section: Section, crypts: Crypts, tree: cKDTree, z_pad: float,
