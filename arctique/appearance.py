@@ -222,6 +222,15 @@ def _fibres(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float
     return (np.stack(lines) * weight).sum(0) / weight.sum(0)
 
 
+def _retraction(occupied: np.ndarray, stain: StainConf, mpp: float) -> np.ndarray:
+    """Density of the matrix around cells, (layers, H, W) in [1 - ``cell_halo``, 1]: the matrix
+    shrinks back from cells in fixation, leaving a clear rim about ``halo_um`` wide round each."""
+    if stain.cell_halo <= 0:
+        return np.ones(occupied.shape, np.float32)
+    distance = np.stack([distance_transform_edt(layer < 0.5, sampling=mpp) for layer in occupied])
+    return (1 - stain.cell_halo * np.exp(-(distance / stain.halo_um) ** 2)).astype(np.float32)
+
+
 def cell_occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: int = 4) -> np.ndarray:
     """(layers, H, W) share of each depth layer's path that runs through a cell (nucleus or body)
     on the texture grid ``xs``: cells displace the matrix, so a ray through a nucleus does not also
@@ -277,7 +286,7 @@ class MatrixPatterns:
     mottle: np.ndarray  # uneven eosin uptake, around 1
     strands: np.ndarray  # mucin strands, in [0, 1]
     grain: np.ndarray  # fine granular texture of cytoplasm, matrix and mucin, around 1
-    clearing: np.ndarray  # density of the lamina propria's matrix between fibres, in [0, 1] (0: clear space)
+    clearing: np.ndarray  # density of the lamina propria's matrix between fibres, in [space_density, 1]
 
 
 def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
@@ -299,14 +308,15 @@ def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
 
 
 def _clearing(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float) -> np.ndarray:
-    """Matrix density in [0, 1]: clear interstitial spaces of ``clearing_um`` where a smooth random
-    field falls below its ``stroma_clearing`` quantile, with edges about a tenth of a space wide."""
+    """Matrix density in [``space_density``, 1]: interstitial spaces of ``clearing_um`` where a
+    smooth random field falls below its ``stroma_clearing`` quantile, with soft edges."""
     if stain.stroma_clearing <= 0:
         return np.ones(shape, np.float32)
     size = stain.clearing_um / mpp / 2
     field = _periodic_blur(rng.normal(size=shape), (0.3, size, size))
     field /= field.std() + 1e-12
-    return expit((field - ndtri(stain.stroma_clearing)) / CLEARING_EDGE).astype(np.float32)
+    dense = expit((field - ndtri(stain.stroma_clearing)) / CLEARING_EDGE)
+    return (stain.space_density + (1 - stain.space_density) * dense).astype(np.float32)
 
 
 def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[], MatrixPatterns],
@@ -339,7 +349,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     # Matrix between fibres, relative: clear in the interstitial spaces, unless overstaining fills them.
     gaps = (1 - c) * matrix.clearing + c * st.overstaining
     stroma_e = eosin * (st.stroma_eosin * mottle * (gaps + c * fibres) + st.fibre_eosin * c * fibres * sheath)
-    e[stroma] = stroma_e[stroma]
+    e[stroma] = (stroma_e * _retraction(occupied, st, op.mpp))[stroma]
     h[stroma] = st.stroma_hematoxylin
     epi = codes == EPITHELIUM
     lumen_near = np.stack([distance_transform_edt(layer != LUMEN, sampling=op.mpp) for layer in codes])

@@ -103,11 +103,15 @@ class SectionConf:
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = _num(6.5, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
+    spacing_um: float = _num(5.0, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
     row_spacing_um: float = _num(6.5, 1, 30)  # ... and along the crypt axis
+    # columns around the wall alternate along the crypt axis by this share of a row (0.5: a brick
+    # pattern): ring neighbours then lie at different heights, and their nuclei may be wider than
+    # the room between them around the wall (crowded, pseudo-stratified)
+    column_offset: float = _num(0.5, 0, 0.5)
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.2, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_fraction: float = _num(0.17, 0, 1)  # fraction of epithelial cells that are goblet cells
     goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca towards the lumen
     goblet_width_um: List[float] = _span([14.0, 20.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(0.8, 0.3, 1)  # a theca spans this share of the angle between goblets ...
@@ -225,7 +229,7 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[8.0, 11.0], elongation=[1.5, 2.2], shape_noise=0.1, shape_frequency=[3.5, 7.0],
+        length_um=[8.0, 11.0], elongation=[1.4, 2.0], shape_noise=0.1, shape_frequency=[3.5, 7.0],
         hematoxylin=1.0, chromatin=1.0, rim=1.5, nucleoli=0.8)
     PLA: CellTypeConf = _type(
         length_um=[6.0, 7.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
@@ -250,7 +254,7 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = _num(1.15, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = _num(1.0, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
     # relative abundance of the stroma types; normalised, not all zero
     ratios: Dict[str, float] = _each({"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02},
                                      0, 1000, keys=STROMA_NAMES)
@@ -290,7 +294,7 @@ class StainConf:
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
     stroma_hematoxylin: float = _num(0.002, 0, 5)  # OD per um of stroma background
     epithelium_eosin: float = _num(0.14, 0, 5)  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = _num(0.08, 0, 5)  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = _num(0.05, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
@@ -311,10 +315,12 @@ class StainConf:
     field_variation: float = _num(0.12, 0, 1)
     field_variation_um: float = _num(100.0, 10, 5000)  # ... over about this length
     grain_um: float = _num(0.8, 0.1, 10)  # its grain size
-    # share of the lamina propria's matrix that is clear interstitial space (loose connective tissue:
-    # fibres cross it, nothing else stains) ...
+    # share of the lamina propria's matrix that is loose, with interstitial spaces (fibres cross them) ...
     stroma_clearing: float = _num(0.15, 0, 0.9)
-    clearing_um: float = _num(6.0, 0.5, 50)  # ... in spaces about this wide
+    clearing_um: float = _num(6.0, 0.5, 50)  # ... about this wide ...
+    space_density: float = _num(0.35, 0, 1)  # ... where the matrix keeps this share (0: clear glass)
+    cell_halo: float = _num(0.5, 0, 1)  # how clear the rim is that the matrix leaves round each stroma cell ...
+    halo_um: float = _num(1.0, 0.1, 10)  # ... and its width (shrinkage in fixation)
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
     fibre_width_um: float = _num(0.7, 0.1, 5)  # width of collagen fibres

@@ -24,7 +24,7 @@ from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import (CLEFT_FLOOR, CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates,
                                          crypt_tree, torn)
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
-from arctique.scene.epithelium import _goblet_mucin, _wall_grid
+from arctique.scene.epithelium import SURFACE_PACKING, _goblet_mucin, _wall_grid
 from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
 from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
                                   SceneModel, Vacuoles)
@@ -546,7 +546,7 @@ def test_surface_epithelium_lines_the_luminal_surface():
     lumens opening there) borders it, never stroma; surface nuclei stand in the surface layer and
     no epithelial nucleus reaches out of the tissue."""
     cfg = load_config(SURFACE)
-    scene = built(tuple(SURFACE), 0)
+    scene = built(tuple(SURFACE), 3)  # a section with much of the surface in the field
     mask = tissue_mask(scene, cfg.optics.image_size, cfg.optics.mpp)
     pairs = [(mask[:, :-1], mask[:, 1:]), (mask[:, 1:], mask[:, :-1]), (mask[:-1], mask[1:]), (mask[1:], mask[:-1])]
     tissue_side = np.concatenate([b[(a == OUTSIDE) & (b != OUTSIDE)] for a, b in pairs])
@@ -768,3 +768,40 @@ if __name__ == "__main__" and sys.argv[1:] == ["--refresh-fingerprint"]:
         pinned["sha256"] = scene_fingerprint(build_scene(load_config(SMALL), 5), Path(folder))
     FINGERPRINT.write_text(json.dumps(pinned, indent=1) + "\n")
     print(f"{FINGERPRINT}: {pinned['sha256']}")
+
+
+def test_surface_cells_lie_at_random_never_closer_than_their_nuclei_are_fitted_to():
+    """Seen en face the surface epithelium shows no rows: its cells' nearest neighbours lie at
+    varying distances, never below ``SURFACE_PACKING`` of the row spacing (the room their nuclei are
+    fitted to), and mostly closer than in a hexagonal grid of the row spacing."""
+    overrides = SMALL + ["tissue.section.tilt_deg=[0,0]", "tissue.section.depth_um=[4,4]"]
+    scene = built(tuple(overrides), 2)
+    spacing = load_config(overrides).tissue.epithelium.row_spacing_um
+    cells, section = scene.cells, scene.section
+    axis = cells.rotation[:, :, 0] @ section.rotation.T  # long axes in the tissue frame
+    surface = (cells.cls == CLASS_IDS["EPI"]) & (np.abs(axis[:, 2]) > 0.999)
+    uv = section.to_tissue(cells.centre[surface])[:, :2]
+    assert len(uv) > 40
+    nearest = cKDTree(uv).query(uv, k=2)[0][:, 1]
+    assert nearest.min() >= SURFACE_PACKING * spacing - 1e-9
+    assert nearest.std() > 0.05 * nearest.mean()  # a grid's are all equal
+    assert np.median(nearest) < spacing  # packed at least as closely as the hexagonal grid
+
+
+def test_staggered_columns_set_ring_neighbours_apart_along_the_crypt_and_widen_their_nuclei():
+    """``column_offset`` moves alternate columns along the crypt: on the tube, ring neighbours lie
+    that share of a row apart (0: side by side), and nuclei get wider than the arc between them."""
+    crypts = built(tuple(SMALL), 3).crypts
+    for offset in (0.0, 0.5):
+        epi = load_config(SMALL + [f"tissue.epithelium.column_offset={offset}"]).tissue.epithelium
+        wall = _wall_grid(crypts, epi, 5.0, np.random.default_rng(0))
+        tube = wall.anchor[:, 2] + 2 * epi.row_spacing_um < crypts.depth
+        along = np.abs(wall.anchor[wall.neighbours[:, 1], 2] - wall.anchor[:, 2])[tube]
+        assert np.mean(np.isclose(along, offset * epi.row_spacing_um)) > 0.9, offset
+        assert np.mean(np.isclose(wall.stagger[tube], offset * epi.row_spacing_um)) > 0.9, offset
+    widths = []
+    for offset in (0.0, 0.5):
+        cells = built(tuple(SMALL + [f"tissue.epithelium.column_offset={offset}"]), 3).cells
+        plain = (cells.cls == CLASS_IDS["EPI"]) & ~cells.goblet
+        widths.append(np.median(2 * cells.lobe_axes[plain, 0, 1]))
+    assert widths[1] > 1.05 * widths[0], widths

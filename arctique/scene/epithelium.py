@@ -1,8 +1,9 @@
 """Epithelium: crypts lined with columnar nuclei and goblet mucin, and the surface epithelium.
 
 Crypt cells sit on a grid over each crypt wall (rows along the crypt profile, columns around the
-axis), surface cells on a grid under the luminal surface; neighbours stand side by side with
-parallel long axes and are never wider than the room between them, so nuclei cannot overlap by
+axis, alternate columns moved along it: a brick pattern), surface cells at random under the
+luminal surface but never closer than a set distance; neighbours stand side by side with parallel
+long axes and are never wider than the room between them, so nuclei cannot overlap by
 construction. Nuclei sit at the base, some raised (pseudo-stratification); goblet cells keep a
 flattened basal nucleus under a mucin vacuole that reaches the lumen. Only cells that can reach the
 slab are kept.
@@ -15,6 +16,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
+from scipy.stats import qmc
 
 from ..classes import CLASS_IDS
 from ..config import CellTypeConf, EpitheliumConf
@@ -31,6 +33,9 @@ GOBLET_SQUASH = (0.6, 1.15)  # goblet nuclei: shorter and wider, pressed to the 
 # both doubled.
 CELL_REACH = 2.4
 BODY_REACH = 3.1
+# Surface cells keep at least this share of the row spacing between them: random packing at 0.72 is
+# as dense as a hexagonal grid.
+SURFACE_PACKING = 0.72
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class _Wall:
     normal: np.ndarray  # (P, 3) outward unit normal
     alpha: np.ndarray  # (P,) angle of the normal on the rounded end (0 on the tube)
     arc: np.ndarray  # (P,) distance to the nearer ring neighbour at the nominal inset radius
+    stagger: np.ndarray  # (P,) least distance along the crypt to a ring neighbour (column_offset)
     goblet: np.ndarray  # (P,) bool: a goblet cell
     cup_theta: np.ndarray  # (P,) angle of a goblet's theca (NaN for other cells)
     pitch: np.ndarray  # (P,) a goblet's angle to the nearer of its ring neighbours (others: the mean)
@@ -87,6 +93,12 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         row, first, col = _ring_items(ring)
         jitter = rng.uniform(-0.15, 0.15, len(row))
         phase = rng.uniform(0, 2 * np.pi, len(s))
+        # With staggered columns the rings of the tube (all of one cell count) share the first one's
+        # phase and jitter, so that a moved cell lies between the cells of its neighbouring columns.
+        tube = s <= crypts.depth
+        if epi.column_offset > 0:
+            phase[tube] = phase[0]
+            jitter = np.where(tube[row], jitter[col % ring[0]], jitter)
         goblet_phase = rng.uniform(0, 2 * np.pi)
         n_goblet = np.where(epi.goblet_fraction > 0, np.maximum(1, np.round(epi.goblet_fraction * ring)), 0)
         n_goblet = n_goblet.astype(int)
@@ -107,7 +119,11 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         pitch = 2 * np.pi / np.maximum(n_goblet, 1)[row]
         pitch[cell] = room[j]
         theta = 2 * np.pi * (col + jitter) / ring[row] + phase[row]
-        w_anchor = np.minimum(s, crypts.depth)[row]
+        # Odd columns move along the crypt by column_offset of a row, where the next ring is on the
+        # tube too (the rounded end's rings hold fewer cells, at their own phases: no columns there).
+        movable = (s + epi.row_spacing_um <= crypts.depth)[row]
+        moved = np.where(movable & (col % 2 == 1), epi.column_offset * epi.row_spacing_um, 0.0)
+        w_anchor = np.minimum(s[row] + moved, crypts.depth)
         a = alpha[row]
         idx = np.full(len(row), c)
         anchor = np.column_stack([axis_point(crypts, idx, w_anchor), w_anchor])
@@ -116,18 +132,22 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         # The jitter brings ring neighbours closer than the nominal arc: each cell gets its nearer gap.
         before_i, after_i, nearer = _nearer_gap(jitter, first, col, ring[row])
         arc = nominal * nearer
+        apart = np.abs(moved[:, None] - moved[np.column_stack([before_i, after_i])])
+        stagger = np.minimum(apart, epi.row_spacing_um - apart).min(axis=1)
         lo = np.cumsum(ring) - ring  # first cell of each ring
         rows = np.column_stack([lo[np.maximum(row - 1, 0)], (lo + ring)[np.minimum(row + 1, len(s) - 1)] - 1])
-        parts.append((idx, theta, anchor, normal, a, arc, goblet, cup_theta, pitch,
+        parts.append((idx, theta, anchor, normal, a, arc, stagger, goblet, cup_theta, pitch,
                       np.column_stack([before_i, after_i]) + start, row + n_rows, rows + start))
         start += len(row)
         n_rows += len(s)
     return _Wall(*(np.concatenate(p) for p in zip(*parts)))
 
 
-def _surface_grid(crypts: Crypts, section: Section, spacing: float, reach: float,
-                  tree: cKDTree) -> Tuple[np.ndarray, np.ndarray]:
-    """Hexagonal grid of surface-epithelium cells near the slab, away from the crypt mouths.
+def _surface_cells(crypts: Crypts, section: Section, spacing: float, reach: float,
+                   tree: cKDTree, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Surface-epithelium cells near the slab, away from the crypt mouths, at random but never
+    closer than ``SURFACE_PACKING`` x ``spacing`` (a Poisson-disc pattern, about as dense as a
+    hexagonal grid of ``spacing``: seen en face, no rows).
 
     Returns their basal anchors (P, 3) in tissue coordinates and their luminal normals (P, 3).
     """
@@ -136,12 +156,11 @@ def _surface_grid(crypts: Crypts, section: Section, spacing: float, reach: float
     q = section.to_tissue(corners)
     if q[:, 2].min() > crypts.surface + reach + np.abs(crypts.surface_waves[:, 3]).sum():
         return np.zeros((0, 3)), np.zeros((0, 3))
-    (umin, vmin), (umax, vmax) = q[:, :2].min(0) - reach, q[:, :2].max(0) + reach
-    dv = spacing * np.sqrt(3) / 2
-    rows = np.arange(np.floor(vmin / dv), np.ceil(vmax / dv) + 1)
-    cols = np.arange(np.floor(umin / spacing) - 1, np.ceil(umax / spacing) + 1)
-    jj, ii = np.meshgrid(rows, cols, indexing="ij")
-    uv = np.stack([(ii + 0.5 * (jj % 2)) * spacing, jj * dv], -1).reshape(-1, 2)
+    lo_uv, hi_uv = q[:, :2].min(0) - reach, q[:, :2].max(0) + reach
+    extent = float((hi_uv - lo_uv).max())
+    disc = qmc.PoissonDisk(2, radius=SURFACE_PACKING * spacing / extent, seed=rng)
+    uv = lo_uv + disc.fill_space() * extent
+    uv = uv[np.all(uv <= hi_uv, axis=1)]
     base = surface_depth(crypts, uv) + crypts.surface
     anchor = np.column_stack([uv, base])
     _, rho, _, basal, _ = crypt_coordinates(crypts, anchor, tree)
@@ -221,7 +240,11 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     basal = crypts.radius[idx] * wall_factor(crypts, idx, theta)
     centre_radius = basal - epi.basal_gap_um - half_len - raised
     innermost = np.maximum(basal - epi.basal_gap_um - half_len - epi.stratification_um, 1.0)
-    room = np.minimum(wall.arc[rows] * innermost / (crypts.radius[idx] - inset), epi.row_spacing_um)
+    # Nuclear axes, at the innermost radius: neighbouring columns lie an arc apart around the wall
+    # and, staggered, a stagger apart along it (in the ring and in the rings before and after); a
+    # column's rows a row apart.
+    arc = wall.arc[rows] * innermost / (crypts.radius[idx] - inset)
+    room = np.minimum(np.hypot(arc, wall.stagger[rows]), epi.row_spacing_um)
     _fit_width(shapes, room, nucleus.shape_noise)
     centre_t = wall.anchor[rows] + wall.normal[rows] * centre_radius[:, None]
     noise = 1 + nucleus.shape_noise
@@ -246,11 +269,11 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     vac_owner = np.concatenate([g, g])
 
     # Surface epithelium: columnar cells standing on the base of the surface layer.
-    anchor_s, normal_s = _surface_grid(crypts, section, epi.row_spacing_um, mean_len * 2, tree)
+    anchor_s, normal_s = _surface_cells(crypts, section, epi.row_spacing_um, mean_len * 2, tree, rng_place)
     m = len(anchor_s)
     draws_s = _NucleusDraws.draw(nucleus, scale, np.zeros(m, bool), np.arange(m), rng_shape)
     shapes_s = draws_s.shapes()
-    _fit_width(shapes_s, np.full(m, epi.row_spacing_um), nucleus.shape_noise)
+    _fit_width(shapes_s, np.full(m, SURFACE_PACKING * epi.row_spacing_um), nucleus.shape_noise)
     lift = epi.basal_gap_um + shapes_s["lobe_axes"][:, 0, 0] + rng_place.uniform(0, epi.stratification_um, m)
     centre_s = anchor_s + normal_s * lift[:, None]
 
