@@ -1,10 +1,9 @@
 """Epithelium: crypts lined with columnar nuclei and goblet mucin, and the surface epithelium.
 
 Crypt cells sit on a grid over each crypt wall (rows along the crypt profile, columns around the
-axis, alternate columns moved along it: a brick pattern), surface cells at random under the
-luminal surface but never closer than a set distance; neighbours stand side by side with parallel
-long axes and are never wider than the room between them, so nuclei cannot overlap by
-construction. Nuclei sit at the base, some raised (pseudo-stratification); goblet cells keep a
+axis, alternate columns moved along it: a brick pattern), surface cells on a jittered grid under
+the luminal surface; neighbours stand side by side with parallel long axes and are never wider
+than the room between them, so nuclei cannot overlap by construction. Nuclei sit at the base, some raised (pseudo-stratification); goblet cells keep a
 flattened basal nucleus under a mucin vacuole that reaches the lumen. Only cells that can reach the
 slab are kept.
 """
@@ -16,7 +15,6 @@ from typing import Dict, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.stats import qmc
 
 from ..classes import CLASS_IDS
 from ..config import CellTypeConf, EpitheliumConf
@@ -33,9 +31,9 @@ GOBLET_SQUASH = (0.6, 1.15)  # goblet nuclei: shorter and wider, pressed to the 
 # both doubled.
 CELL_REACH = 2.4
 BODY_REACH = 3.1
-# Surface cells keep at least this share of the row spacing between them: random packing at 0.72 is
-# as dense as a hexagonal grid.
-SURFACE_PACKING = 0.72
+# Surface cells move off their hexagonal grid by up to this share of the row spacing, in any
+# direction; neighbours keep at least 1 - 2 x that share of it between them.
+SURFACE_JITTER = 0.14
 
 
 @dataclass(frozen=True)
@@ -145,9 +143,8 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
 
 def _surface_cells(crypts: Crypts, section: Section, spacing: float, reach: float,
                    tree: cKDTree, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    """Surface-epithelium cells near the slab, away from the crypt mouths, at random but never
-    closer than ``SURFACE_PACKING`` x ``spacing`` (a Poisson-disc pattern, about as dense as a
-    hexagonal grid of ``spacing``: seen en face, no rows).
+    """Surface-epithelium cells near the slab, away from the crypt mouths: a hexagonal grid of
+    ``spacing`` with every cell moved by up to ``SURFACE_JITTER`` of it (seen en face, no rows).
 
     Returns their basal anchors (P, 3) in tissue coordinates and their luminal normals (P, 3).
     """
@@ -156,11 +153,14 @@ def _surface_cells(crypts: Crypts, section: Section, spacing: float, reach: floa
     q = section.to_tissue(corners)
     if q[:, 2].min() > crypts.surface + reach + np.abs(crypts.surface_waves[:, 3]).sum():
         return np.zeros((0, 3)), np.zeros((0, 3))
-    lo_uv, hi_uv = q[:, :2].min(0) - reach, q[:, :2].max(0) + reach
-    extent = float((hi_uv - lo_uv).max())
-    disc = qmc.PoissonDisk(2, radius=SURFACE_PACKING * spacing / extent, seed=rng)
-    uv = lo_uv + disc.fill_space() * extent
-    uv = uv[np.all(uv <= hi_uv, axis=1)]
+    (umin, vmin), (umax, vmax) = q[:, :2].min(0) - reach, q[:, :2].max(0) + reach
+    dv = spacing * np.sqrt(3) / 2
+    rows = np.arange(np.floor(vmin / dv), np.ceil(vmax / dv) + 1)
+    cols = np.arange(np.floor(umin / spacing) - 1, np.ceil(umax / spacing) + 1)
+    jj, ii = np.meshgrid(rows, cols, indexing="ij")
+    uv = np.stack([(ii + 0.5 * (jj % 2)) * spacing, jj * dv], -1).reshape(-1, 2)
+    angle, radius = rng.uniform(0, 2 * np.pi, len(uv)), SURFACE_JITTER * spacing * np.sqrt(rng.random(len(uv)))
+    uv += radius[:, None] * np.column_stack([np.cos(angle), np.sin(angle)])
     base = surface_depth(crypts, uv) + crypts.surface
     anchor = np.column_stack([uv, base])
     _, rho, _, basal, _ = crypt_coordinates(crypts, anchor, tree)
@@ -273,7 +273,7 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     m = len(anchor_s)
     draws_s = _NucleusDraws.draw(nucleus, scale, np.zeros(m, bool), np.arange(m), rng_shape)
     shapes_s = draws_s.shapes()
-    _fit_width(shapes_s, np.full(m, SURFACE_PACKING * epi.row_spacing_um), nucleus.shape_noise)
+    _fit_width(shapes_s, np.full(m, (1 - 2 * SURFACE_JITTER) * epi.row_spacing_um), nucleus.shape_noise)
     lift = epi.basal_gap_um + shapes_s["lobe_axes"][:, 0, 0] + rng_place.uniform(0, epi.stratification_um, m)
     centre_s = anchor_s + normal_s * lift[:, None]
 
