@@ -67,6 +67,16 @@ def _signal_during_seed_4(root: Path, sig: int) -> None:
     os.kill(int(next(staging.glob("4.*")).name.rpartition(".")[2]), sig)
 
 
+def _interrupt(proc: subprocess.Popen) -> None:
+    """SIGINT, then SIGTERM if the process is still there a minute later (on a freshly installed CI
+    machine a sweep has outlived the first interrupt)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+
+
 def _squeue(env) -> str:
     return subprocess.run(["squeue", "-h", "-o", "%i %T %r"], env=env, capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -103,7 +113,7 @@ def test_killed_job_is_completed_by_resubmitting(slurm_conf, local_reference, tm
     _signal_during_seed_4(root, signal.SIGKILL)  # as the OOM killer or a failing node would
     _wait_for(lambda: _squeue(env) == "", "both array jobs to end")
     if sweep.poll() is None:  # without SLURM accounting submitit cannot see a killed job's state
-        sweep.send_signal(signal.SIGINT)
+        _interrupt(sweep)
     sweep.communicate(timeout=60)
     assert sweep.returncode != 0, "a sweep with a killed job must not succeed"
     done = Dataset(root).completed()
