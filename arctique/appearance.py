@@ -227,8 +227,13 @@ def _retraction(occupied: np.ndarray, stain: StainConf, mpp: float) -> np.ndarra
     shrinks back from cells in fixation, leaving a clear rim about ``halo_um`` wide round each."""
     if stain.cell_halo <= 0:
         return np.ones(occupied.shape, np.float32)
-    distance = np.stack([distance_transform_edt(layer < 0.5, sampling=mpp) for layer in occupied])
+    distance = _distance_to(occupied >= 0.5, mpp)
     return (1 - stain.cell_halo * np.exp(-(distance / stain.halo_um) ** 2)).astype(np.float32)
+
+
+def _distance_to(masks: np.ndarray, mpp: float) -> np.ndarray:
+    """(layers, H, W) distance (um) of every grid point to the nearest ``True`` point of its layer."""
+    return np.stack([distance_transform_edt(~layer, sampling=mpp) for layer in masks])
 
 
 def cell_occupancy(scene: SceneModel, xs: np.ndarray, layers: int, per_layer: int = 4) -> np.ndarray:
@@ -304,7 +309,8 @@ def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
     grain_um = st.grain_um / op.mpp
     grain = _periodic_blur(stream(seed, "appearance/grain").normal(size=shape), (0.3, grain_um, grain_um))
     grain = np.clip(1 + st.grain * grain / (grain.std() + 1e-12), 0, None)
-    return MatrixPatterns(fibres, mottle, strands, grain, _clearing(stream(seed, "appearance/clearing"), shape, st, op.mpp))
+    clearing = _clearing(stream(seed, "appearance/clearing"), shape, st, op.mpp)
+    return MatrixPatterns(fibres, mottle, strands, grain, clearing)
 
 
 def _clearing(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float) -> np.ndarray:
@@ -339,7 +345,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     codes, parts = maps.codes, maps.parts
     # Collagen is densest in the sheath around the crypts and under the surface epithelium.
     epithelium = (codes == EPITHELIUM) | (codes == MUCIN)
-    to_epithelium = np.stack([distance_transform_edt(~layer, sampling=op.mpp) for layer in epithelium])
+    to_epithelium = _distance_to(epithelium, op.mpp)
     sheath = 1 + np.exp(-to_epithelium / 4.0)
 
     out = np.zeros(shape + (3,), np.float32)
@@ -352,7 +358,7 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     e[stroma] = (stroma_e * _retraction(occupied, st, op.mpp))[stroma]
     h[stroma] = st.stroma_hematoxylin
     epi = codes == EPITHELIUM
-    lumen_near = np.stack([distance_transform_edt(layer != LUMEN, sampling=op.mpp) for layer in codes])
+    lumen_near = _distance_to(codes == LUMEN, op.mpp)
     apical = epi & (lumen_near <= st.apical_um)
     e[epi] = (st.epithelium_eosin * eosin * mottle)[epi]
     e[apical] += st.apical_eosin * eosin

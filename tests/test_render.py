@@ -651,11 +651,22 @@ def test_mottle_sets_the_spread_of_uneven_eosin_uptake():
     assert steps[1] < steps[0] / 2, steps
 
 
+def _matrix_eosin(cfg, scene) -> np.ndarray:
+    """The eosin of the tissue matrix (``appearance.tissue_textures``) of ``scene`` under ``cfg``, and
+    its compartment codes, on the texture grid."""
+    from arctique.appearance import matrix_patterns, section_compartments, tissue_textures
+
+    maps = section_compartments(scene, cfg.optics.image_size, cfg.optics.mpp, cfg.optics.layers)
+    patterns = matrix_patterns(cfg, scene.seed)
+    return tissue_textures(cfg, scene, lambda: patterns, lambda: maps)[..., 1], maps.codes
+
+
 def test_stroma_clearing_is_the_share_of_clear_matrix_in_spaces_of_clearing_um():
     """``stain.stroma_clearing`` is the share of the lamina propria's matrix in interstitial spaces
     (0: none), ``stain.clearing_um`` their size, ``stain.space_density`` the matrix left there (0:
     clear); the other matrix patterns do not move."""
     from arctique.appearance import matrix_patterns
+    from arctique.scene import build_scene
 
     base = ["optics.image_size=256", "optics.mpp=0.5", "stain.clearing_um=3", "stain.space_density=0"]
     dense = matrix_patterns(load_config(base + ["stain.stroma_clearing=0"]), SEED)
@@ -665,19 +676,14 @@ def test_stroma_clearing_is_the_share_of_clear_matrix_in_spaces_of_clearing_um()
         assert (loose.clearing < 0.5).mean() == pytest.approx(share, abs=0.08)
         assert (loose.clearing < 0.1).mean() > 0.1 * share  # the spaces have clear cores, not a paler matrix
         assert np.array_equal(loose.mottle, dense.mottle) and np.array_equal(loose.fibres, dense.fibres)
-    # In the rendered matrix, the lamina propria's eosin off the fibres follows the density.
-    from arctique.appearance import section_compartments, tissue_textures
-    from arctique.scene import build_scene
-
     kept = matrix_patterns(load_config(base + ["stain.space_density=0.35"]), SEED).clearing
     assert kept.min() >= 0.35 - 1e-6 and kept.min() < 0.4  # the spaces keep that much matrix
+    # In the rendered matrix, the lamina propria's eosin off the fibres follows the density.
     cfg = load_config([*SMALL, "stain.stroma_clearing=0.5", "stain.space_density=0", "stain.fibre_contrast=0",
                        "stain.cell_halo=0"])
-    scene = build_scene(cfg, SEED)
     patterns = matrix_patterns(cfg, SEED)
-    maps = section_compartments(scene, cfg.optics.image_size, cfg.optics.mpp, cfg.optics.layers)
-    eosin = tissue_textures(cfg, scene, lambda: patterns, lambda: maps)[..., 1]
-    stroma = (maps.codes == STROMA) & (eosin > 0)  # not displaced by a cell
+    eosin, codes = _matrix_eosin(cfg, build_scene(cfg, SEED))
+    stroma = (codes == STROMA) & (eosin > 0)  # not displaced by a cell
     clear, dense = stroma & (patterns.clearing < 0.05), stroma & (patterns.clearing > 0.95)
     assert clear.sum() > 20 and dense.sum() > 20
     assert eosin[clear].mean() < 0.1 * eosin[dense].mean()
@@ -693,22 +699,17 @@ def test_cell_halo_clears_the_matrix_next_to_stroma_cells_only():
     edge), over about ``stain.halo_um``; the matrix further away keeps its stain."""
     from scipy.ndimage import distance_transform_edt
 
-    from arctique.appearance import (cell_occupancy, matrix_patterns, section_compartments, texture_grid,
-                                     tissue_textures)
+    from arctique.appearance import cell_occupancy, texture_grid
     from arctique.scene import build_scene
-    from arctique.scene.model import STROMA
 
     base = [*SMALL, "optics.mpp=0.5", "optics.image_size=160", "stain.stroma_clearing=0"]
     scene = build_scene(load_config(base), SEED)
     eosin = {}
     for halo in (0, 1):
-        cfg = load_config(base + [f"stain.cell_halo={halo}", "stain.halo_um=1"])
-        maps = section_compartments(scene, cfg.optics.image_size, cfg.optics.mpp, cfg.optics.layers)
-        patterns = matrix_patterns(cfg, SEED)
-        eosin[halo] = tissue_textures(cfg, scene, lambda: patterns, lambda: maps)[..., 1]
+        eosin[halo], codes = _matrix_eosin(load_config(base + [f"stain.cell_halo={halo}", "stain.halo_um=1"]), scene)
     occupied = cell_occupancy(scene, texture_grid(scene.section.field_um, scene.section.margin_um, 0.5), 1)
     distance = distance_transform_edt(occupied[0] < 0.5, sampling=0.5)[None]
-    matrix = (maps.codes == STROMA) & (occupied == 0) & (eosin[0] > 0)
+    matrix = (codes == STROMA) & (occupied == 0) & (eosin[0] > 0)
     ratio = eosin[1] / np.where(matrix, eosin[0], 1)
     near, far = matrix & (distance <= 0.5), matrix & (distance >= 3)
     assert near.sum() > 50 and far.sum() > 50

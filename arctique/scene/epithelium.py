@@ -3,9 +3,9 @@
 Crypt cells sit on a grid over each crypt wall (rows along the crypt profile, columns around the
 axis, alternate columns moved along it: a brick pattern), surface cells on a jittered grid under
 the luminal surface; neighbours stand side by side with parallel long axes and are never wider
-than the room between them, so nuclei cannot overlap by construction. Nuclei sit at the base, some raised (pseudo-stratification); goblet cells keep a
-flattened basal nucleus under a mucin vacuole that reaches the lumen. Only cells that can reach the
-slab are kept.
+than the room between them, so nuclei cannot overlap by construction. Nuclei sit at the base, some
+raised (pseudo-stratification); goblet cells keep a flattened basal nucleus under a mucin vacuole
+that reaches the lumen. Only cells that can reach the slab are kept.
 """
 
 from __future__ import annotations
@@ -130,8 +130,9 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         # The jitter brings ring neighbours closer than the nominal arc: each cell gets its nearer gap.
         before_i, after_i, nearer = _nearer_gap(jitter, first, col, ring[row])
         arc = nominal * nearer
-        apart = np.abs(moved[:, None] - moved[np.column_stack([before_i, after_i])])
-        stagger = np.minimum(apart, epi.row_spacing_um - apart).min(axis=1)
+        # (Neighbouring columns' cells in the rings before and after lie a row less this apart: never
+        # nearer, as column_offset is at most half a row.)
+        stagger = np.abs(moved[:, None] - moved[np.column_stack([before_i, after_i])]).min(axis=1)
         lo = np.cumsum(ring) - ring  # first cell of each ring
         rows = np.column_stack([lo[np.maximum(row - 1, 0)], (lo + ring)[np.minimum(row + 1, len(s) - 1)] - 1])
         parts.append((idx, theta, anchor, normal, a, arc, stagger, goblet, cup_theta, pitch,
