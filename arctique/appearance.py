@@ -18,13 +18,14 @@ from scipy.ndimage import distance_transform_edt, fourier_gaussian, rotate
 
 from .config import ArctiqueConf, StainConf
 from .rng import stream
-from .scene.architecture import compartment_map, compartments, crypt_tree, random_waves, vessel_parts, wave_field
+from .scene.architecture import (compartment_map, compartments, crypt_tree, ellipsoid_depth, random_waves, vessel_parts,
+                                 wave_field)
 from .scene.build import field_um
 from .scene.cells import inside_body, inside_nucleus
 from .classes import CLASS_IDS, CLASS_NAMES, NAMES
 from .labels.exact import tissue_mask
-from .scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, STROMA, VESSEL, VESSEL_WALL, Crypts, Rips, SceneModel,
-                          Section)
+from .scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, VESSEL_WALL, Crypts, Rips,
+                          SceneModel, Section)
 
 LN10 = float(np.log(10))
 STAINS = ("hematoxylin", "eosin", "blood")
@@ -325,6 +326,21 @@ def _clearing(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: flo
     return (stain.space_density + (1 - stain.space_density) * dense).astype(np.float32)
 
 
+def red_cell_depth(scene: SceneModel, xs: np.ndarray, layers: int) -> np.ndarray:
+    """(layers, H, W) share of each depth layer's thickness that red cells fill, on the grid ``xs``.
+
+    A red cell (about 2 um thick) lies wholly within a 3-5 um slab more often than it crosses its
+    mid-plane, and a bright-field image shows it whole: its projection, as dark as the path
+    through it is long. Sampling the cells at the layer's depth alone would show most of them as
+    rods cut edge-on, each as dark as the layer is thick.
+    """
+    sec = scene.section
+    xy = _grid_points(xs, 0.0)[:, :2]
+    dz = sec.thickness / layers
+    return np.stack([ellipsoid_depth(xy, scene.blood, z - dz / 2, z + dz / 2).reshape(len(xs), len(xs)) / dz
+                     for z in layer_depths(sec, layers)]).astype(np.float32)
+
+
 def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[], MatrixPatterns],
                     compartments: Callable[[], Compartments]) -> np.ndarray:
     """Stain concentrations of the tissue matrix: ``(layers, H, W, 3)`` float32 (H, E, blood).
@@ -377,7 +393,8 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     e[wall] = (st.vessel_wall_eosin * eosin * mottle)[wall]
     h[wall] = st.stroma_hematoxylin
     e[vessel & ~wall] = st.plasma_eosin * eosin
-    out[..., 2][codes == BLOOD] = st.blood_density
+    tissue = (codes != OUTSIDE) & (codes != RIP)
+    out[..., 2][tissue] = st.blood_density * red_cell_depth(scene, xs, op.layers)[tissue]
     e[codes == BLOOD] = st.stroma_eosin * eosin
     cytoplasm_and_matrix = stroma | epi | mucin | lumen
     out[cytoplasm_and_matrix] *= matrix.grain[cytoplasm_and_matrix][:, None]

@@ -285,10 +285,11 @@ class StainConf:
     # (GlaS, 0.62 um/px): eosin is the mean OD direction of its least hematoxylin-stained tissue
     # (magenta: it absorbs more blue than red; 16 degrees from Macenko et al.'s typical-slide
     # estimate, which stain=pale keeps). Hematoxylin is chosen so that rendered nuclei, which also
-    # hold eosin, have the OD direction of the real nuclei. Blood from oxyhaemoglobin.
+    # hold eosin, have the OD direction of the real nuclei. Blood is the mean OD direction of the
+    # reddest real pixels (the top 0.2 % in R - G: red cells, stained by eosin and haemoglobin).
     hematoxylin_od: List[float] = _each([0.51, 0.81, 0.28], 0, 5, length=3)
     eosin_od: List[float] = _each([0.18, 0.93, 0.31], 0, 5, length=3)
-    blood_od: List[float] = _each([0.10, 0.80, 0.59], 0, 5, length=3)
+    blood_od: List[float] = _each([0.11, 0.95, 0.27], 0, 5, length=3)
     eosin_intensity: float = _num(1.6, 0, 3)  # slider: multiplies every eosin concentration
     stroma_eosin: float = _num(0.12, 0, 5)  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
@@ -297,7 +298,7 @@ class StainConf:
     epithelium_hematoxylin: float = _num(0.05, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
-    blood_density: float = _num(0.45, 0, 5)  # OD per um of red blood cells
+    blood_density: float = _num(0.3, 0, 5)  # OD per um of path through red blood cells
     vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
     goblet_clarity: float = _num(0.85, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin

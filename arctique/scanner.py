@@ -91,11 +91,17 @@ def blurred(linear: np.ndarray, scanner: ScannerConf, mpp: float, gen: np.random
 
 
 def sensor(linear: np.ndarray, scanner: ScannerConf, gen: np.random.Generator) -> np.ndarray:
-    """Photo-electrons (Poisson) plus read noise (Gaussian), back in units of full scale: signal 1
-    at ``full_well`` electrons."""
-    electrons = gen.poisson(np.clip(linear, 0, None) * scanner.full_well).astype(np.float64)
-    electrons += gen.normal(0.0, scanner.read_noise, electrons.shape) if scanner.read_noise else 0.0
-    return electrons / scanner.full_well
+    """Photo-electrons with shot noise plus read noise, back in units of full scale: signal 1 at
+    ``full_well`` electrons.
+
+    Shot noise is Poisson's at the normal limit (hundreds of electrons per pixel): its SD, the square
+    root of the signal, times one fixed standard-normal field per seed. So a scene re-rendered with
+    one appearance parameter changed gets the same noise wherever its signal is the same, and a
+    pixel-wise difference shows the parameter's effect alone.
+    """
+    shot, read = gen.standard_normal((2,) + linear.shape)
+    electrons = np.clip(linear, 0, None) * scanner.full_well
+    return np.clip(electrons + np.sqrt(electrons) * shot + scanner.read_noise * read, 0, None) / scanner.full_well
 
 
 def jpeg(image: np.ndarray, quality: int) -> np.ndarray:

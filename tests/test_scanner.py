@@ -81,6 +81,20 @@ def test_shot_noise_follows_the_full_well():
         assert signal.std() == pytest.approx(expected, rel=0.25)
 
 
+def test_sensor_noise_is_the_same_wherever_the_signal_is():
+    """Re-rendered with one region changed, a scan keeps every other pixel's noise: the difference
+    of the two scans lies in that region (and the blur's reach around it) only."""
+    image = np.full((96, 96, 3), 0.5 * OPTICS.white_level)
+    changed = image.copy()
+    changed[40:50, 40:50] *= 0.5
+    cfg = replace(QUIET, full_well=700.0, read_noise=10.0)
+    a, b = scan(image, cfg, OPTICS, 7)[0], scan(changed, cfg, OPTICS, 7)[0]
+    differs = np.abs(a.astype(int) - b).max(-1) > 0
+    assert differs[40:50, 40:50].all()
+    assert not differs[:30].any() and not differs[60:].any() and not differs[:, :30].any()
+    assert a.astype(float).std() > 2  # the noise is there
+
+
 def test_scans_are_seeded_and_jpeg_compresses_in_blocks():
     image = np.clip(edge() + np.random.default_rng(1).normal(0, 0.05, (96, 96, 3)), 0, 1)
     cfg = ScannerConf(enabled=True)

@@ -192,8 +192,9 @@ def white_fraction(root: Path, i: int) -> float:
 
 
 def red_fraction(root: Path, i: int) -> float:
+    """Share of pixels as bright in red and as dark in green as only red blood cells are."""
     rgb = image(root, i)
-    return float((rgb[..., 0] - rgb[..., 2] > 70).mean())
+    return float((rgb[..., 0] - rgb[..., 1] > 130).mean())
 
 
 def red_minus_blue(root: Path, i: int) -> float:
@@ -229,7 +230,7 @@ SLIDERS: Dict[str, Tuple[List, Callable[[Path, int], float], int, str, float]] =
     "optics.focus_offset_um": ([0.0, 3.0, 6.0], nuclear_contrast, -1, SCENE, 0.006),
     "tissue.section.thickness_um": ([[3, 3], [5, 5], [8, 8]], mean_od, +1, NEITHER, 0.05),
     "tissue.rips.strength": ([0.0, 0.05, 0.2], white_fraction, +1, LABELS, 0.013),
-    "tissue.blood.strength": ([0.0, 5.0, 20.0], red_fraction, +1, LABELS, 0.0015),
+    "tissue.blood.strength": ([0.0, 5.0, 20.0], red_fraction, +1, LABELS, 0.0005),
     "stain.colour_shift": ([-1.0, 0.0, 1.0], red_minus_blue, +1, SCENE, 10.0),
     "stain.overstaining": ([0.0, 0.5, 1.0], stroma_green_od, +1, SCENE, 0.01),
     "stain.goblet_clarity": ([0.0, 0.5, 1.0], brightness, +1, SCENE, 0.6),

@@ -12,7 +12,9 @@ from arctique.classes import CLASS_IDS
 from arctique.compose import load_config
 from arctique.labels.exact import tissue_mask
 from arctique.scene import build_scene
-from arctique.scene.architecture import crypt_tree, vessel_parts, wall_clearance
+from scipy.spatial import cKDTree
+
+from arctique.scene.architecture import crypt_tree, ellipsoid_depth, ellipsoid_labels, vessel_parts, wall_clearance
 from arctique.scene.cells import inside_nucleus
 from arctique.scene.model import BLOOD, RIP, STROMA, VESSEL, VESSEL_LUMEN, VESSEL_WALL
 from arctique.scene.vessels import VESSEL_STEP_UM, endothelial, pieces
@@ -187,6 +189,28 @@ def test_tissue_mask_shows_blood_inside_capillaries_cut_by_the_section():
             neighbour = padded[1 + dy:1 + dy + size, 1 + dx:1 + dx + size]
             assert np.all(np.isin(neighbour[lumen_blood], (BLOOD, VESSEL, RIP))), seed
     assert found >= 20
+
+
+def test_red_cells_show_as_the_path_through_them_across_the_slab():
+    """The blood a ray crossing the slab meets is the length of its path inside red cells, rows of
+    overlapping cells counted once: equal to sampling the ray at 0.01 um steps; a cell off the
+    mid-plane still shows, and no path is longer than the slab or than a cell is wide."""
+    scene = built(tuple(ACROSS + ["tissue.blood.strength=5"]), 1)
+    sec, blood = scene.section, scene.blood
+    assert len(blood.centre) > 20
+    rng = np.random.default_rng(0)
+    near = blood.centre[rng.integers(len(blood.centre), size=400), :2]
+    xy = near + rng.uniform(-4, 4, size=near.shape)
+    depth = ellipsoid_depth(xy, blood, sec.z0, sec.z1)
+    steps = int(round(sec.thickness / 0.01))
+    zs = sec.z0 + (np.arange(steps) + 0.5) * sec.thickness / steps
+    points = np.column_stack([np.repeat(xy, steps, 0), np.tile(zs, len(xy))])
+    sampled = (ellipsoid_labels(points, blood, cKDTree(points)) > 0).reshape(len(xy), steps).mean(1) * sec.thickness
+    assert np.abs(depth - sampled).max() < 0.03
+    assert (depth > 0).mean() > 0.1 and depth.max() <= min(sec.thickness, 2 * blood.axes.max()) + 1e-9
+    mid_plane = np.column_stack([xy, np.full(len(xy), (sec.z0 + sec.z1) / 2)])
+    on_mid = ellipsoid_labels(mid_plane, blood, cKDTree(mid_plane)) > 0
+    assert np.any((depth > 0) & ~on_mid), "a red cell off the mid-plane shows"
 
 
 def test_capillaries_have_their_own_streams():

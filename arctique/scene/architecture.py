@@ -381,6 +381,46 @@ def ellipsoid_labels(points: np.ndarray, ell: Ellipsoids, point_tree: cKDTree) -
 
 
 
+def ellipsoid_depth(xy: np.ndarray, ell: Ellipsoids, z0: float, z1: float) -> np.ndarray:
+    """Length of the vertical line through each point ``xy`` (P, 2) between depths ``z0 < z1``
+    that lies inside any of the ellipsoids: the path a ray crossing the slab there takes through them.
+
+    Per ellipsoid the line enters and leaves where ``|(p + t z - c) R / axes| = 1``; overlapping
+    ellipsoids (red cells stacked in a capillary) count once, as the union of their intervals.
+    """
+    out = np.zeros(len(xy))
+    if len(ell.centre) == 0 or len(xy) == 0:
+        return out
+    tree = cKDTree(xy)
+    pixel, enter, leave = [], [], []
+    for i, hits in enumerate(tree.query_ball_point(ell.centre[:, :2], ell.axes.max(1))):
+        if not hits:
+            continue
+        hits = np.asarray(hits)
+        scale = ell.rotation[i] / ell.axes[i]  # section -> unit-sphere coordinates
+        start = (np.column_stack([xy[hits], np.zeros(len(hits))]) - ell.centre[i]) @ scale
+        d = scale[2]  # the image of the z direction
+        a, b, c = d @ d, start @ d, (start ** 2).sum(1) - 1
+        disc = b ** 2 - a * c
+        cut = disc > 0
+        root = np.sqrt(disc[cut])
+        pixel.append(hits[cut])
+        enter.append(np.clip((-b[cut] - root) / a, z0, z1))
+        leave.append(np.clip((-b[cut] + root) / a, z0, z1))
+    if not pixel:
+        return out
+    pixel, enter, leave = np.concatenate(pixel), np.concatenate(enter), np.concatenate(leave)
+    # Union of the intervals per pixel: sweep in order of entry, each adding what lies beyond the
+    # farthest exit so far; pixels are offset apart so that one sweep serves them all.
+    offset = pixel * 2.0 * (z1 - z0 + 1)
+    order = np.lexsort((enter, pixel))
+    enter, leave, pixel = enter[order] + offset[order], leave[order] + offset[order], pixel[order]
+    reached = np.maximum.accumulate(leave)
+    before = np.concatenate([[-np.inf], reached[:-1]])
+    np.add.at(out, pixel, np.clip(leave - np.maximum(enter, before), 0, None))
+    return out
+
+
 def vacuole_reach(vac: Vacuoles) -> np.ndarray:
     """(M,) radius of a sphere about each vacuole's centre that holds it."""
     a, b, c = vac.axes.T
