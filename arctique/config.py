@@ -183,6 +183,21 @@ class VesselsConf:
 
 
 @dataclass
+class PericryptalConf:
+    """The pericryptal fibroblast sheath: flat, elongated nuclei lying on the outside of the crypts'
+    basement boundary, long axis at any angle in the wall (crescents hugging a crypt cut across,
+    spindles along one cut lengthwise); labelled as connective-tissue nuclei (class FIB)."""
+
+    # nuclei drawn per 1000 um^2 of crypt tube wall (0 = none); those that would touch one drawn
+    # before are left out, so the sheath fills up: 4 keeps about 2.5
+    density: float = _num(4.0, 0, 50)
+    gap_um: float = _num(0.6, 0, 10)  # between the basement boundary and the nucleus
+    length_um: List[float] = _span([10.0, 16.0], 2, 40)  # longest extent, in the wall
+    width_um: List[float] = _span([3.0, 4.5], 0.5, 10)  # extent across that, in the wall
+    thickness_um: List[float] = _span([1.2, 1.8], 0.3, 5)  # radial extent
+
+
+@dataclass
 class TissueConf:
     crypt: CryptConf = field(default_factory=CryptConf)
     surface: SurfaceConf = field(default_factory=SurfaceConf)
@@ -191,6 +206,7 @@ class TissueConf:
     rips: RipsConf = field(default_factory=RipsConf)
     blood: BloodConf = field(default_factory=BloodConf)
     vessels: VesselsConf = field(default_factory=VesselsConf)
+    pericryptal: PericryptalConf = field(default_factory=PericryptalConf)
     margin_um: float = _num(8.0, 0, 100)  # scene extends this far beyond the field of view (cells cut by the border)
 
 
@@ -245,7 +261,7 @@ class CellTypesConf:
         cytoplasm_hematoxylin=0.0, granules=0.7)
     FIB: CellTypeConf = _type(
         length_um=[11.0, 18.0], elongation=[4.0, 6.5], bend_deg=50.0, shape_noise=0.1,
-        hematoxylin=1.1, chromatin=0.5, rim=0.3)
+        hematoxylin=1.8, chromatin=0.5, rim=0.3)
     NEU: CellTypeConf = _type(
         length_um=[8.0, 10.0], elongation=[1.3, 1.7], lobes=[3, 4], shape_noise=0.08,
         cytoplasm_scale=1.4, hematoxylin=0.95, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.22,

@@ -28,6 +28,8 @@ from arctique.scene.epithelium import SURFACE_JITTER, _goblet_mucin, _wall_grid
 from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
 from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
                                   SceneModel, Vacuoles)
+from arctique.rng import stream
+from arctique.scene.stroma import build_pericryptal
 from arctique.scene.vessels import endothelial
 
 SMALL = ["optics.image_size=96", "optics.mpp=1.0"]
@@ -380,7 +382,8 @@ def test_no_two_epithelial_nuclei_overlap_in_crypts_and_surface(overrides, seed,
 
 
 def test_class_sizes_and_elongation_follow_the_config():
-    cfg = load_config(["optics.image_size=400", "optics.mpp=0.5"])
+    # without the pericryptal sheath, whose FIB nuclei take its own sizes (tested below)
+    cfg = load_config(["optics.image_size=400", "optics.mpp=0.5", "tissue.pericryptal.density=0"])
     scene = build_scene(cfg, 0)
     c = scene.cells
     wall = endothelial(c, scene.vessels)  # sized by tissue.vessels.endothelium (tests/test_vessels.py)
@@ -406,7 +409,7 @@ def test_stroma_densities_match_the_config():
     """Cells per stroma volume near the slab, pooled over seeds, within 10 % of the configured value,
     or for rare types within three standard deviations of the count (sqrt of the expected count:
     the window sees a random share of the cells placed around the slab)."""
-    cfg = load_config(["optics.image_size=500", "optics.mpp=0.5"])
+    cfg = load_config(["optics.image_size=500", "optics.mpp=0.5", "tissue.pericryptal.density=0"])
     total = sum(cfg.cells.ratios.values())
     counts = {n: 0 for n in cfg.cells.ratios if cfg.cells.ratios[n] > 0}
     volume = 0.0
@@ -805,3 +808,58 @@ def test_staggered_columns_set_ring_neighbours_apart_along_the_crypt_and_widen_t
         plain = (cells.cls == CLASS_IDS["EPI"]) & ~cells.goblet
         widths.append(np.median(2 * cells.lobe_axes[plain, 0, 1]))
     assert widths[1] > 1.05 * widths[0], widths
+
+
+def _sheath(cfg, scene: SceneModel):
+    """The rows of ``scene.cells`` that are its pericryptal sheath: the nuclei ``build_pericryptal``
+    makes from the scene's crypts, capillaries and endothelium with the scene's own stream."""
+    lining = scene.cells.take(np.flatnonzero(endothelial(scene.cells, scene.vessels)))
+    sheath = build_pericryptal(cfg.tissue.pericryptal, cfg.cells.types.FIB, 1.0, scene.crypts, scene.section,
+                               crypt_tree(scene.crypts), scene.vessels, lining, stream(scene.seed, "pericryptal"))
+    rows = [int(np.flatnonzero((scene.cells.centre == c).all(1))[0]) for c in sheath.centre]
+    return np.asarray(rows, int), sheath
+
+
+@pytest.mark.parametrize("overrides, seed", [(SMALL, 3), (SMALL + ["tissue.section.tilt_deg=[85,90]"], 1)])
+def test_pericryptal_nuclei_lie_flat_on_the_crypt_walls_and_touch_no_other_nucleus(overrides, seed):
+    """Sheath nuclei are FIB nuclei of the scene, sized as configured, lying outside the basement
+    boundary (centre gap + half a thickness off it, within the shape noise), flat axis radial to the
+    crypt, long axes at many angles in the wall; no other nucleus enters them."""
+    cfg = load_config(overrides)
+    scene = built(tuple(overrides), seed)
+    rows, sheath = _sheath(cfg, scene)
+    conf = cfg.tissue.pericryptal
+    assert len(rows) >= 8
+    assert np.all(scene.cells.cls[rows] == CLASS_IDS["FIB"])
+    axes = 2 * sheath.lobe_axes[:, 0]
+    for k, key in enumerate(("length_um", "width_um", "thickness_um")):
+        lo, hi = getattr(conf, key)
+        assert np.all((axes[:, k] >= lo - 1e-9) & (axes[:, k] <= hi + 1e-9)), key
+    q = scene.section.to_tissue(sheath.centre)
+    idx, rho, theta, basal, _ = crypt_coordinates(scene.crypts, q, crypt_tree(scene.crypts))
+    off = rho - basal - conf.gap_um - np.mean(conf.thickness_um) / 2
+    assert np.all(np.abs(off) < 0.3), off
+    flat = sheath.rotation[:, :, 2] @ scene.section.rotation.T  # the flat axis, tissue frame
+    outward = np.column_stack([np.cos(theta), np.sin(theta), np.zeros(len(theta))])
+    assert np.all(np.abs((flat * outward).sum(1)) > 0.97)
+    long_axis = sheath.rotation[:, :, 0] @ scene.section.rotation.T
+    assert np.ptp(np.abs(long_axis[:, 2])) > 0.8  # along the crypt, around it and between
+    _assert_no_overlap(scene, rows, np.random.default_rng(seed), n_points=1000)
+
+
+def test_pericryptal_density_scales_the_sheath_and_keeps_the_tissue():
+    """More density gives more sheath nuclei (less than in proportion: neighbours may not touch), none
+    at density 0; crypts, epithelium, mucin, capillaries and blood stay as they were."""
+    counts, scenes = {}, {}
+    for density in (0.0, 1.0, 3.0):
+        overrides = SMALL + [f"tissue.pericryptal.density={density}"]
+        scenes[density] = built(tuple(overrides), 3)
+        counts[density] = len(_sheath(load_config(overrides), scenes[density])[0])
+    assert counts[0.0] == 0 and counts[1.0] >= 4
+    assert 1.5 < counts[3.0] / counts[1.0] < 3, counts
+    a, b = scenes[0.0], scenes[3.0]
+    epi_a, epi_b = a.cells.cls == CLASS_IDS["EPI"], b.cells.cls == CLASS_IDS["EPI"]
+    assert np.array_equal(a.cells.centre[epi_a], b.cells.centre[epi_b])
+    for part in ("crypts", "mucin", "vessels", "blood"):
+        for f in dataclasses.fields(getattr(a, part)):
+            assert np.array_equal(getattr(getattr(a, part), f.name), getattr(getattr(b, part), f.name)), (part, f.name)

@@ -17,7 +17,7 @@ from ..rng import stream
 from .architecture import crypt_tree, sample_blood, sample_crypts, sample_rips, sample_section
 from .epithelium import build_epithelium
 from .model import Cells, Crypts, Ellipsoids, Rips, SceneModel, Section, Vessels
-from .stroma import build_stroma
+from .stroma import build_pericryptal, build_stroma
 from .vessels import build_endothelium, capillary_blood, sample_vessels
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,8 @@ def build_scene(cfg: ArctiqueConf, seed: int) -> SceneModel:
 def build_tissue(cfg: ArctiqueConf, seed: int, cores: int = 1,
                  beside: Optional[Callable[[Section, Crypts, Rips], None]] = None) -> SceneModel:
     """The scene of ``seed`` without its stroma cells: section pose, crypts and their epithelium,
-    goblet mucin, capillaries with their endothelium and red cells, extravasated blood and rips.
+    goblet mucin, capillaries with their endothelium and red cells, the pericryptal fibroblast sheath,
+    extravasated blood and rips.
     Every compartment of the tissue is final here (stroma cells lie inside the stroma), so
     compartment maps can be made while ``add_stroma`` places the cells.
 
@@ -64,38 +65,42 @@ def build_tissue(cfg: ArctiqueConf, seed: int, cores: int = 1,
         epi, mucin = build_epithelium(
             crypts, section, tree, t.epithelium, c.types.EPI, c.nucleus_scale.get("EPI", 1.0),
             streams("epithelium/place"), streams("epithelium/shape"), streams("epithelium/goblet"))
-        vessels, endothelium, blood = capillaries.result()
+        vessels, lining, blood = capillaries.result()
     finally:
         capillaries.cancel()
-    return SceneModel(seed=seed, section=section, crypts=crypts, cells=Cells.concat([epi, endothelium]),
+    return SceneModel(seed=seed, section=section, crypts=crypts, cells=Cells.concat([epi, lining]),
                       mucin=mucin, blood=blood, rips=rips, vessels=vessels, config_json=scene_key(cfg))
 
 
 def _capillaries(cfg: ArctiqueConf, seed: int, section: Section, crypts: Crypts) -> Tuple[Vessels, Cells, Ellipsoids]:
     """The parts of ``build_tissue`` placed against the crypts but not their epithelium: the
-    capillaries, their endothelial cells and the blood (extravasated and in capillaries)."""
+    capillaries, the flat nuclei lining the lamina propria's surfaces (endothelium, then the
+    pericryptal sheath clear of it) and the blood (extravasated and in capillaries)."""
     streams = partial(stream, seed)
     t, c = cfg.tissue, cfg.cells
     tree = crypt_tree(crypts)
     vessels = sample_vessels(t.vessels, section, crypts, tree, _z_pad(cfg), streams("vessels"))
     endothelium = build_endothelium(t.vessels.endothelium, c.types.FIB, c.nucleus_scale.get("FIB", 1.0),
                                     vessels, section, streams("vessels/endothelium"))
+    sheath = build_pericryptal(t.pericryptal, c.types.FIB, c.nucleus_scale.get("FIB", 1.0), crypts, section, tree,
+                               vessels, endothelium, streams("pericryptal"))
     extravasated = sample_blood(t.blood, section, crypts, tree, vessels, streams("blood"))
     blood = Ellipsoids.concat([extravasated, capillary_blood(t.vessels, t.blood, vessels, streams("vessels/blood"))])
-    return vessels, endothelium, blood
+    return vessels, Cells.concat([endothelium, sheath]), blood
 
 
 def add_stroma(cfg: ArctiqueConf, tissue: SceneModel) -> SceneModel:
     """The scene of ``build_tissue`` with its lamina propria cells, placed clear of the epithelium,
-    the capillaries and their endothelial nuclei; cells are ordered epithelium, stroma, endothelium."""
+    the capillaries and the flat nuclei lining them and the crypts; cells are ordered epithelium,
+    stroma, lining (endothelium, pericryptal sheath)."""
     s = tissue
     epi = s.cells.take(np.flatnonzero(s.cells.cls == CLASS_IDS["EPI"]))
-    endothelium = s.cells.take(np.flatnonzero(s.cells.cls != CLASS_IDS["EPI"]))
+    lining = s.cells.take(np.flatnonzero(s.cells.cls != CLASS_IDS["EPI"]))
     stroma = build_stroma(cfg.cells, s.section, s.crypts, crypt_tree(s.crypts), partial(stream, s.seed), s.vessels,
-                          endothelium)
-    cells = Cells.concat([epi, stroma, endothelium])
-    logger.debug("scene %d: %d cells (%d epithelial, %d endothelial), %d goblets, %d capillary samples",
-                 s.seed, len(cells), len(epi), len(endothelium), len(s.mucin.centre), len(s.vessels.centre))
+                          lining)
+    cells = Cells.concat([epi, stroma, lining])
+    logger.debug("scene %d: %d cells (%d epithelial, %d lining), %d goblets, %d capillary samples",
+                 s.seed, len(cells), len(epi), len(lining), len(s.mucin.centre), len(s.vessels.centre))
     return replace(s, cells=cells)
 
 

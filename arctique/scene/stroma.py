@@ -1,4 +1,5 @@
-"""Lamina propria population: stroma cells at configured densities, never overlapping.
+"""Lamina propria population: stroma cells at configured densities, never overlapping, and the
+flat nuclei that line its surfaces (capillary endothelium, the pericryptal fibroblast sheath).
 
 Per type the target count is ``density * ratio * stroma volume`` of a region around the slab that
 the largest cells can reach from; candidates of all types are drawn uniformly there, interleaved in
@@ -8,14 +9,15 @@ random order, and accepted when the nucleus clears the crypt walls and every nuc
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Optional
+from dataclasses import replace
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from ..classes import CLASS_IDS, STROMA_NAMES
-from ..config import CellsConf
-from .architecture import compartments, scene_box, vessel_clearance, wall_clearance
+from ..config import CellsConf, CellTypeConf, PericryptalConf
+from .architecture import axis_point, compartments, scene_box, vessel_clearance, wall_clearance, wall_factor
 from .cells import bounding_radius, collision_spheres, draw_shapes, make_cells
 from .geometry import SphereIndex, random_rotations
 from .model import MAX_LOBES, NOISE_TERMS, STROMA, Cells, Crypts, Section, Vessels
@@ -81,11 +83,7 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
     lo, hi = scene_box(section, z_pad)
     index = SphereIndex(cell=8.0, period_z=hi[2] - lo[2])
     if obstacles is not None and len(obstacles):
-        shapes = {k: getattr(obstacles, k) for k in ("lobe_count", "lobe_centre", "lobe_axes", "curvature",
-                                                     "noise", "body_centre", "body_axes")}
-        shape_noise = np.abs(obstacles.noise[:, :, 5]).sum(1).max()
-        _, sc, sr = collision_spheres(obstacles.centre, obstacles.rotation, shapes, shape_noise)
-        index.add(sc, sr, periodic=False)
+        index.add(*_nucleus_spheres(obstacles), periodic=False)
     rngs = {n: streams(f"stroma/{n}") for n in targets}
     counts = {n: 0 for n in targets}
     accepted: List[Dict[str, np.ndarray]] = []
@@ -127,3 +125,90 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
     if not accepted:
         return {}
     return {k: np.concatenate([a[k] for a in accepted]) for k in accepted[0]}
+
+
+class FlatNucleusSizes(Protocol):
+    """Size ranges (um) of flat nuclei: along their surface, across it, and their flat thickness."""
+
+    length_um: Sequence[float]
+    width_um: Sequence[float]
+    thickness_um: Sequence[float]
+
+
+def flat_nuclei(cls_name: str, centre: np.ndarray, rotation: np.ndarray, sizes: FlatNucleusSizes,
+                fib: CellTypeConf, scale: float, section: Section, rng: np.random.Generator,
+                allowed: np.ndarray, obstacles: Optional[Cells] = None) -> Cells:
+    """Flat, elongated nuclei at ``centre`` (section frame) in frames ``rotation`` (local x along,
+    y across, z the flat axis), one lobe each, sized from ``sizes``; shape noise and appearance are
+    those of fibroblasts (``fib``). Kept, in order: those that reach the slab, are ``allowed`` (a
+    mask of the centres) and touch neither a nucleus kept before them nor ``obstacles``."""
+    n = len(centre)
+    shape_conf = replace(fib, lobes=[1, 1], bend_deg=0.0, cytoplasm_scale=0.0, eccentricity=0.0)
+    shapes = draw_shapes(shape_conf, scale, n, rng)
+    size = np.column_stack([rng.uniform(*sizes.length_um, size=n), rng.uniform(*sizes.width_um, size=n),
+                            rng.uniform(*sizes.thickness_um, size=n)]) * scale / 2
+    shapes["lobe_axes"][:, 0] = size
+    reach = bounding_radius(shapes, fib.shape_noise)
+    keep = (centre[:, 2] - reach <= section.z1) & (centre[:, 2] + reach >= section.z0) & allowed
+    owner, sc, sr = collision_spheres(centre, rotation, shapes, fib.shape_noise)
+    index = SphereIndex(cell=8.0, period_z=None)
+    if obstacles is not None and len(obstacles):
+        index.add(*_nucleus_spheres(obstacles))
+    bounds = np.searchsorted(owner, np.arange(n + 1))
+    for i in np.nonzero(keep)[0]:
+        spheres, radii = sc[bounds[i]:bounds[i + 1]], sr[bounds[i]:bounds[i + 1]]
+        if index.collides(spheres, radii, 0.0):
+            keep[i] = False
+            continue
+        index.add(spheres, radii)
+    rows = np.nonzero(keep)[0]
+    cls = np.full(len(rows), CLASS_IDS[cls_name], np.uint8)
+    return make_cells(cls, centre[rows], rotation[rows], {k: v[rows] for k, v in shapes.items()})
+
+
+def build_pericryptal(conf: PericryptalConf, fib: CellTypeConf, scale: float, crypts: Crypts, section: Section,
+                      tree: cKDTree, vessels: Vessels, obstacles: Cells, rng: np.random.Generator) -> Cells:
+    """The pericryptal fibroblast sheath (class FIB): flat nuclei lying on the outside of the crypt
+    tubes, ``gap_um`` off the basement boundary, flat axis radial, long axis at any angle in the wall, at
+    ``density`` per 1000 um^2 of tube wall. Every crypt's cells are drawn whatever the view; kept are
+    those that reach the slab, clear the epithelium (the surface's too) and the capillaries, and
+    touch neither each other nor the ``obstacles`` (endothelial nuclei)."""
+    if conf.density <= 0 or len(crypts.centre) == 0:
+        return empty_cells()
+    area = 2 * np.pi * crypts.radius * crypts.depth
+    count = rng.poisson(conf.density * area / 1000)
+    idx = np.repeat(np.arange(len(crypts.centre)), count)
+    w = rng.uniform(0, crypts.depth, size=len(idx))
+    theta = rng.uniform(0, 2 * np.pi, size=len(idx))
+    half_thickness = np.mean(conf.thickness_um) * scale / 2
+    radius = crypts.radius[idx] * wall_factor(crypts, idx, theta) + conf.gap_um + half_thickness
+    # The crypt axis meanders: its local direction, from the axis a micrometre above and below.
+    axis = np.column_stack([axis_point(crypts, idx, w + 1) - axis_point(crypts, idx, w - 1), np.full(len(idx), 2.0)])
+    axis /= np.linalg.norm(axis, axis=1, keepdims=True)
+    outward = np.column_stack([np.cos(theta), np.sin(theta), np.zeros(len(idx))])
+    radial = outward - (outward * axis).sum(1, keepdims=True) * axis
+    radial /= np.linalg.norm(radial, axis=1, keepdims=True)
+    # Long axes at any angle in the wall's tangent plane: crescents hugging a crypt cut across,
+    # spindles along one cut lengthwise.
+    turn = rng.uniform(0, np.pi, size=len(idx))[:, None]
+    around = np.cross(radial, axis)
+    along = np.cos(turn) * axis + np.sin(turn) * around
+    centre_t = np.column_stack([axis_point(crypts, idx, w), w]) + outward * radius[:, None]
+    frame_t = np.stack([along, np.cross(radial, along), radial], axis=2)
+    centre, rotation = section.to_section(centre_t), section.rotation.T @ frame_t
+    # In the scene's reach across the field; centre and both ends clear of the epithelium, the centre
+    # clear of the capillaries.
+    longest = conf.length_um[1] * scale / 2
+    lo, hi = scene_box(section, 0)
+    near = np.all((centre[:, :2] + longest >= lo[:2]) & (centre[:, :2] - longest <= hi[:2]), axis=1)
+    ends = [section.to_section(centre_t + along * k * longest) for k in (-1.0, 1.0)]
+    away = np.min([wall_clearance(p, section, crypts, tree) for p in (centre, *ends)], axis=0)
+    clear = near & (away >= conf.gap_um / 2) & (vessel_clearance(vessels, centre, 2 * longest) > half_thickness)
+    return flat_nuclei("FIB", centre, rotation, conf, fib, scale, section, rng, clear, obstacles)
+
+
+def _nucleus_spheres(cells: Cells) -> Tuple[np.ndarray, np.ndarray]:
+    """Collision spheres (centres, radii) of placed nuclei, at the largest shape noise among them."""
+    shapes = {k: getattr(cells, k) for k in ("lobe_count", "lobe_centre", "lobe_axes", "curvature", "noise",
+                                             "body_centre", "body_axes")}
+    return collision_spheres(cells.centre, cells.rotation, shapes, np.abs(cells.noise[:, :, 5]).sum(1).max())[1:]

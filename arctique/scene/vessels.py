@@ -15,7 +15,6 @@ thickness, so every compartment test is a nearest-sample query.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import List, Tuple
 
 import numpy as np
@@ -24,10 +23,8 @@ from scipy.spatial import Delaunay, cKDTree
 from ..classes import CLASS_IDS
 from ..config import BloodConf, CellTypeConf, EndotheliumConf, VesselsConf
 from .architecture import axis_point, scene_box, vessel_clearance, vessel_parts, wall_clearance
-from .cells import bounding_radius, collision_spheres, draw_shapes, make_cells
 from .model import VESSEL_WALL, Cells, Crypts, Ellipsoids, Section, Vessels
-from .geometry import SphereIndex
-from .stroma import empty_cells
+from .stroma import empty_cells, flat_nuclei
 
 # Lizard / CoNIC count endothelial nuclei as connective tissue: our fibroblast class.
 ENDOTHELIUM_CLASS = "FIB"
@@ -254,28 +251,9 @@ def build_endothelium(conf: EndotheliumConf, fib: CellTypeConf, scale: float, ve
     if not spots:
         return empty_cells()
     centre, rotation = np.concatenate(spots), np.concatenate(frames)
-    n = len(centre)
-    shape_conf = replace(fib, lobes=[1, 1], bend_deg=0.0, cytoplasm_scale=0.0, eccentricity=0.0)
-    shapes = draw_shapes(shape_conf, scale, n, rng)
-    size = np.column_stack([rng.uniform(*conf.length_um, size=n), rng.uniform(*conf.width_um, size=n),
-                            rng.uniform(*conf.thickness_um, size=n)]) * scale / 2
-    shapes["lobe_axes"][:, 0] = size
-    reach = bounding_radius(shapes, fib.shape_noise)
-    # In the slab's reach, and not where another capillary's lumen opens into this one's wall.
-    keep = ((centre[:, 2] - reach <= section.z1) & (centre[:, 2] + reach >= section.z0)
-            & (vessel_parts(vessels, centre) == VESSEL_WALL))
-    owner, sc, sr = collision_spheres(centre, rotation, shapes, fib.shape_noise)
-    index = SphereIndex(cell=8.0, period_z=None)
-    bounds = np.searchsorted(owner, np.arange(n + 1))
-    for i in np.nonzero(keep)[0]:
-        spheres, radii = sc[bounds[i]:bounds[i + 1]], sr[bounds[i]:bounds[i + 1]]
-        if index.collides(spheres, radii, 0.0):
-            keep[i] = False
-            continue
-        index.add(spheres, radii)
-    rows = np.nonzero(keep)[0]
-    cls = np.full(len(rows), CLASS_IDS[ENDOTHELIUM_CLASS], np.uint8)
-    return make_cells(cls, centre[rows], rotation[rows], {k: v[rows] for k, v in shapes.items()})
+    # Not where another capillary's lumen opens into this one's wall.
+    return flat_nuclei(ENDOTHELIUM_CLASS, centre, rotation, conf, fib, scale, section, rng,
+                       vessel_parts(vessels, centre) == VESSEL_WALL)
 
 
 def endothelial(cells: Cells, vessels: Vessels) -> np.ndarray:
