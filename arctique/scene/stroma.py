@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 from ..classes import CLASS_IDS, STROMA_NAMES
 from ..config import CellsConf, CellTypeConf, PericryptalConf
 from .architecture import axis_point, compartments, scene_box, vessel_clearance, wall_clearance, wall_factor
-from .cells import bounding_radius, collision_spheres, draw_shapes, make_cells
+from .cells import bounding_radius, collision_spheres, draw_shapes, form_columns, make_cells, noise_terms, shape_draws
 from .geometry import SphereIndex, random_rotations
 from .model import MAX_LOBES, NOISE_TERMS, STROMA, Cells, Crypts, Section, Vessels
 
@@ -140,30 +140,35 @@ def flat_nuclei(cls_name: str, centre: np.ndarray, rotation: np.ndarray, sizes: 
                 allowed: np.ndarray, obstacles: Optional[Cells] = None) -> Cells:
     """Flat, elongated nuclei at ``centre`` (section frame) in frames ``rotation`` (local x along,
     y across, z the flat axis), one lobe each, sized from ``sizes``; shape noise and appearance are
-    those of fibroblasts (``fib``). Kept, in order: those that reach the slab, are ``allowed`` (a
-    mask of the centres) and touch neither a nucleus kept before them nor ``obstacles``."""
+    those of fibroblasts (``fib``). Every candidate is drawn, but only the ``allowed`` (a mask of the
+    centres) are shaped; kept, in order, are those that reach the slab and touch neither a nucleus
+    kept before them nor ``obstacles``."""
     n = len(centre)
     shape_conf = replace(fib, lobes=[1, 1], bend_deg=0.0, cytoplasm_scale=0.0, eccentricity=0.0)
-    shapes = draw_shapes(shape_conf, scale, n, rng)
+    rows = np.flatnonzero(allowed)
+    form, noise = shape_draws(shape_conf, n, rng, rows)
+    shapes = {**form_columns(shape_conf, scale, {k: v[rows] for k, v in form.items()}),
+              "noise": noise_terms(shape_conf.shape_noise, noise)}
     size = np.column_stack([rng.uniform(*sizes.length_um, size=n), rng.uniform(*sizes.width_um, size=n),
-                            rng.uniform(*sizes.thickness_um, size=n)]) * scale / 2
+                            rng.uniform(*sizes.thickness_um, size=n)])[rows] * scale / 2
     shapes["lobe_axes"][:, 0] = size
+    centre, rotation = centre[rows], rotation[rows]
     reach = bounding_radius(shapes, fib.shape_noise)
-    keep = (centre[:, 2] - reach <= section.z1) & (centre[:, 2] + reach >= section.z0) & allowed
+    keep = (centre[:, 2] - reach <= section.z1) & (centre[:, 2] + reach >= section.z0)
     owner, sc, sr = collision_spheres(centre, rotation, shapes, fib.shape_noise)
     index = SphereIndex(cell=8.0, period_z=None)
     if obstacles is not None and len(obstacles):
         index.add(*_nucleus_spheres(obstacles))
-    bounds = np.searchsorted(owner, np.arange(n + 1))
+    bounds = np.searchsorted(owner, np.arange(len(rows) + 1))
     for i in np.nonzero(keep)[0]:
         spheres, radii = sc[bounds[i]:bounds[i + 1]], sr[bounds[i]:bounds[i + 1]]
         if index.collides(spheres, radii, 0.0):
             keep[i] = False
             continue
         index.add(spheres, radii)
-    rows = np.nonzero(keep)[0]
-    cls = np.full(len(rows), CLASS_IDS[cls_name], np.uint8)
-    return make_cells(cls, centre[rows], rotation[rows], {k: v[rows] for k, v in shapes.items()})
+    kept = np.nonzero(keep)[0]
+    cls = np.full(len(kept), CLASS_IDS[cls_name], np.uint8)
+    return make_cells(cls, centre[kept], rotation[kept], {k: v[kept] for k, v in shapes.items()})
 
 
 def build_pericryptal(conf: PericryptalConf, fib: CellTypeConf, scale: float, crypts: Crypts, section: Section,
@@ -196,15 +201,17 @@ def build_pericryptal(conf: PericryptalConf, fib: CellTypeConf, scale: float, cr
     centre_t = np.column_stack([axis_point(crypts, idx, w), w]) + outward * radius[:, None]
     frame_t = np.stack([along, np.cross(radial, along), radial], axis=2)
     centre, rotation = section.to_section(centre_t), section.rotation.T @ frame_t
-    # In the scene's reach across the field; centre and both ends clear of the epithelium, the centre
-    # clear of the capillaries.
+    # Near the field (within the longest half-length) and the slab; there, centre and both ends clear
+    # of the epithelium, the centre clear of the capillaries.
     longest = conf.length_um[1] * scale / 2
-    lo, hi = scene_box(section, 0)
-    near = np.all((centre[:, :2] + longest >= lo[:2]) & (centre[:, :2] - longest <= hi[:2]), axis=1)
-    ends = [section.to_section(centre_t + along * k * longest) for k in (-1.0, 1.0)]
-    away = np.min([wall_clearance(p, section, crypts, tree) for p in (centre, *ends)], axis=0)
-    clear = near & (away >= conf.gap_um / 2) & (vessel_clearance(vessels, centre, 2 * longest) > half_thickness)
-    return flat_nuclei("FIB", centre, rotation, conf, fib, scale, section, rng, clear, obstacles)
+    lo, hi = scene_box(section, 2 * longest)  # across the slab: beyond any nucleus' reach
+    allowed = np.all((centre[:, :2] + longest >= lo[:2]) & (centre[:, :2] - longest <= hi[:2]), axis=1) & (
+        (centre[:, 2] >= lo[2]) & (centre[:, 2] <= hi[2]))
+    near = np.flatnonzero(allowed)
+    ends = [section.to_section(centre_t[near] + along[near] * k * longest) for k in (-1.0, 1.0)]
+    away = np.min([wall_clearance(p, section, crypts, tree) for p in (centre[near], *ends)], axis=0)
+    allowed[near] = (away >= conf.gap_um / 2) & (vessel_clearance(vessels, centre[near], 2 * longest) > half_thickness)
+    return flat_nuclei("FIB", centre, rotation, conf, fib, scale, section, rng, allowed, obstacles)
 
 
 def _nucleus_spheres(cells: Cells) -> Tuple[np.ndarray, np.ndarray]:
