@@ -317,12 +317,12 @@ class StainConf:
     blood_density: float = _num(0.3, 0, 5)  # OD per um of path through red blood cells
     vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
     plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
-    goblet_clarity: float = _num(0.7, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
+    goblet_clarity: float = _num(0.85, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
     # OD per um of mucin at goblet_clarity = 0 (times its reticulated strands): pale grey-blue to lilac
     mucin_hematoxylin: float = _num(0.3, 0, 5)
     mucin_eosin: float = _num(0.15, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
-    mucin_floor: float = _num(0.6, 0, 1)
+    mucin_floor: float = _num(0.7, 0, 1)
     lumen_mucus: float = _num(0.15, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     mottle: float = _num(0.2, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
