@@ -171,6 +171,20 @@ def rim_contrast(cls: str) -> Callable[[Path, int], float]:
     return stat
 
 
+def chromatin_texture(root: Path, i: int) -> float:
+    """Mean over nuclei of the grey-level SD inside each (two pixels in from its outline, away from
+    the edge's own gradient): coarse chromatin clumps mottle a nucleus."""
+    grey = image(root, i).mean(-1)
+    instance = tifffile.imread(root / f"masks/instance/{i}.tif")
+    sds = []
+    for label in np.unique(instance[instance > 0]):
+        interior = ndimage.binary_erosion(instance == label, iterations=2)
+        if interior.sum() >= 20:
+            sds.append(grey[interior].std())
+    assert len(sds) >= 10
+    return float(np.mean(sds))
+
+
 def stroma_green_od(root: Path, i: int) -> float:
     """Eosin absorbs green: green OD outside nuclei."""
     return float(_od(image(root, i))[..., 1][tifffile.imread(root / f"masks/instance/{i}.tif") == 0].mean())
@@ -242,6 +256,7 @@ SLIDERS: Dict[str, Tuple[List, Callable[[Path, int], float], int, str, float]] =
     # itself is 0.043 at 0.5 and 0.048 at 1.)
     "nuclei.lym_to_pla": ([0.0, 0.5, 1.0], class_shift("LYM"), +1, SCENE, 0.002),
     "cells.types.PLA.rim": ([0.0, 1.0, 2.0], rim_contrast("PLA"), +1, SCENE, 0.009),
+    "nuclei.chromatin_contrast": ([0.0, 0.5, 1.0], chromatin_texture, +1, SCENE, 0.12),
 }
 
 
