@@ -201,26 +201,37 @@ def _periodic_blur(field: np.ndarray, sigma) -> np.ndarray:
     return fft.irfftn(fourier_gaussian(fft.rfftn(field), sigma, n=field.shape[-1]), s=field.shape)
 
 
-def _fibres(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: float) -> np.ndarray:
+def _fibres(rng: np.random.Generator, bundles: np.random.Generator, shape: tuple, stain: StainConf,
+            mpp: float) -> np.ndarray:
     """Collagen fibres in [0, 1]: wavy lines, locally parallel, whose direction turns across the field.
 
     Each of a few orientations gets the zero set of noise smoothed far more along it than across
     (long thin fibres waving over ``fibre_wave_um``); a smooth random field picks the orientation
-    that shows where.
+    that shows where. Their width varies over bundles drawn from ``bundles``.
     """
     layers, h, w = shape
     along, across = stain.fibre_wave_um / mpp, stain.fibre_width_um / mpp * 1.5
     angles = np.arange(4) * 45.0
     size = int(np.ceil(np.hypot(h, w))) + 2
-    lines = []
+    fields = []
     for angle in angles:
         noise = _periodic_blur(rng.normal(size=(layers, size, size)), (0.4, across, along))
         turned = rotate(noise, angle, axes=(1, 2), reshape=False, order=1, mode="wrap")
         top, left = (size - h) // 2, (size - w) // 2
-        lines.append(_ridges(turned[:, top:top + h, left:left + w], 0.25))
+        fields.append(turned[:, top:top + h, left:left + w])
     choice = _periodic_blur(rng.normal(size=(len(angles), 1, h, w)), (0, 0, 12 / mpp, 12 / mpp))
     weight = np.exp(8 * choice / (choice.std() + 1e-12))
-    return (np.stack(lines) * weight).sum(0) / weight.sum(0)
+    # Fibres gather into bundles: their width varies over ``fibre_bundle_um`` by ``fibre_bundling``
+    # (SD of its log; the median narrowed so that the mean width, and the matrix's eosin, stay),
+    # thin fibrils beside thick bundles.
+    width = 0.25
+    if stain.fibre_bundling > 0:
+        size_px = stain.fibre_bundle_um / mpp
+        spread = _periodic_blur(bundles.normal(size=(1, h, w)), (0, size_px, size_px))
+        b = stain.fibre_bundling
+        width = width * np.exp(b * spread / (spread.std() + 1e-12) - b * b / 2)
+    lines = np.stack([_ridges(f, width) for f in fields])
+    return (lines * weight).sum(0) / weight.sum(0)
 
 
 def _retraction(occupied: np.ndarray, stain: StainConf, mpp: float) -> np.ndarray:
@@ -303,7 +314,7 @@ def matrix_patterns(cfg: ArctiqueConf, seed: int) -> MatrixPatterns:
     n = len(texture_grid(field_um(cfg), cfg.tissue.margin_um, op.mpp))
     shape = (op.layers, n, n)
     rng = stream(seed, "appearance/tissue")
-    fibres = _fibres(rng, shape, st, op.mpp)
+    fibres = _fibres(rng, stream(seed, "appearance/fibre_bundles"), shape, st, op.mpp)
     mottle = _periodic_blur(rng.normal(size=shape), (0.5, st.mottle_um / op.mpp, st.mottle_um / op.mpp))
     mottle = 1 + st.mottle * mottle / (mottle.std() + 1e-12)
     strands = _ridges(_periodic_blur(rng.normal(size=shape), (0.3, 1.0 / op.mpp, 1.0 / op.mpp)), 0.12)

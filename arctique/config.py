@@ -342,6 +342,8 @@ class StainConf:
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
     fibre_width_um: float = _num(0.7, 0.1, 5)  # width of collagen fibres
     fibre_wave_um: float = _num(6.0, 1, 100)  # length over which fibres wave
+    fibre_bundling: float = _num(0.0, 0, 2)  # slider: spread (SD of the log) of fibre width: fibrils beside bundles
+    fibre_bundle_um: float = _num(10.0, 1, 200)  # length over which that width varies
     colour_shift: float = _num(0.0, -1, 1)  # slider: rotates both stain OD vectors (-1 bluer, +1 redder)
 
 

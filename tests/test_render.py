@@ -661,6 +661,28 @@ def _matrix_eosin(cfg, scene) -> np.ndarray:
     return tissue_textures(cfg, scene, lambda: patterns, lambda: maps)[..., 1], maps.codes
 
 
+def test_fibre_bundling_gathers_fibres_into_bundles_and_leaves_the_other_patterns():
+    """``stain.fibre_bundling`` varies the fibres' width over ``fibre_bundle_um``: the fibre share
+    over windows of that size spreads more (thin fibrils beside thick bundles), the mean share stays
+    within a fifth, and mottle, strands, grain and clearing do not move (the bundles have their own
+    stream)."""
+    from scipy.ndimage import uniform_filter
+
+    from arctique.appearance import matrix_patterns
+
+    base = ["optics.image_size=256", "optics.mpp=0.5", "stain.fibre_bundle_um=10"]
+    plain = matrix_patterns(load_config(base + ["stain.fibre_bundling=0"]), SEED)
+    spreads = []
+    for amount in (0.0, 0.5, 1.0):
+        patterns = matrix_patterns(load_config(base + [f"stain.fibre_bundling={amount}"]), SEED)
+        for name in ("mottle", "strands", "grain", "clearing"):
+            assert np.array_equal(getattr(patterns, name), getattr(plain, name)), name
+        fibres = patterns.fibres[0]
+        assert fibres.mean() == pytest.approx(plain.fibres.mean(), rel=0.2)
+        spreads.append(uniform_filter(fibres, 20, mode="wrap").std() / fibres.mean())
+    assert spreads[1] > 1.25 * spreads[0] and spreads[2] > 1.25 * spreads[1], spreads
+
+
 def test_stroma_clearing_is_the_share_of_clear_matrix_in_spaces_of_clearing_um():
     """``stain.stroma_clearing`` is the share of the lamina propria's matrix in interstitial spaces
     (0: none), ``stain.clearing_um`` their size, ``stain.space_density`` the matrix left there (0:
