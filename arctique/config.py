@@ -383,7 +383,7 @@ class OpticsConf:
 @dataclass
 class ScannerConf:
     """What a slide scanner does between the glass and the pixels (arctique/scanner.py): appearance
-    only. Defaults: a 20x/0.75 objective, a slightly warm white balance, a 3,000 e- sensor, and no
+    only. Defaults: a 20x/0.75 objective, a slightly warm white balance, a 700 e- sensor, and no
     JPEG (at quality 80 with 4:2:0 chroma, colour deconvolution no longer separates nuclei well)."""
 
     enabled: bool = True  # false (scanner=none): the ideal image, sRGB of the render
@@ -392,6 +392,10 @@ class ScannerConf:
     # residual defocus across the field (um, largest magnitude; blur radius |dz| tan(asin NA))
     defocus_um: float = _num(1.2, 0, 10)
     defocus_scale_um: float = _num(40.0, 2, 2000)  # length over which the residual defocus varies
+    # lateral chromatic aberration: the largest shift (um) of the red image against the green (blue
+    # the opposite way), where a tile lies farthest off the objective's axis; 0 = none. In GlaS
+    # (phase correlation of channel gradients) red and blue move at most 0.07 and 0.14 um from green
+    lateral_ca_um: float = _num(0.1, 0, 5)
     glass_rgb: List[float] = _each([250.0, 248.0, 250.0], 64, 255, length=3)  # grey levels of empty glass (white balance)
     # photo-electrons at full scale (shot noise): 700 gives the grey-level noise of empty glass in real
     # 20x scans per pixel (GlaS: SD 2-3 in 5 x 5 windows)

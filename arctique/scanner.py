@@ -9,9 +9,14 @@ slab) through an ideal pinhole-free lens; a scanner adds, in this order,
 2. a residual defocus that varies smoothly across the field (scanners focus at points, sections
    are thicker than the depth of field): a blur disc of radius |dz| tan(asin NA), as a Gaussian
    of half that radius;
-3. the white balance: empty glass at ``glass_rgb`` grey levels rather than 255;
-4. the sensor: shot noise at ``full_well`` electrons for full scale (sRGB 255), plus read noise;
-5. the sRGB transfer function to 8 bits, and (``jpeg_quality`` > 0) JPEG compression with 4:2:0
+3. lateral chromatic aberration: the objective magnifies red a little more than green and blue a
+   little less, so off its axis the red and blue images slide apart radially; over a tile, small
+   against the objective's field, that is one shift, red one way and blue the other, of a size and
+   direction set by where the tile lies in the field (up to ``lateral_ca_um``): colour fringes at
+   the edges of dark nuclei, as real scans show;
+4. the white balance: empty glass at ``glass_rgb`` grey levels rather than 255;
+5. the sensor: shot noise at ``full_well`` electrons for full scale (sRGB 255), plus read noise;
+6. the sRGB transfer function to 8 bits, and (``jpeg_quality`` > 0) JPEG compression with 4:2:0
    chroma subsampling as slide scanners store their tiles.
 
 ``scanner.enabled=false`` (``scanner=none``) gives the ideal image: sRGB of the render at the
@@ -90,6 +95,25 @@ def blurred(linear: np.ndarray, scanner: ScannerConf, mpp: float, gen: np.random
                  "defocus_sigma_px_max": round(float(defocus_sigma_px.max()), 4)}
 
 
+def chromatic_shift_px(scanner: ScannerConf, mpp: float, gen: np.random.Generator) -> np.ndarray:
+    """(rows, cols) shift of the red image against the green, in pixels (blue's is the opposite):
+    the tile's place in the objective's field sets its size, up to ``lateral_ca_um``, and its
+    direction."""
+    size = scanner.lateral_ca_um / mpp * np.sqrt(gen.uniform())  # a place uniform over the field's disc
+    angle = gen.uniform(0, 2 * np.pi)
+    return size * np.array([np.sin(angle), np.cos(angle)])
+
+
+def aberrated(linear: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """The red and blue images moved by ``shift`` and its opposite against the green."""
+    if not np.any(shift):
+        return linear
+    out = linear.copy()
+    for channel, sign in ((0, 1.0), (2, -1.0)):
+        out[..., channel] = ndimage.shift(linear[..., channel], sign * shift, order=1, mode="nearest")
+    return out
+
+
 def sensor(linear: np.ndarray, scanner: ScannerConf, gen: np.random.Generator) -> np.ndarray:
     """Photo-electrons with shot noise plus read noise, back in units of full scale: signal 1 at
     ``full_well`` electrons.
@@ -119,11 +143,14 @@ def scan(linear: np.ndarray, scanner: ScannerConf, optics: OpticsConf, seed: int
     if not scanner.enabled:
         return srgb_uint8(linear), {"enabled": False}
     image, record = blurred(linear.astype(np.float64), scanner, optics.mpp, rng.stream(seed, "scanner/defocus"))
+    shift = chromatic_shift_px(scanner, optics.mpp, rng.stream(seed, "scanner/aberration"))
+    image = aberrated(image, shift)
     gain = srgb_decode(np.asarray(scanner.glass_rgb, float) / 255) / optics.white_level
     image = sensor(image * gain, scanner, rng.stream(seed, "scanner/sensor"))
     out = srgb_uint8(image)
     if scanner.jpeg_quality:
         out = jpeg(out, scanner.jpeg_quality)
-    return out, {"enabled": True, **record, "glass_rgb": list(scanner.glass_rgb),
+    return out, {"enabled": True, **record, "red_shift_px": [round(float(v), 4) for v in shift],
+                 "glass_rgb": list(scanner.glass_rgb),
                  "full_well_e": scanner.full_well, "read_noise_e": scanner.read_noise,
                  "jpeg_quality": scanner.jpeg_quality}

@@ -18,7 +18,7 @@ from .conftest import render_small
 
 OPTICS = OpticsConf(image_size=96, mpp=0.25)
 # An ideal sensor: no shot or read noise that could be mistaken for blur, no compression.
-QUIET = ScannerConf(enabled=True, full_well=1e7, read_noise=0.0, jpeg_quality=0, defocus_um=0.0)
+QUIET = ScannerConf(enabled=True, full_well=1e7, read_noise=0.0, jpeg_quality=0, defocus_um=0.0, lateral_ca_um=0.0)
 
 
 def edge(size: int = 96) -> np.ndarray:
@@ -59,6 +59,34 @@ def test_the_point_spread_function_widens_with_wavelength_and_a_smaller_aperture
     # the measured 10-90 % width of a Gaussian edge is 2.56 sigma
     sigma = psf_sigma_px(replace(QUIET, numerical_aperture=0.25), OPTICS.mpp)[1]
     assert soft[2] == pytest.approx(2.56 * sigma, abs=1.0)
+
+
+def _darkness_centre(image: np.ndarray, channel: int) -> np.ndarray:
+    """(row, col) centre of the absorption (glass less the linear value) of one channel."""
+    linear = srgb_decode(image[..., channel] / 255)
+    dark = np.clip(linear[0, 0] - linear, 0, None)
+    rows, cols = np.indices(dark.shape)
+    return np.array([(rows * dark).sum(), (cols * dark).sum()]) / dark.sum()
+
+
+def test_lateral_chromatic_aberration_moves_red_and_blue_apart_by_the_recorded_shift():
+    """Red moves by the recorded shift against green, blue by its opposite, never farther than
+    ``lateral_ca_um``; each seed takes its own size and direction; at 0 nothing moves."""
+    square = np.full((96, 96, 3), OPTICS.white_level)
+    square[36:60, 36:60] = 0.1
+    shifts = []
+    for seed in range(6):
+        out, record = scan(square, replace(QUIET, lateral_ca_um=1.0), OPTICS, seed)
+        shift = np.asarray(record["red_shift_px"])
+        assert np.hypot(*shift) <= 1.0 / OPTICS.mpp + 1e-9
+        green = _darkness_centre(out, 1)
+        assert np.allclose(_darkness_centre(out, 0) - green, shift, atol=0.05)
+        assert np.allclose(_darkness_centre(out, 2) - green, -shift, atol=0.05)
+        shifts.append(shift)
+    assert len({tuple(np.sign(s)) for s in shifts}) >= 2 and np.ptp(np.hypot(*np.transpose(shifts))) > 0.5
+    out, record = scan(square, QUIET, OPTICS, 0)
+    assert record["red_shift_px"] == [0.0, 0.0]
+    assert np.allclose(_darkness_centre(out, 0), _darkness_centre(out, 1), atol=0.01)
 
 
 def test_residual_defocus_blurs_some_of_the_field_more_than_the_rest():

@@ -276,10 +276,22 @@ def blockiness(root: Path, i: int) -> float:
     return float(steps[:, border].mean() / steps[:, ~border].mean())
 
 
+def channel_misregistration(root: Path, i: int) -> float:
+    """Shift (px) between the red and the blue image, by phase correlation of their gradients:
+    twice each one's shift against green."""
+    from skimage.registration import phase_cross_correlation
+
+    rgb = image(root, i).astype(float)
+    edges = [np.hypot(*np.gradient(rgb[..., c])) for c in (0, 2)]
+    shift, _, _ = phase_cross_correlation(edges[0], edges[1], upsample_factor=20)
+    return float(np.hypot(*shift))
+
+
 # The scanner's sliders, with the scanner turned on (scanner.enabled=true) in every variation.
 SCANNER_SLIDERS = {
     "scanner.numerical_aperture": ([0.2, 0.4, 0.95], sharpness, +1, SHARPNESS_STEP),
     "scanner.jpeg_quality": ([20, 50, 95], blockiness, -1, BLOCKINESS_STEP),
+    "scanner.lateral_ca_um": ([0.0, 1.0, 3.0], channel_misregistration, +1, 1.2),
 }
 
 
