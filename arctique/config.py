@@ -261,7 +261,7 @@ class CellTypesConf:
         cytoplasm_hematoxylin=0.0, granules=0.7)
     FIB: CellTypeConf = _type(
         length_um=[11.0, 18.0], elongation=[4.0, 6.5], bend_deg=50.0, shape_noise=0.1,
-        hematoxylin=1.8, chromatin=0.5, rim=0.3)
+        hematoxylin=1.4, chromatin=0.5, rim=0.3)
     NEU: CellTypeConf = _type(
         length_um=[8.0, 10.0], elongation=[1.3, 1.7], lobes=[3, 4], shape_noise=0.08,
         cytoplasm_scale=1.4, hematoxylin=0.95, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.22,
