@@ -97,7 +97,7 @@ def cell_stains(cfg: ArctiqueConf, scene: SceneModel) -> CellStains:
     offset = rng.uniform(0, 1000, size=(n, 3))
     nucleus = {
         "h_conc": look("hematoxylin") * nu.intensity * variation,
-        "chromatin": np.clip(look("chromatin") * nu.chromatin_contrast * np.exp(rng.normal(0, 0.2, n)), 0, 2),
+        "chromatin": np.clip(look("chromatin") * nu.chromatin_contrast * np.exp(rng.normal(0, 0.2, n)), 0, 4),
         "rim": look("rim") * single,
         "nucleoli": look("nucleoli") * single * (rng.random(n) < 0.8),
         "inv_axes": 1 / np.maximum(cells.lobe_axes[:, 0], 1e-3),

@@ -75,12 +75,15 @@ def _choice(default: str, *choices: str) -> Any:
 @dataclass
 class CryptConf:
     spacing_um: float = _num(84.0, 20, 1000)  # centre distance of neighbouring crypts (hexagonal lattice)
-    spacing_jitter: float = _num(0.05, 0, 0.4)  # random displacement of crypt centres, fraction of spacing
-    radius_um: float = _num(33.0, 5, 300)  # outer (basal) radius of a crypt
-    radius_jitter: float = _num(0.05, 0, 0.5)  # per-crypt relative radius variation
-    lumen_radius_um: float = _num(5.0, 0.5, 150)  # mean radius of the lumen
-    lumen_lobes: List[int] = _span([2, 4], 2, 12)  # folds of the lumen (2: a slit)
-    lumen_fold: List[float] = _span([0.05, 0.25], 0, 0.9)  # relative depth of the folds
+    spacing_jitter: float = _num(0.08, 0, 0.4)  # random displacement of crypt centres, fraction of spacing
+    radius_um: float = _num(35.0, 5, 300)  # outer (basal) radius of a crypt
+    radius_jitter: float = _num(0.25, 0, 0.5)  # per-crypt relative radius variation (uniform, +-)
+    # least stroma between the basal walls of neighbouring crypts (drawn radii, round, straight):
+    # a crypt drawn too wide for its place is narrowed to keep it
+    gap_um: float = _num(8.0, 0, 500)
+    lumen_radius_um: float = _num(3.0, 0.5, 150)  # mean radius of the lumen
+    lumen_lobes: List[int] = _span([2, 3], 2, 12)  # folds of the lumen (2: a slit)
+    lumen_fold: List[float] = _span([0.3, 0.7], 0, 0.9)  # relative depth of the folds
     depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
     warp_um: float = _num(5.0, 0, 250)  # amplitude of the meander of the crypt axis (also <= spacing_um / 4)
     warp_wavelength_um: float = _num(160.0, 10, 2000)  # wavelength of that meander
@@ -112,10 +115,10 @@ class EpitheliumConf:
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
     goblet_fraction: float = _num(0.17, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca towards the lumen
+    goblet_length_um: List[float] = _span([6.0, 10.0], 1, 40)  # radial extent of a theca towards the lumen
     goblet_width_um: List[float] = _span([14.0, 20.0], 1, 40)  # greatest width of a theca around the crypt
-    goblet_fill: float = _num(0.8, 0.3, 1)  # a theca spans this share of the angle between goblets ...
-    goblet_strand_um: float = _num(1.75, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
+    goblet_fill: float = _num(0.95, 0.3, 1)  # a theca spans this share of the angle between goblets ...
+    goblet_strand_um: float = _num(1.2, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
     goblet_stagger: float = _num(0.5, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
     # each goblet moved around its ring by up to half this share of the angle between goblets (0: equal
     # angles, a flower in cross-section; real thecae sit unevenly)
@@ -287,7 +290,9 @@ class CellsConf:
 @dataclass
 class NucleiConf:
     intensity: float = _num(0.42, 0, 1)  # slider: hematoxylin uptake of all nuclei
-    chromatin_contrast: float = _num(0.8, 0, 1)  # strength of the chromatin texture
+    # hematoxylin that the densest chromatin clumps add to the nucleoplasm, relative (times each
+    # class's chromatin): clumps only darken, so the texture never lightens a nucleus below its uptake
+    chromatin_contrast: float = _num(1.0, 0, 3)
     chromatin_scale_um: float = _num(1.3, 0.1, 10)  # grain size of the chromatin texture
     lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
     # cell-to-cell spread of stain uptake: SD of the log of each nucleus's hematoxylin factor (its
@@ -323,7 +328,7 @@ class StainConf:
     mucin_eosin: float = _num(0.15, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
     mucin_floor: float = _num(0.7, 0, 1)
-    lumen_mucus: float = _num(0.15, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
+    lumen_mucus: float = _num(0.08, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     mottle: float = _num(0.2, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
     mottle_um: float = _num(3.0, 0.5, 100)  # ... over patches about this wide
@@ -563,10 +568,10 @@ def validate(cfg: ArctiqueConf) -> None:
            f"<= tissue.crypt.spacing_um / 4 = {c.spacing_um / 4:g}")
     _check(c.lumen_radius_um < 0.6 * c.radius_um, "tissue.crypt.lumen_radius_um", c.lumen_radius_um,
            f"< 0.6 * tissue.crypt.radius_um = {0.6 * c.radius_um:g}")
-    _check(2 * c.radius_um * (1 + c.radius_jitter) < c.spacing_um * (1 - 2 * c.spacing_jitter),
+    _check(2 * c.radius_um * (1 - c.radius_jitter) + c.gap_um < c.spacing_um * (1 - 2 * c.spacing_jitter),
            "tissue.crypt.spacing_um", c.spacing_um,
-           "large enough that neighbouring crypts never touch: "
-           "> 2 * radius_um * (1 + radius_jitter) / (1 - 2 * spacing_jitter)")
+           "large enough that the smallest crypts drawn keep gap_um between them unnarrowed: "
+           "> (2 * radius_um * (1 - radius_jitter) + gap_um) / (1 - 2 * spacing_jitter)")
     depth = cfg.tissue.section.depth_um
     _check(depth[1] <= c.depth_um, "tissue.section.depth_um", list(depth),
            f"values <= tissue.crypt.depth_um = {c.depth_um:g}")

@@ -37,7 +37,7 @@ SMALL = ["optics.image_size=96", "optics.mpp=1.0"]
 # lumen, surface epithelium, crypt mouths with goblets and stroma); crypts spaced widely, so that the
 # surface between their mouths is broad enough to hold a row of surface nuclei in the field.
 SURFACE = SMALL + ["tissue.section.depth_um=[20,20]", "tissue.section.tilt_deg=[80,80]",
-                   "tissue.crypt.radius_um=44", "tissue.crypt.spacing_um=122"]
+                   "tissue.crypt.radius_um=44", "tissue.crypt.radius_jitter=0.05", "tissue.crypt.spacing_um=122"]
 # A deep section with many tears and red blood cells (seed 3: round crypts with goblets and lumen).
 DEEP = SMALL + ["tissue.blood.strength=5", "tissue.rips.strength=0.2"]
 
@@ -435,6 +435,36 @@ def test_sections_show_round_and_longitudinal_crypts(monkeypatch):
     cfg = load_config(SMALL)
     tilts = [tissue_only(cfg, s, monkeypatch).section.tilt_deg for s in range(20)]
     assert min(tilts) < 20 and max(tilts) > 60
+
+
+def test_crypts_vary_in_size_and_keep_the_stroma_gap_between_them(monkeypatch):
+    """Crypt radii spread over the drawn range, and no two neighbours come closer than gap_um
+    (basal walls of round, straight crypts), also where the drawn sizes would overlap."""
+    for extra, seeds in (([], range(4)), (["tissue.crypt.radius_jitter=0.5", "tissue.crypt.spacing_jitter=0.02"], range(2))):
+        cfg = load_config(SMALL + extra)
+        c = cfg.tissue.crypt
+        radii = []
+        for seed in seeds:
+            crypts = tissue_only(cfg, seed, monkeypatch).crypts
+            d = np.linalg.norm(crypts.centre[:, None] - crypts.centre[None], axis=-1)
+            np.fill_diagonal(d, np.inf)
+            assert (d - crypts.radius[:, None] - crypts.radius[None]).min() >= c.gap_um - 1e-9
+            assert crypts.radius.max() <= c.radius_um * (1 + c.radius_jitter) + 1e-9
+            radii.append(crypts.radius)
+        assert np.ptp(np.concatenate(radii)) > c.radius_um * c.radius_jitter  # sizes vary
+
+
+def test_a_crypt_is_narrowed_only_as_far_as_its_nearest_neighbour_needs():
+    from arctique.scene.architecture import _room
+
+    centre = np.array([[0.0, 0.0], [50.0, 0.0], [200.0, 0.0], [0.0, 60.0]])
+    radius = np.array([30.0, 30.0, 30.0, 20.0])
+    fit = _room(centre, radius, 8.0)
+    # the first pair needs (50 - 8) / 60; the first and the last could keep 60 - 8 - 50 = 2 um more
+    assert fit == pytest.approx([0.7, 0.7, 1.0, 1.0])
+    narrowed = radius * fit
+    assert narrowed[0] + narrowed[1] == pytest.approx(50 - 8)
+    assert narrowed[0] + narrowed[3] <= 60 - 8
 
 
 def test_numpy_layers_import_without_blender():
@@ -853,7 +883,7 @@ def test_pericryptal_density_scales_the_sheath_and_keeps_the_tissue():
     counts, scenes = {}, {}
     for density in (0.0, 1.0, 3.0):
         overrides = SMALL + [f"tissue.pericryptal.density={density}"]
-        scenes[density] = built(tuple(overrides), 3)
+        scenes[density] = built(tuple(overrides), 0)
         counts[density] = len(_sheath(load_config(overrides), scenes[density])[0])
     assert counts[0.0] == 0 and counts[1.0] >= 4
     assert 1.5 < counts[3.0] / counts[1.0] < 3, counts

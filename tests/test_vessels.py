@@ -125,7 +125,7 @@ def test_red_cells_of_capillaries_lie_in_the_lumen_in_touching_rows(overrides, s
     assert np.mean(np.abs(axial - pitch) < 0.1 * pitch) > 0.8
 
 
-@pytest.mark.parametrize("overrides, seed", [(ACROSS, 0), (ALONG, 1)])
+@pytest.mark.parametrize("overrides, seed", [(ACROSS, 0), (ALONG, 3)])
 def test_endothelial_nuclei_lie_flat_on_the_capillary_wall(overrides, seed):
     """Endothelial nuclei are connective-class (FIB) nuclei centred in the wall, long axis along
     the capillary and flat axis radial, sized by tissue.vessels.endothelium; no other nucleus

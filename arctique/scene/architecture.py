@@ -69,6 +69,7 @@ def sample_crypts(conf: CryptConf, surface: SurfaceConf, section: Section, z_pad
     # Draw for the full lattice so that a crypt's values do not depend on the view.
     centre = centre + rng.uniform(-1, 1, size=(n, 2)) * conf.spacing_jitter * s
     scale = 1 + rng.uniform(-1, 1, size=n) * conf.radius_jitter
+    scale *= _room(centre, conf.radius_um * scale, conf.gap_um)
     warp_amp = rng.uniform(0.3, 1.0, size=(n, 2)) * conf.warp_um
     warp_phase = rng.uniform(0, 2 * np.pi, size=(n, 2))
     amp = rng.uniform(0, 1, size=(n, WALL_HARMONICS)) * conf.wall_roughness / np.arange(1, WALL_HARMONICS + 1)
@@ -83,6 +84,19 @@ def sample_crypts(conf: CryptConf, surface: SurfaceConf, section: Section, z_pad
         lumen_shape=lumen_shape, surface=float(surface.thickness_um),
         surface_waves=random_waves(rng, 8, surface.wavelength_um, surface.undulation_um / 2),
     )
+
+
+def _room(centre: np.ndarray, radius: np.ndarray, gap: float) -> np.ndarray:
+    """Per crypt, the factor (at most 1) that narrows it so that ``gap`` stays between its wall and
+    every neighbour's, both narrowed alike: for each pair, r_i s_i + r_j s_j <= d_ij - gap."""
+    fit = np.ones(len(centre))
+    pairs = cKDTree(centre).query_pairs(2 * float(radius.max(initial=0)) + gap, output_type="ndarray")
+    if len(pairs):
+        i, j = pairs.T
+        share = (np.linalg.norm(centre[i] - centre[j], axis=1) - gap) / (radius[i] + radius[j])
+        np.minimum.at(fit, i, share)
+        np.minimum.at(fit, j, share)
+    return np.minimum(fit, 1.0)
 
 
 def random_waves(rng: np.random.Generator, n: int, wavelength: float, amplitude: float) -> np.ndarray:
