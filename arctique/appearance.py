@@ -401,7 +401,9 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     h[epi] = st.epithelium_hematoxylin
     mucin = codes == MUCIN
     mesh = st.mucin_floor + (1 - st.mucin_floor) * 2 * strands  # mucin: strands over a floor
-    residue = (1 - st.goblet_clarity) * mesh
+    # Clear in the middle, stained at the theca's edge (where the mucin is densest) and faded between.
+    edge = st.mucin_edge * np.exp(-_distance_to(~mucin, op.mpp) / st.mucin_edge_um)
+    residue = (1 - st.goblet_clarity * (1 - edge)) * mesh
     e[mucin] = (st.mucin_eosin * eosin * residue)[mucin]
     h[mucin] = (st.mucin_hematoxylin * residue)[mucin]
     # Crypt lumens hold a little secreted mucus: faint strands, never bare glass.

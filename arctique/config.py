@@ -82,7 +82,7 @@ class CryptConf:
     # a crypt drawn too wide for its place is narrowed to keep it
     gap_um: float = _num(8.0, 0, 500)
     lumen_radius_um: float = _num(3.0, 0.5, 150)  # mean radius of the lumen
-    lumen_lobes: List[int] = _span([2, 3], 2, 12)  # folds of the lumen (2: a slit)
+    lumen_lobes: List[int] = _span([2, 2], 2, 12)  # folds of the lumen (2: a slit)
     lumen_fold: List[float] = _span([0.3, 0.7], 0, 0.9)  # relative depth of the folds
     depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
     warp_um: float = _num(5.0, 0, 250)  # amplitude of the meander of the crypt axis (also <= spacing_um / 4)
@@ -328,6 +328,10 @@ class StainConf:
     mucin_eosin: float = _num(0.15, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
     mucin_floor: float = _num(0.7, 0, 1)
+    # mucin stains like goblet_clarity = 0 at a theca's edge, fading to the clear centre over about
+    # mucin_edge_um: the soft, greyish rim of a real goblet, not a cut-out (0: even throughout)
+    mucin_edge: float = _num(0.35, 0, 1)
+    mucin_edge_um: float = _num(0.8, 0.1, 20)
     lumen_mucus: float = _num(0.08, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     mottle: float = _num(0.2, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...

@@ -738,6 +738,29 @@ def test_cell_halo_clears_the_matrix_next_to_stroma_cells_only():
     assert ratio[near].mean() < 0.4 and np.allclose(ratio[far], 1, atol=1e-3)
 
 
+def test_mucin_edge_stains_a_thecas_rim_and_leaves_its_middle_clear():
+    """``stain.mucin_edge`` stains goblet mucin at a theca's edge like ``goblet_clarity`` 0 would,
+    fading over about ``mucin_edge_um`` to the clear middle; 0 keeps the mucin even (bar its mesh)."""
+    from scipy.ndimage import distance_transform_edt
+
+    from arctique.scene import build_scene
+
+    base = [*SMALL, "optics.mpp=0.25", "optics.image_size=256", "stain.mucin_edge_um=0.8"]
+    scene = build_scene(load_config(base), SEED)
+    eosin = {}
+    for edge in (0.0, 1.0):
+        eosin[edge], codes = _matrix_eosin(load_config(base + [f"stain.mucin_edge={edge}"]), scene)
+    mucin = codes == MUCIN
+    depth = np.stack([distance_transform_edt(layer, sampling=0.25) for layer in mucin])
+    rim, middle = mucin & (depth <= 0.25), mucin & (depth >= 3)
+    assert rim.sum() > 50 and middle.sum() > 50
+    clarity = load_config(base).stain.goblet_clarity
+    gain = eosin[1.0] / np.where(mucin & (eosin[0.0] > 0), eosin[0.0], 1)
+    # at the edge the residue rises from 1 - clarity towards 1; in the middle it stays
+    assert gain[rim].mean() > 0.6 / (1 - clarity)
+    assert np.allclose(gain[middle], 1, atol=0.05 / (1 - clarity))
+
+
 def test_stain_uptake_varies_smoothly_across_the_field():
     """``stain.field_variation`` scales every cell's stains by one smooth field of the sample: cells
     near each other share their factor, distant cells differ; 0 leaves every cell as it was."""
