@@ -47,6 +47,7 @@ class RealismSettings:
     near_white: int = 220  # min(R, G, B) above this: near-white pixel
     pure_white: int = 245  # min(R, G, B) above this: pure-white pixel
     nucleus_min_um2: float = 8.0  # detected hematoxylin blobs smaller than this are not nuclei
+    resamples: int = 1000  # bootstrap resamples of the images behind the interval of ours vs real
 
 
 @dataclass
@@ -228,11 +229,10 @@ def feature_table(batch: np.ndarray, mpp: float, s: RealismSettings) -> Tuple[Li
 
 # ------------------------------------------------------------------------------------------- test
 
-def two_sample_accuracy(x: np.ndarray, is_a: np.ndarray, groups: np.ndarray, s: RealismSettings) -> float:
-    """Balanced accuracy of a random forest telling set a from set b, out of fold, with grouped
-    cross-validation: 0.5 when the sets cannot be told apart, 1 when always."""
+def out_of_fold(x: np.ndarray, is_a: np.ndarray, groups: np.ndarray, s: RealismSettings) -> np.ndarray:
+    """Each row's prediction (set a or not) by a random forest trained without its image: grouped
+    cross-validation, so that the crops of one image are never on both sides."""
     from sklearn.ensemble import RandomForestClassifier
-    from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedGroupKFold
 
     folds = min(s.folds, len(np.unique(groups[is_a])), len(np.unique(groups[~is_a])))
@@ -243,7 +243,35 @@ def two_sample_accuracy(x: np.ndarray, is_a: np.ndarray, groups: np.ndarray, s: 
         forest = RandomForestClassifier(s.trees, random_state=s.seed, n_jobs=1, class_weight="balanced")
         forest.fit(x[train], is_a[train])
         predicted[test] = forest.predict(x[test])
+    return predicted
+
+
+def balanced_accuracy(is_a: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean of the shares of each set told right: 0.5 when the sets cannot be told apart, 1 when always."""
+    from sklearn.metrics import balanced_accuracy_score
+
     return float(balanced_accuracy_score(is_a, predicted))
+
+
+def two_sample_accuracy(x: np.ndarray, is_a: np.ndarray, groups: np.ndarray, s: RealismSettings) -> float:
+    """Balanced accuracy of telling set a from set b, out of fold (``out_of_fold``)."""
+    return balanced_accuracy(is_a, out_of_fold(x, is_a, groups, s))
+
+
+def image_interval(is_a: np.ndarray, predicted: np.ndarray, groups: np.ndarray, s: RealismSettings,
+                   level: float = 0.95) -> Tuple[float, float]:
+    """Interval of the balanced accuracy over other draws of the images: the images of each side
+    resampled with replacement (all crops of an image go together), the predictions kept. Two
+    configurations whose intervals overlap widely are not told apart by this many images."""
+    gen = rng.stream(s.seed, "realism/bootstrap")
+    sides = [np.unique(groups[side]) for side in (is_a, ~is_a)]
+    rows = {g: np.flatnonzero(groups == g) for side in sides for g in side}
+    values = []
+    for _ in range(s.resamples):
+        pick = np.concatenate([rows[g] for side in sides for g in gen.choice(side, len(side))])
+        values.append(balanced_accuracy(is_a[pick], predicted[pick]))
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
 def ranked_differences(names: Sequence[str], ours: np.ndarray, real: np.ndarray) -> List[Dict[str, Any]]:
@@ -284,6 +312,7 @@ def realism(root: Path, indices: Sequence[int], real: Sequence[Path], real_mpp: 
     groups = np.concatenate([ours_owner, real_owner + len(ours)])
     is_ours = np.arange(len(x)) < len(x_ours)
     sources = np.array([reals[k].source for k in real_owner])
+    predicted = out_of_fold(x, is_ours, groups, s)
     per_source = {}
     if len(set(sources)) > 1:
         for name in sorted(set(sources)):
@@ -293,7 +322,8 @@ def realism(root: Path, indices: Sequence[int], real: Sequence[Path], real_mpp: 
         "images": {"ours": len(ours), "real": len(reals),
                    "real_per_source": {n: int(sum(im.source == n for im in reals)) for n in sorted(set(sources))}},
         "crops": {"ours": len(x_ours), "real": len(x_real)},
-        "c2st": {"ours": two_sample_accuracy(x, is_ours, groups, s), "sources": per_source,
+        "c2st": {"ours": balanced_accuracy(is_ours, predicted), "ours_interval": image_interval(is_ours, predicted, groups, s),
+                 "sources": per_source,
                  "sources_median": float(np.median(list(per_source.values()))) if per_source else None,
                  "sources_max": max(per_source.values()) if per_source else None},
         "features": ranked_differences(names, x_ours, x_real),
@@ -336,7 +366,8 @@ def report_realism(r: Dict[str, Any], top: int = 12) -> str:
              f"({', '.join(f'{k} {v}' for k, v in r['images']['real_per_source'].items())}), "
              f"{st['crop_px']} px crops ({st['crop_um']:.0f} um) at {st['common_mpp_um']:.3g} um/px, "
              f"{st['crops_per_image']} per image",
-             f"two-sample test, balanced accuracy (0.5: indistinguishable): ours vs real {c['ours']:.3f}"]
+             f"two-sample test, balanced accuracy (0.5: indistinguishable): ours vs real {c['ours']:.3f} "
+             f"(95 % interval over resampled images {c['ours_interval'][0]:.3f}-{c['ours_interval'][1]:.3f})"]
     if c["sources"]:
         lines.append("  each real source vs the other real sources (the floor): "
                      + ", ".join(f"{k} {v:.3f}" for k, v in c["sources"].items())

@@ -63,6 +63,8 @@ def test_the_same_pixels_at_another_pixel_size_cannot_be_told_apart(export_datas
     assert r["crops"] == {"ours": 24, "real": 48}
     assert r["c2st"]["ours"] < 0.75
     assert set(r["c2st"]["sources"]) == {"lab_a", "lab_b"} and r["c2st"]["sources_max"] < 0.75
+    low, high = r["c2st"]["ours_interval"]
+    assert 0 <= low <= r["c2st"]["ours"] <= high <= 1 and high - low > 0.05  # three images a side: wide
     names = [f["name"] for f in r["features"]]
     assert {"eosin_mean", "saturation_mean", "gradient_p99", "lbp_0", "glcm_contrast_d1", "spectrum_slope",
             "near_white_share", "nuclei_per_1000_um2", "nucleus_area_median_um2"} <= set(names)
@@ -79,12 +81,14 @@ def test_blurred_and_recoloured_fields_are_told_apart_and_the_features_say_how(e
     r = run_realism(export_dataset, real, "--real-mpp", 1.0)
     assert r["c2st"]["ours"] > 0.95
     assert r["c2st"]["sources_max"] < 0.75  # the two real sources hold the same fields
+    assert r["c2st"]["ours_interval"][0] > 0.85  # told apart whichever images are drawn
     by_name = {f["name"]: f for f in r["features"]}
     assert by_name["gradient_p99"]["ours"] > by_name["gradient_p99"]["real"]
     assert by_name["gradient_p99"]["difference"] > 1
     assert abs(r["features"][0]["difference"]) >= abs(r["features"][-1]["difference"])
     text = summary(export_dataset, "--realism", real, "--real-mpp", 1, "--crop-px", 48).stdout
     assert "two-sample test, balanced accuracy" in text and "lab_a" in text
+    assert "95 % interval over resampled images" in text
     assert r["features"][0]["name"] in text
 
 
