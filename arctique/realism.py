@@ -48,6 +48,7 @@ class RealismSettings:
     pure_white: int = 245  # min(R, G, B) above this: pure-white pixel
     nucleus_min_um2: float = 8.0  # detected hematoxylin blobs smaller than this are not nuclei
     resamples: int = 1000  # bootstrap resamples of the images behind the interval of ours vs real
+    matched_draws: int = 10  # draws of our images at the image count of a real source (when we have more)
 
 
 @dataclass
@@ -274,6 +275,22 @@ def image_interval(is_a: np.ndarray, predicted: np.ndarray, groups: np.ndarray, 
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
 
+def matched_accuracy(x_ours: np.ndarray, ours_owner: np.ndarray, x_real: np.ndarray, real_owner: np.ndarray,
+                     n_images: int, s: RealismSettings) -> Dict[str, Any]:
+    """Ours vs real with ``n_images`` of our images, as many as a real source holds, over
+    ``matched_draws`` draws of them: the floor compares one source against the others, and a forest
+    given more images of one side learns that side better, so only this number compares with it."""
+    n_ours = int(ours_owner.max()) + 1
+    gen = rng.stream(s.seed, "realism/matched")
+    values = []
+    for _ in range(s.matched_draws if n_images < n_ours else 1):
+        rows = np.isin(ours_owner, gen.choice(n_ours, n_images, replace=False))
+        x = np.concatenate([x_ours[rows], x_real])
+        groups = np.concatenate([ours_owner[rows], real_owner + n_ours])
+        values.append(two_sample_accuracy(x, np.arange(len(x)) < rows.sum(), groups, s))
+    return {"images": n_images, "mean": float(np.mean(values)), "draws": values}
+
+
 def ranked_differences(names: Sequence[str], ours: np.ndarray, real: np.ndarray) -> List[Dict[str, Any]]:
     """Features by absolute standardised difference of means (pooled SD), largest first."""
     out = []
@@ -313,6 +330,8 @@ def realism(root: Path, indices: Sequence[int], real: Sequence[Path], real_mpp: 
     is_ours = np.arange(len(x)) < len(x_ours)
     sources = np.array([reals[k].source for k in real_owner])
     predicted = out_of_fold(x, is_ours, groups, s)
+    counts = [int(np.sum(np.array([im.source for im in reals]) == n)) for n in sorted(set(sources))]
+    source_images = int(np.median(counts)) if len(counts) > 1 else len(ours)
     per_source = {}
     if len(set(sources)) > 1:
         for name in sorted(set(sources)):
@@ -323,6 +342,9 @@ def realism(root: Path, indices: Sequence[int], real: Sequence[Path], real_mpp: 
                    "real_per_source": {n: int(sum(im.source == n for im in reals)) for n in sorted(set(sources))}},
         "crops": {"ours": len(x_ours), "real": len(x_real)},
         "c2st": {"ours": balanced_accuracy(is_ours, predicted), "ours_interval": image_interval(is_ours, predicted, groups, s),
+                 "ours_matched": {**matched_accuracy(x_ours, ours_owner, x_real, real_owner,
+                                                     min(len(ours), source_images), s),
+                                  "source_images": source_images},
                  "sources": per_source,
                  "sources_median": float(np.median(list(per_source.values()))) if per_source else None,
                  "sources_max": max(per_source.values()) if per_source else None},
@@ -368,6 +390,14 @@ def report_realism(r: Dict[str, Any], top: int = 12) -> str:
              f"{st['crops_per_image']} per image",
              f"two-sample test, balanced accuracy (0.5: indistinguishable): ours vs real {c['ours']:.3f} "
              f"(95 % interval over resampled images {c['ours_interval'][0]:.3f}-{c['ours_interval'][1]:.3f})"]
+    m = c["ours_matched"]
+    if m["images"] < m["source_images"]:
+        lines.append(f"  ours has {m['images']} images, a real source {m['source_images']}: a forest trained on fewer "
+                     "images of ours scores lower than the floor's; render more to compare with the floor")
+    else:
+        lines.append(f"  ours with {m['images']} images, as many as a real source (the number to hold against the "
+                     f"floor; mean of {len(m['draws'])} draws): {m['mean']:.3f}"
+                     + (f" ({min(m['draws']):.3f}-{max(m['draws']):.3f})" if len(m["draws"]) > 1 else ""))
     if c["sources"]:
         lines.append("  each real source vs the other real sources (the floor): "
                      + ", ".join(f"{k} {v:.3f}" for k, v in c["sources"].items())

@@ -63,6 +63,9 @@ def test_the_same_pixels_at_another_pixel_size_cannot_be_told_apart(export_datas
     assert r["crops"] == {"ours": 24, "real": 48}
     assert r["c2st"]["ours"] < 0.75
     assert set(r["c2st"]["sources"]) == {"lab_a", "lab_b"} and r["c2st"]["sources_max"] < 0.75
+    # as many of ours as a real source holds: the same test, drawn once
+    assert r["c2st"]["ours_matched"] == {"images": 3, "source_images": 3, "mean": r["c2st"]["ours"],
+                                         "draws": [r["c2st"]["ours"]]}
     low, high = r["c2st"]["ours_interval"]
     assert 0 <= low <= r["c2st"]["ours"] <= high <= 1 and high - low > 0.05  # three images a side: wide
     names = [f["name"] for f in r["features"]]
@@ -90,6 +93,22 @@ def test_blurred_and_recoloured_fields_are_told_apart_and_the_features_say_how(e
     assert "two-sample test, balanced accuracy" in text and "lab_a" in text
     assert "95 % interval over resampled images" in text
     assert r["features"][0]["name"] in text
+
+
+def test_ours_is_held_against_the_floor_with_as_many_images_as_a_real_source(export_dataset, tmp_path):
+    """Real sources of two images each against three of ours: the matched test draws two of ours,
+    matched_draws times, and still tells blurred, re-coloured fields apart; the text says so."""
+    real = write_sources(tmp_path / "real", images_of(export_dataset)[:2], blurred_and_tinted)
+    r = run_realism(export_dataset, real, "--real-mpp", 1.0)
+    m = r["c2st"]["ours_matched"]
+    assert m["images"] == 2 and m["source_images"] == 2
+    assert len(m["draws"]) == realism.RealismSettings().matched_draws and min(m["draws"]) > 0.9
+    text = summary(export_dataset, "--realism", real, "--real-mpp", 1, "--crop-px", 48).stdout
+    assert "ours with 2 images, as many as a real source" in text
+    # more real images per source than ours: no draw, and the report says to render more
+    more = write_sources(tmp_path / "more", images_of(export_dataset) * 2, blurred_and_tinted)
+    text = summary(export_dataset, "--realism", more, "--real-mpp", 1, "--crop-px", 48).stdout
+    assert "ours has 3 images, a real source 6" in text
 
 
 def test_sources_from_a_file_name_pattern(export_dataset, tmp_path):
