@@ -88,7 +88,8 @@ def sample_crypts(conf: CryptConf, surface: SurfaceConf, section: Section, z_pad
 
 def _room(centre: np.ndarray, radius: np.ndarray, gap: float) -> np.ndarray:
     """Per crypt, the factor (at most 1) that narrows it so that ``gap`` stays between its wall and
-    every neighbour's, both narrowed alike: for each pair, r_i s_i + r_j s_j <= d_ij - gap."""
+    every neighbour's: each takes the share its tightest pair allows, (d_ij - gap) / (r_i + r_j), so
+    that r_i s_i + r_j s_j <= d_ij - gap for every pair."""
     fit = np.ones(len(centre))
     pairs = cKDTree(centre).query_pairs(2 * float(radius.max(initial=0)) + gap, output_type="ndarray")
     if len(pairs):
