@@ -106,7 +106,7 @@ class SectionConf:
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = _num(5.0, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
+    spacing_um: float = _num(5.8, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
     row_spacing_um: float = _num(6.5, 1, 30)  # ... and along the crypt axis
     # columns around the wall alternate along the crypt axis by this share of a row (0.5: a brick
     # pattern): ring neighbours then lie at different heights, and their nuclei may be wider than
@@ -114,16 +114,16 @@ class EpitheliumConf:
     column_offset: float = _num(0.5, 0, 0.5)
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.17, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([6.0, 10.0], 1, 40)  # radial extent of a theca towards the lumen
-    goblet_width_um: List[float] = _span([14.0, 20.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_fraction: float = _num(0.15, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_length_um: List[float] = _span([10.0, 14.0], 1, 40)  # radial extent of a theca towards the lumen
+    goblet_width_um: List[float] = _span([16.0, 22.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(0.95, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.2, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
     goblet_stagger: float = _num(0.5, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
     # each goblet moved around its ring by up to half this share of the angle between goblets (0: equal
     # angles, a flower in cross-section; real thecae sit unevenly)
     goblet_jitter: float = _num(0.6, 0, 1)
-    goblet_height_um: float = _num(11.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
+    goblet_height_um: float = _num(16.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
     goblet_exponent: float = _num(2.2, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
     # share of the wedge kept: 1 widens a theca towards the base like the angle between goblets (even
     # strands, petals), 0 keeps its width (rounded thecae, as real goblets in cross-section)
@@ -248,7 +248,7 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[8.0, 11.0], elongation=[1.4, 2.0], shape_noise=0.1, shape_frequency=[3.5, 7.0],
+        length_um=[8.0, 11.5], elongation=[1.2, 1.7], shape_noise=0.1, shape_frequency=[3.5, 7.0],
         hematoxylin=1.0, chromatin=1.0, rim=1.5, nucleoli=0.8)
     PLA: CellTypeConf = _type(
         length_um=[6.0, 7.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
@@ -312,11 +312,11 @@ class StainConf:
     eosin_od: List[float] = _each([0.18, 0.93, 0.31], 0, 5, length=3)
     blood_od: List[float] = _each([0.11, 0.95, 0.27], 0, 5, length=3)
     eosin_intensity: float = _num(1.6, 0, 3)  # slider: multiplies every eosin concentration
-    stroma_eosin: float = _num(0.12, 0, 5)  # OD per um of the stroma matrix between fibres
+    stroma_eosin: float = _num(0.09, 0, 5)  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
     stroma_hematoxylin: float = _num(0.002, 0, 5)  # OD per um of stroma background
     epithelium_eosin: float = _num(0.14, 0, 5)  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = _num(0.05, 0, 5)  # OD per um of epithelial cytoplasm
+    epithelium_hematoxylin: float = _num(0.06, 0, 5)  # OD per um of epithelial cytoplasm
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.3, 0, 5)  # OD per um of path through red blood cells
@@ -334,7 +334,7 @@ class StainConf:
     mucin_edge_um: float = _num(0.8, 0.1, 20)
     lumen_mucus: float = _num(0.08, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
-    mottle: float = _num(0.2, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
+    mottle: float = _num(0.1, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
     mottle_um: float = _num(3.0, 0.5, 100)  # ... over patches about this wide
     # relative spread (log scale) of all stain uptake across the field, as uneven section thickness and
     # staining make it ...

@@ -256,7 +256,7 @@ SLIDERS: Dict[str, Tuple[List, Callable[[Path, int], float], int, str, float]] =
     # itself is 0.043 at 0.5 and 0.048 at 1.)
     "nuclei.lym_to_pla": ([0.0, 0.5, 1.0], class_shift("LYM"), +1, SCENE, 0.002),
     "cells.types.PLA.rim": ([0.0, 1.0, 2.0], rim_contrast("PLA"), +1, SCENE, 0.009),
-    "nuclei.chromatin_contrast": ([0.0, 1.0, 2.0], chromatin_texture, +1, SCENE, 0.12),
+    "nuclei.chromatin_contrast": ([0.0, 1.5, 3.0], chromatin_texture, +1, SCENE, 0.18),
 }
 
 
