@@ -178,8 +178,8 @@ class VesselsConf:
     meander_um: float = _num(4.0, 0, 30)  # amplitude of the winding of a capillary
     meander_wavelength_um: float = _num(50.0, 5, 1000)  # wavelength of the winding of the columns
     clearance_um: float = _num(2.0, 0, 30)  # least gap between a capillary wall and the epithelium
-    rbc_fill: List[float] = _span([0.3, 0.8], 0, 1)  # share of a capillary's length filled with rows of red cells
-    rbc_row_um: List[float] = _span([12.0, 40.0], 1, 1000)  # length of one row of red cells
+    rbc_fill: List[float] = _span([0.2, 0.6], 0, 1)  # share of a capillary's length filled with rows of red cells
+    rbc_row_um: List[float] = _span([8.0, 24.0], 1, 1000)  # length of one row of red cells
     rbc_packing: float = _num(0.5, 0.3, 3)  # centre distance of neighbouring red cells in a row / their thickness
     rbc_tilt_deg: float = _num(10.0, 0, 80)  # greatest tilt of a red cell's disc against the capillary's cross-section
     endothelium: EndotheliumConf = field(default_factory=EndotheliumConf)
@@ -320,8 +320,8 @@ class StainConf:
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.3, 0, 5)  # OD per um of path through red blood cells
-    vessel_wall_eosin: float = _num(0.25, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
-    plasma_eosin: float = _num(0.15, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
+    vessel_wall_eosin: float = _num(0.12, 0, 5)  # OD per um of the capillary wall (barely visible, as in real mucosa)
+    plasma_eosin: float = _num(0.07, 0, 5)  # OD per um of the plasma in a capillary lumen without red cells
     goblet_clarity: float = _num(0.85, 0, 1)  # slider: 1 = clear mucin vacuoles, 0 = fully stained mucin
     # OD per um of mucin at goblet_clarity = 0 (times its reticulated strands): pale grey-blue to lilac
     mucin_hematoxylin: float = _num(0.3, 0, 5)
