@@ -115,15 +115,15 @@ class EpitheliumConf:
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
     goblet_fraction: float = _num(0.15, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([10.0, 14.0], 1, 40)  # radial extent of a theca towards the lumen
+    goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca towards the lumen
     goblet_width_um: List[float] = _span([16.0, 22.0], 1, 40)  # greatest width of a theca around the crypt
-    goblet_fill: float = _num(0.95, 0.3, 1)  # a theca spans this share of the angle between goblets ...
+    goblet_fill: float = _num(0.75, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.2, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
     goblet_stagger: float = _num(0.5, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
     # each goblet moved around its ring by up to half this share of the angle between goblets (0: equal
     # angles, a flower in cross-section; real thecae sit unevenly)
     goblet_jitter: float = _num(0.6, 0, 1)
-    goblet_height_um: float = _num(16.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
+    goblet_height_um: float = _num(12.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
     goblet_exponent: float = _num(2.2, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
     # share of the wedge kept: 1 widens a theca towards the base like the angle between goblets (even
     # strands, petals), 0 keeps its width (rounded thecae, as real goblets in cross-section)
