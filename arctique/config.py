@@ -248,14 +248,14 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[7.5, 12.5], elongation=[1.2, 1.7], shape_noise=0.1, shape_frequency=[3.5, 7.0],
+        length_um=[8.0, 11.5], elongation=[1.2, 1.7], shape_noise=0.1, shape_frequency=[3.5, 7.0],
         hematoxylin=1.0, chromatin=1.0, rim=1.5, nucleoli=0.8)
     PLA: CellTypeConf = _type(
-        length_um=[5.5, 8.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[6.0, 7.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=0.8,
         cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.18, hof=0.35)
     LYM: CellTypeConf = _type(
-        length_um=[4.8, 7.6], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[5.5, 7.0], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.12,
         hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.4, cytoplasm_hematoxylin=0.06)
     EOS: CellTypeConf = _type(
