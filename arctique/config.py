@@ -106,7 +106,7 @@ class SectionConf:
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = _num(5.8, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
+    spacing_um: float = _num(6.5, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
     row_spacing_um: float = _num(6.5, 1, 30)  # ... and along the crypt axis
     # columns around the wall alternate along the crypt axis by this share of a row (0.5: a brick
     # pattern): ring neighbours then lie at different heights, and their nuclei may be wider than
@@ -114,24 +114,24 @@ class EpitheliumConf:
     column_offset: float = _num(0.5, 0, 0.5)
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.15, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca towards the lumen
-    goblet_width_um: List[float] = _span([16.0, 22.0], 1, 40)  # greatest width of a theca around the crypt
-    goblet_fill: float = _num(0.75, 0.3, 1)  # a theca spans this share of the angle between goblets ...
+    goblet_fraction: float = _num(0.3, 0, 1)  # fraction of epithelial cells that are goblet cells
+    goblet_length_um: List[float] = _span([9.0, 16.0], 1, 40)  # radial extent of a theca towards the lumen
+    goblet_width_um: List[float] = _span([8.0, 14.0], 1, 40)  # greatest width of a theca around the crypt
+    goblet_fill: float = _num(0.95, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.2, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
-    goblet_stagger: float = _num(0.5, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
+    goblet_stagger: float = _num(0.0, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
     # each goblet moved around its ring by up to half this share of the angle between goblets (0: equal
     # angles, a flower in cross-section; real thecae sit unevenly)
     goblet_jitter: float = _num(0.6, 0, 1)
-    goblet_height_um: float = _num(12.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
-    goblet_exponent: float = _num(2.2, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
+    goblet_height_um: float = _num(9.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
+    goblet_exponent: float = _num(2.5, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
     # share of the wedge kept: 1 widens a theca towards the base like the angle between goblets (even
-    # strands, petals), 0 keeps its width (rounded thecae, as real goblets in cross-section)
-    goblet_taper: float = _num(0.0, 0, 1)
+    # strands, petals), 0 keeps its width (rounded thecae); 0.5: ovals widening outwards, as in GlaS
+    goblet_taper: float = _num(0.5, 0, 1)
     # how far a theca reaches down between the nuclei of its neighbours, in shares of their half
-    # length: 0 keeps it apical of the nuclear palisade, without a mucin stem (real goblets), 1 to
-    # their middle (petals)
-    goblet_reach: float = _num(0.0, 0, 1)
+    # length: 0 keeps it apical of the nuclear palisade, without a mucin stem, 1 to their middle;
+    # 0.8: a crypt cut across shows a rosette of thecae reaching into the palisade, as in GlaS
+    goblet_reach: float = _num(0.8, 0, 1)
 
 
 @dataclass
@@ -248,14 +248,14 @@ def _type(**kwargs: Any) -> Any:
 @dataclass
 class CellTypesConf:
     EPI: CellTypeConf = _type(
-        length_um=[8.0, 11.5], elongation=[1.2, 1.7], shape_noise=0.1, shape_frequency=[3.5, 7.0],
+        length_um=[8.0, 11.5], elongation=[1.1, 1.5], shape_noise=0.14, shape_frequency=[3.5, 7.0],
         hematoxylin=1.0, chromatin=1.0, rim=1.5, nucleoli=0.8)
     PLA: CellTypeConf = _type(
-        length_um=[6.0, 7.5], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[5.2, 6.6], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=0.8,
-        cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.18, hof=0.35)
+        cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.1, hof=0.35)
     LYM: CellTypeConf = _type(
-        length_um=[5.5, 7.0], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[4.8, 6.0], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.12,
         hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.4, cytoplasm_hematoxylin=0.06)
     EOS: CellTypeConf = _type(
@@ -273,9 +273,9 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = _num(1.0, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = _num(1.75, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
     # relative abundance of the stroma types; normalised, not all zero
-    ratios: Dict[str, float] = _each({"PLA": 0.2, "LYM": 0.4, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02},
+    ratios: Dict[str, float] = _each({"PLA": 0.45, "LYM": 0.9, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02},
                                      0, 1000, keys=STROMA_NAMES)
     # slider: multiplies every size of that type's nuclei
     nucleus_scale: Dict[str, float] = _each({name: 1.0 for name in NAMES}, 0.5, 1.5, keys=NAMES)
@@ -327,10 +327,10 @@ class StainConf:
     mucin_hematoxylin: float = _num(0.3, 0, 5)
     mucin_eosin: float = _num(0.15, 0, 5)
     # mucin between its strands, relative to the strands (0: only the strands stain, a mesh; 1: even)
-    mucin_floor: float = _num(0.7, 0, 1)
+    mucin_floor: float = _num(0.5, 0, 1)
     # mucin stains like goblet_clarity = 0 at a theca's edge, fading to the clear centre over about
     # mucin_edge_um: the soft, greyish rim of a real goblet, not a cut-out (0: even throughout)
-    mucin_edge: float = _num(0.35, 0, 1)
+    mucin_edge: float = _num(0.5, 0, 1)
     mucin_edge_um: float = _num(0.8, 0.1, 20)
     lumen_mucus: float = _num(0.08, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin

@@ -25,7 +25,7 @@ from arctique.scene.architecture import (CLEFT_FLOOR, CLEFT_TAPER, CLEFT_VARIATI
                                          crypt_tree, torn)
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
 from arctique.scene.epithelium import SURFACE_JITTER, _goblet_mucin, _wall_grid
-from arctique.scene.geometry import bend, clip_to_slab, icosphere, unbend
+from arctique.scene.geometry import SphereIndex, bend, clip_to_slab, icosphere, unbend
 from arctique.scene.model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA, VESSEL, Ellipsoids,
                                   SceneModel, Vacuoles)
 from arctique.rng import stream
@@ -379,6 +379,22 @@ def test_no_two_epithelial_nuclei_overlap_in_crypts_and_surface(overrides, seed,
     on_surface = ~in_crypt & (depth >= 0) & (depth <= scene.crypts.surface)
     assert (np.sum(on_surface) >= 5) == surface, "surface epithelium nuclei"
     _assert_no_overlap(scene, epi, np.random.default_rng(seed), n_points=2000)
+
+
+def test_sphere_index_finds_every_overlap_in_one_query_or_many_even_beyond_its_grid_cell():
+    """Stroma placement rules candidates out in a batch (``hits``) and places the rest one by one
+    (``collides``): both must agree with a brute-force test, also for spheres wider than a grid
+    cell and across the periodic z boundary."""
+    rng = np.random.default_rng(5)
+    index = SphereIndex(cell=4.0, period_z=20.0)
+    index.add(rng.uniform(0, 40, (60, 3)) * [1, 1, 0.5], rng.uniform(0.5, 6.0, 60))
+    index.add(rng.uniform(0, 40, (5, 3)), rng.uniform(0.5, 2.0, 5), periodic=False)
+    centres, radii = rng.uniform(-5, 45, (400, 3)), rng.uniform(0.3, 6.0, 400)
+    placed, placed_r = np.array(index.centres), np.array(index.radii)
+    truth = (np.linalg.norm(centres[:, None] - placed[None], axis=2) < radii[:, None] + placed_r + 0.3).any(1)
+    assert 0.2 < truth.mean() < 0.9  # both answers occur
+    assert np.array_equal(index.hits(centres, radii, 0.3), truth)
+    assert [index.collides(centres[i:i + 1], radii[i:i + 1], 0.3) for i in range(400)] == truth.tolist()
 
 
 def test_class_sizes_and_elongation_follow_the_config():

@@ -133,11 +133,12 @@ NUCLEOLUS_RADIUS_UM = 0.2 * NUCLEOLUS_LATTICE_UM
 NUCLEOLUS_ZONE = 0.55
 
 # The membrane shell (radius normalised to the semi-axes from RIM_INNER to RIM_OUTER) and its share
-# of the nucleus' volume, weighted by the smooth step: a rim darkens the shell by (1 + rim) against
-# the interior and divides both by (1 + rim * RIM_SHELL_SHARE), so the nucleus keeps its mean uptake
-# and a strong rim leaves a pale, vesicular interior.
+# of the nucleus' volume, weighted by the smooth step (the integral of step(r) 3 r^2 over [0, 1]): a
+# rim darkens the shell by (1 + rim) against the interior, the shell at most MAX_NUCLEAR_BOOST times
+# the mean uptake, and the interior keeps what the shell leaves of the mean, so that the nucleus
+# keeps its mean uptake and a strong rim leaves a pale, vesicular interior.
 RIM_INNER, RIM_OUTER = 0.7, 0.95
-RIM_SHELL_SHARE = 0.4
+RIM_SHELL_SHARE = 0.43
 
 
 def nucleolus_centres(texture_offset: np.ndarray, inv_axes: np.ndarray) -> List[np.ndarray]:
@@ -184,9 +185,13 @@ def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, step_
     if features & {"rim", "nucleoli"}:
         r = _nucleus_radius(n, local)
     if "rim" in features:
-        shell = n.math("MULTIPLY_ADD", _smoothstep(n, r, RIM_INNER, RIM_OUTER), amount["rim"], 1.0)
+        shell = n.math("MINIMUM", n.math("DIVIDE", n.math("ADD", amount["rim"], 1.0),
+                                         n.math("MULTIPLY_ADD", amount["rim"], RIM_SHELL_SHARE, 1.0)),
+                       MAX_NUCLEAR_BOOST)
+        interior = n.math("DIVIDE", n.math("MULTIPLY_ADD", shell, -RIM_SHELL_SHARE, 1.0), 1.0 - RIM_SHELL_SHARE)
+        step = _smoothstep(n, r, RIM_INNER, RIM_OUTER)
         density = n.math("MULTIPLY", density,
-                         n.math("DIVIDE", shell, n.math("MULTIPLY_ADD", amount["rim"], RIM_SHELL_SHARE, 1.0)))
+                         n.math("MULTIPLY_ADD", step, n.math("SUBTRACT", shell, interior), interior))
     if "nucleoli" in features:
         near = None
         for j in range(nucleoli):

@@ -185,9 +185,7 @@ def collision_spheres(centre: np.ndarray, rotation: np.ndarray, shapes: Dict[str
     owner = cell[item]
     bent = ~has_body[owner]
     local[bent] = bend(local[bent][:, None], shapes["curvature"][owner[bent]])[:, 0]
-    bounds = np.searchsorted(owner, np.arange(n + 1))
-    pts = [centre[i] + local[bounds[i]:bounds[i + 1]] @ rotation[i].T for i in range(n)]
-    return owner, np.concatenate(pts), radii
+    return owner, centre[owner] + np.einsum("kj,kij->ki", local, rotation[owner]), radii
 
 
 # --------------------------------------------------------------------------------- meshes, inside

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 
 @lru_cache(maxsize=8)
@@ -192,17 +193,21 @@ class SphereIndex:
         self.grid: Dict[tuple, List[int]] = {}
         self.centres: List[Tuple[float, float, float]] = []
         self.radii: List[float] = []
+        self.r_max = 0.0
+        self._tree: Optional[cKDTree] = None  # of the centres, for ``hits``
 
     def _key(self, p: np.ndarray) -> tuple:
         return tuple(np.floor(p / self.cell).astype(int))
 
     def collides(self, centres: np.ndarray, radii: np.ndarray, gap: float) -> bool:
         # Plain floats: this runs for every candidate sphere, where numpy's per-call cost dominates.
+        # Grid cells within reach of the largest sphere placed: one each way while reaches fit a cell.
         for (x, y, z), r in zip(centres.tolist(), radii.tolist()):
             kx, ky, kz = (math.floor(v / self.cell) for v in (x, y, z))
-            for dx in (-1, 0, 1):
-                for dy in (-1, 0, 1):
-                    for dz in (-1, 0, 1):
+            span = range(-(k := max(1, math.ceil((r + self.r_max + gap) / self.cell))), k + 1)
+            for dx in span:
+                for dy in span:
+                    for dz in span:
                         for j in self.grid.get((kx + dx, ky + dy, kz + dz), ()):
                             cx, cy, cz = self.centres[j]
                             reach = self.radii[j] + r + gap
@@ -210,8 +215,29 @@ class SphereIndex:
                                 return True
         return False
 
+    def hits(self, centres: np.ndarray, radii: np.ndarray, gap: float) -> np.ndarray:
+        """Per sphere, whether it overlaps one placed so far: ``collides`` for many spheres at once
+        (the same test), to rule out most candidates of a batch before the sequential placement
+        checks the rest one by one."""
+        hit = np.zeros(len(centres), bool)
+        if not self.centres or not len(centres):
+            return hit
+        if self._tree is None:  # built once for all the candidates of a batch
+            self._tree = cKDTree(np.array(self.centres))
+        placed, placed_r = self._tree.data, np.array(self.radii)
+        reach_max = radii.max() + placed_r.max() + gap + 1e-6
+        pairs = cKDTree(centres).sparse_distance_matrix(self._tree, reach_max, output_type="ndarray")
+        i, j = pairs["i"].astype(int), pairs["j"].astype(int)
+        d = placed[j] - centres[i]
+        reach = placed_r[j] + radii[i] + gap
+        overlap = d[:, 0] ** 2 + d[:, 1] ** 2 + d[:, 2] ** 2 < reach * reach
+        np.logical_or.at(hit, i, overlap)
+        return hit
+
     def add(self, centres: np.ndarray, radii: np.ndarray, periodic: bool = True) -> None:
         """Add spheres; ``periodic=False`` adds them once, without their copies at z +- period."""
+        self._tree = None
+        self.r_max = max(self.r_max, float(np.max(radii, initial=0.0)))
         for p, r in zip(centres, radii):
             for shift in (self.shifts if periodic else self.shifts[:1]):
                 self.grid.setdefault(self._key(p + shift), []).append(len(self.centres))

@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 _VOLUME_SAMPLES = 20000
 _MAX_BATCHES = 120  # long spindles (FIB) find room only among many candidates once the rest is placed
+# A type's batch is sized to its remaining count over its last batch's acceptance rate, within these
+# bounds; a type of which a largest batch places at most _FULL_PLACED is left where it is (space full).
+_MIN_CANDIDATES, _MAX_CANDIDATES, _FULL_PLACED = 256, 8192, 2
 
 
 def stroma_volume(section: Section, crypts: Crypts, tree: cKDTree, z_pad: float,
@@ -86,14 +89,16 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
         index.add(*_nucleus_spheres(obstacles), periodic=False)
     rngs = {n: streams(f"stroma/{n}") for n in targets}
     counts = {n: 0 for n in targets}
+    rate = {n: 0.25 for n in targets}  # share of a batch's candidates placed (first guess)
+    full: set = set()  # types without room left
     accepted: List[Dict[str, np.ndarray]] = []
     for _ in range(_MAX_BATCHES):  # until every target is met or the space is full
-        batch, cands = [], []
+        batch, cands, sizes = [], [], {}
         for n, target in targets.items():
-            if counts[n] >= target:
+            if counts[n] >= target or n in full:
                 continue
             rng, tconf = rngs[n], getattr(conf.types, n)
-            m = max(8 * (target - counts[n]), 256)
+            m = sizes[n] = int(np.clip(2 * (target - counts[n]) / rate[n], _MIN_CANDIDATES, _MAX_CANDIDATES))
             shapes = draw_shapes(tconf, conf.nucleus_scale.get(n, 1.0), m, rng)
             cand = {"centre": rng.uniform(lo, hi, size=(m, 3)), "rotation": random_rotations(rng, m), **shapes}
             order = np.sort(rng.random(m))
@@ -103,13 +108,14 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
             ok = np.ones(m, bool)
             clear = np.minimum(wall_clearance(sc, section, crypts, tree), vessel_clearance(vessels, sc, 2 * sr.max()))
             np.logical_and.at(ok, owner, clear >= sr + conf.min_gap_um)
+            np.logical_and.at(ok, owner, ~index.hits(sc, sr, conf.min_gap_um))
             cand["reach"] = bounding_radius(shapes, tconf.shape_noise)
             cand["cls_name"] = np.array([n] * m)
             bounds = np.searchsorted(owner, np.arange(m + 1))
             batch.extend((order[i], n, len(cands), i, sc[bounds[i]:bounds[i + 1]], sr[bounds[i]:bounds[i + 1]])
                          for i in np.nonzero(ok)[0])
             cands.append(cand)
-        if not batch:
+        if not cands:  # every target met
             break
         batch.sort(key=lambda item: (item[0], item[1]))
         take: List[List[int]] = [[] for _ in cands]
@@ -120,6 +126,10 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
             counts[n] += 1
             take[c].append(i)
         for cand, rows in zip(cands, take):
+            n = str(cand["cls_name"][0])
+            rate[n] = max(len(rows), 1) / sizes[n]
+            if len(rows) <= _FULL_PLACED and sizes[n] == _MAX_CANDIDATES:
+                full.add(n)
             rows = np.sort(np.asarray(rows, dtype=np.intp))
             accepted.append({k: v[rows] for k, v in cand.items()})
     if not accepted:
