@@ -332,7 +332,7 @@ class StainConf:
     # mucin_edge_um: the soft, greyish rim of a real goblet, not a cut-out (0: even throughout)
     mucin_edge: float = _num(0.5, 0, 1)
     mucin_edge_um: float = _num(0.8, 0.1, 20)
-    lumen_mucus: float = _num(0.08, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
+    lumen_mucus: float = _num(0.3, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     mottle: float = _num(0.1, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
     mottle_um: float = _num(3.0, 0.5, 100)  # ... over patches about this wide
