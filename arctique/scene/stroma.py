@@ -103,10 +103,9 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
             cand = {"centre": rng.uniform(lo, hi, size=(m, 3)), "rotation": random_rotations(rng, m), **shapes}
             order = np.sort(rng.random(m))
             owner, sc, sr = collision_spheres(cand["centre"], cand["rotation"], shapes, tconf.shape_noise)
-            # Nuclei keep clear of the epithelium and of each other; cell bodies may touch and
-            # overlap, as cytoplasm does in the packed lamina propria.
-            # The nuclei placed so far rule out most candidates of a crowded stroma, in one query; the
-            # tissue is asked only about the spheres of the rest.
+            # Nuclei keep clear of each other and of the epithelium; cell bodies may touch and
+            # overlap, as cytoplasm does in the packed lamina propria. The nuclei placed so far rule
+            # out most candidates of a crowded stroma in one query; the tissue is asked about the rest.
             ok = np.ones(m, bool)
             np.logical_and.at(ok, owner, ~index.hits(sc, sr, conf.min_gap_um))
             ask = ok[owner]
