@@ -290,10 +290,14 @@ class CellsConf:
 @dataclass
 class NucleiConf:
     intensity: float = _num(0.42, 0, 1)  # slider: hematoxylin uptake of all nuclei
-    # hematoxylin that the densest chromatin clumps add to the nucleoplasm, relative (times each
-    # class's chromatin): clumps only darken, so the texture never lightens a nucleus below its uptake
-    chromatin_contrast: float = _num(1.0, 0, 3)
-    chromatin_scale_um: float = _num(1.3, 0.1, 10)  # grain size of the chromatin texture
+    # how far chromatin clumps and the clear nucleoplasm between them move hematoxylin from a nucleus's
+    # uptake, relative (times each class's chromatin): 1 about +-0.45 of it, 2 the clumps at the
+    # darkest and the gaps at the floor below
+    chromatin_contrast: float = _num(1.5, 0, 3)
+    chromatin_scale_um: float = _num(2.5, 0.1, 10)  # grain size of the chromatin texture
+    # least hematoxylin of the nucleoplasm between clumps, relative to the uptake: the palest gaps
+    # stay nuclear, so that a threshold still finds a nucleus whole
+    nucleoplasm_floor: float = _num(0.3, 0, 1)
     lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
     # cell-to-cell spread of stain uptake: SD of the log of each nucleus's hematoxylin factor (its
     # cytoplasm's stains spread by 0.8 of it)

@@ -342,7 +342,10 @@ def test_slider_has_a_monotone_effect(base, key):
 
 
 def test_rim_moves_chromatin_to_the_membrane_and_keeps_the_nuclear_mean(base):
-    """A rim darkens the margin of a nucleus by clearing its interior: the nucleus' mean OD stays."""
-    roots, _ = render_slider(base, "cells.types.PLA.rim", [0.0, 2.0])
-    even, rimmed = (class_mean_od("PLA")(r, 3) for r in roots)
+    """A rim darkens the margin of a nucleus by clearing its interior: the nucleus' mean OD stays
+    while the margin can take the chromatin (rim 1: 1.4 times the mean), and a stronger rim, with
+    the margin at its darkest, pales the nucleus (vesicular)."""
+    roots, _ = render_slider(base, "cells.types.PLA.rim", [0.0, 1.0, 2.5])
+    even, rimmed, vesicular = (class_mean_od("PLA")(r, 3) for r in roots)
     assert abs(rimmed / even - 1) < 0.05, (even, rimmed)
+    assert vesicular < 0.95 * rimmed, (rimmed, vesicular)

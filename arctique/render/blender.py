@@ -184,7 +184,8 @@ class SceneRenderer:
         self.nuclei = self._cells("nucleus", self._in_slab(nuclei, level, phase=0), nucleus,
                                   materials.NUCLEUS_AMOUNTS, materials.NUCLEUS_FEATURES,
                                   lambda features, spots: materials.nucleus_material(
-                                      od, cfg.nuclei.chromatin_scale_um, step, features, spots), nucleoli)
+                                      od, cfg.nuclei.chromatin_scale_um, cfg.nuclei.nucleoplasm_floor, step,
+                                      features, spots), nucleoli)
         self.bodies = self._cells("body", self._in_slab(bodies, level, phase=1),
                                   stains.body,
                                   materials.BODY_AMOUNTS, materials.BODY_FEATURES,

@@ -12,8 +12,8 @@ from ._bpy import bpy
 from .voronoi import feature_points
 
 MAX_NUCLEAR_BOOST = 1.5  # highest local hematoxylin of a nucleus relative to its mean uptake
-# Blender's noise texture (detail 2) lies within 0.18 of 0.5 for 98 % of points: this gain takes its
-# upper half to [0, about 0.9] (adding 0.155 times the chromatin amount to the mean uptake).
+# Blender's noise texture (detail 2) lies within 0.18 of 0.5 for 98 % of points: this gain takes it
+# to about [-0.9, 0.9] around the uptake, times the chromatin amount.
 CLUMP_GAIN = 5.0
 
 
@@ -134,9 +134,9 @@ NUCLEOLUS_ZONE = 0.55
 
 # The membrane shell (radius normalised to the semi-axes from RIM_INNER to RIM_OUTER) and its share
 # of the nucleus' volume, weighted by the smooth step (the integral of step(r) 3 r^2 over [0, 1]): a
-# rim darkens the shell by (1 + rim) against the interior, the shell at most MAX_NUCLEAR_BOOST times
-# the mean uptake, and the interior keeps what the shell leaves of the mean, so that the nucleus
-# keeps its mean uptake and a strong rim leaves a pale, vesicular interior.
+# rim darkens the shell by (1 + rim) against the interior, so that the nucleus keeps its mean uptake,
+# until the shell reaches MAX_NUCLEAR_BOOST times it; a stronger rim then clears the interior
+# further (a pale, vesicular nucleus), keeping the ratio.
 RIM_INNER, RIM_OUTER = 0.7, 0.95
 RIM_SHELL_SHARE = 0.43
 
@@ -162,9 +162,9 @@ def nucleolus_centres(texture_offset: np.ndarray, inv_axes: np.ndarray) -> List[
     return [local[i][keep[i]] for i in range(n)]
 
 
-def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, step_rate: float, features: FrozenSet[str],
-                     nucleoli: int) -> "bpy.types.Material":
-    """Hematoxylin (``h_conc``) with coarse heterochromatin clumps (``chromatin``) and, among
+def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, nucleoplasm_floor: float,
+                     step_rate: float, features: FrozenSet[str], nucleoli: int) -> "bpy.types.Material":
+    """Hematoxylin (``h_conc``) mottled by coarse heterochromatin clumps (``chromatin``) and, among
     ``features``, chromatin moved to a darker membrane rim (``rim``, by the radius normalised to the
     nucleus' semi-axes ``inv_axes``) and small dense nucleoli (``nucleoli``) about the local points
     ``nucleolus_<j>``, j < ``nucleoli`` (``nucleolus_centres``)."""
@@ -177,18 +177,18 @@ def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, step_
     noise.inputs["Detail"].default_value = 2.0
     noise.inputs["Roughness"].default_value = 0.6
     n.link(_textured(n, local), noise.inputs["Vector"])
-    # Heterochromatin: clumps where the noise lies above its median add hematoxylin to an even
-    # nucleoplasm, never taking any away: a nucleus is nowhere lighter than its uptake, so that a
-    # threshold still finds the whole of it.
-    clumps = n.math("MULTIPLY", n.math("MAXIMUM", n.math("SUBTRACT", noise.outputs["Fac"], 0.5), 0.0), CLUMP_GAIN)
-    density = n.math("MULTIPLY_ADD", clumps, amount["chromatin"], 1.0)
+    # Heterochromatin: clumps where the noise lies above its median, clear nucleoplasm where below, as
+    # a real nucleus is mottled at 20x; the clear parts keep ``nucleoplasm_floor`` of the uptake, so
+    # that a threshold still finds the whole of a nucleus.
+    clumps = n.math("MULTIPLY", n.math("SUBTRACT", noise.outputs["Fac"], 0.5), CLUMP_GAIN)
+    density = n.math("MAXIMUM", n.math("MULTIPLY_ADD", clumps, amount["chromatin"], 1.0), nucleoplasm_floor)
     if features & {"rim", "nucleoli"}:
         r = _nucleus_radius(n, local)
     if "rim" in features:
         shell = n.math("MINIMUM", n.math("DIVIDE", n.math("ADD", amount["rim"], 1.0),
                                          n.math("MULTIPLY_ADD", amount["rim"], RIM_SHELL_SHARE, 1.0)),
                        MAX_NUCLEAR_BOOST)
-        interior = n.math("DIVIDE", n.math("MULTIPLY_ADD", shell, -RIM_SHELL_SHARE, 1.0), 1.0 - RIM_SHELL_SHARE)
+        interior = n.math("DIVIDE", shell, n.math("ADD", amount["rim"], 1.0))
         step = _smoothstep(n, r, RIM_INNER, RIM_OUTER)
         density = n.math("MULTIPLY", density,
                          n.math("MULTIPLY_ADD", step, n.math("SUBTRACT", shell, interior), interior))
