@@ -185,10 +185,10 @@ def nucleus_material(od: Dict[str, np.ndarray], chromatin_scale_um: float, nucle
     if features & {"rim", "nucleoli"}:
         r = _nucleus_radius(n, local)
     if "rim" in features:
-        shell = n.math("MINIMUM", n.math("DIVIDE", n.math("ADD", amount["rim"], 1.0),
-                                         n.math("MULTIPLY_ADD", amount["rim"], RIM_SHELL_SHARE, 1.0)),
+        ratio = n.math("ADD", amount["rim"], 1.0)
+        shell = n.math("MINIMUM", n.math("DIVIDE", ratio, n.math("MULTIPLY_ADD", amount["rim"], RIM_SHELL_SHARE, 1.0)),
                        MAX_NUCLEAR_BOOST)
-        interior = n.math("DIVIDE", shell, n.math("ADD", amount["rim"], 1.0))
+        interior = n.math("DIVIDE", shell, ratio)
         step = _smoothstep(n, r, RIM_INNER, RIM_OUTER)
         density = n.math("MULTIPLY", density,
                          n.math("MULTIPLY_ADD", step, n.math("SUBTRACT", shell, interior), interior))
