@@ -337,7 +337,7 @@ def _clearing(rng: np.random.Generator, shape: tuple, stain: StainConf, mpp: flo
     return (stain.space_density + (1 - stain.space_density) * dense).astype(np.float32)
 
 
-def red_cell_depth(scene: SceneModel, xs: np.ndarray, layers: int) -> np.ndarray:
+def red_cell_depth(scene: SceneModel, xs: np.ndarray, layers: int, biconcavity: float) -> np.ndarray:
     """(layers, H, W) share of each depth layer's thickness that red cells fill, on the grid ``xs``.
 
     A red cell (about 2 um thick) lies wholly within a 3-5 um slab more often than it crosses its
@@ -357,7 +357,7 @@ def red_cell_depth(scene: SceneModel, xs: np.ndarray, layers: int) -> np.ndarray
     dz = sec.thickness / layers
     out = np.zeros((layers, n, n), np.float32)
     for k, z in enumerate(layer_depths(sec, layers)):
-        out[k][near] = ellipsoid_depth(xy, scene.blood, z - dz / 2, z + dz / 2) / dz
+        out[k][near] = ellipsoid_depth(xy, scene.blood, z - dz / 2, z + dz / 2, biconcavity) / dz
     return out
 
 
@@ -416,7 +416,8 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     h[wall] = st.stroma_hematoxylin
     e[vessel & ~wall] = st.plasma_eosin * eosin
     tissue = (codes != OUTSIDE) & (codes != RIP)
-    out[..., 2][tissue] = st.blood_density * red_cell_depth(scene, xs, op.layers)[tissue]
+    biconcavity = cfg.tissue.blood.biconcavity
+    out[..., 2][tissue] = st.blood_density * red_cell_depth(scene, xs, op.layers, biconcavity)[tissue]
     e[codes == BLOOD] = st.stroma_eosin * eosin
     cytoplasm_and_matrix = stroma | epi | mucin | lumen
     out[cytoplasm_and_matrix] *= matrix.grain[cytoplasm_and_matrix][:, None]

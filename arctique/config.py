@@ -150,7 +150,10 @@ class RipsConf:
 class BloodConf:
     strength: float = _num(0.1, 0, 20)  # extravasated red blood cells per 1000 um^2 of stroma in the section
     diameter_um: float = _num(7.5, 2, 20)  # red blood cell diameter
-    thickness_um: float = _num(2.2, 0.5, 5)  # red blood cell thickness (an oblate ellipsoid)
+    thickness_um: float = _num(2.2, 0.5, 5)  # red blood cell thickness (the disc's thickest, near its rim)
+    # 0: an oblate ellipsoid; 1: the biconcave disc of a human red cell (Evans and Fung), a third as
+    # thick in the middle as at the rim, the central pallor of a red cell seen face-on
+    biconcavity: float = _look(1.0, 0, 1)
 
 
 @dataclass

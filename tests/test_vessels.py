@@ -213,6 +213,29 @@ def test_red_cells_show_as_the_path_through_them_across_the_slab():
     assert np.any((depth > 0) & ~on_mid), "a red cell off the mid-plane shows"
 
 
+@pytest.mark.parametrize("tilt_deg", [0.0, 50.0])
+def test_a_biconcave_red_cell_keeps_its_outline_and_thins_in_the_middle(tilt_deg):
+    """Seen through the slab, a biconcave red cell covers the pixels its ellipsoid covers; face-on it
+    is thickest near 0.7 of its radius, as thick there as the ellipsoid's centre, and about a third
+    as thick in its middle (the central pallor); tilted, its middle still shows less than the
+    ellipsoid's."""
+    from arctique.scene.model import Ellipsoids
+
+    turn = np.radians(tilt_deg)
+    rotation = np.array([[1, 0, 0], [0, np.cos(turn), -np.sin(turn)], [0, np.sin(turn), np.cos(turn)]])
+    cell = Ellipsoids(centre=np.zeros((1, 3)), rotation=rotation[None], axes=np.array([[3.75, 3.75, 1.1]]))
+    xy = np.column_stack([np.linspace(-4.5, 4.5, 901), np.zeros(901)])
+    ellipsoid = ellipsoid_depth(xy, cell, -10, 10)
+    disc = ellipsoid_depth(xy, cell, -10, 10, biconcavity=1.0)
+    np.testing.assert_array_equal(disc > 0, ellipsoid > 0)
+    middle = np.abs(xy[:, 0]) < 0.01
+    assert disc[middle].max() < 0.75 * ellipsoid[middle].min()
+    if tilt_deg == 0:
+        assert disc.max() == pytest.approx(2.2, abs=0.01)
+        assert abs(xy[disc.argmax(), 0]) == pytest.approx(0.7 * 3.75, abs=0.1)
+        assert disc[middle].mean() == pytest.approx(2.2 * 0.315, abs=0.02)
+
+
 def test_capillaries_have_their_own_streams():
     """Extravasated blood and stroma density leave the capillaries, their endothelium and their red
     cells as they were; the capillary streams leave crypts and epithelium as they were."""

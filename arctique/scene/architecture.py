@@ -364,8 +364,8 @@ def torn(rips: Rips, xy: np.ndarray, wall_distance: np.ndarray) -> np.ndarray:
 
 def sample_blood(conf: BloodConf, section: Section, crypts: Crypts, tree: cKDTree, vessels: Vessels,
                  rng: np.random.Generator) -> Ellipsoids:
-    """Extravasated red blood cells (biconcave discs approximated by oblate ellipsoids) scattered in
-    the stroma, outside the epithelium and the capillaries."""
+    """Extravasated red blood cells (biconcave discs within oblate ellipsoids, ``ellipsoid_depth``)
+    scattered in the stroma, outside the epithelium and the capillaries."""
     diameter = conf.diameter_um
     lo, hi = scene_box(section, diameter / 2)
     area = (hi[0] - lo[0]) * (hi[1] - lo[1])
@@ -396,12 +396,30 @@ def ellipsoid_labels(points: np.ndarray, ell: Ellipsoids, point_tree: cKDTree) -
 
 
 
-def ellipsoid_depth(xy: np.ndarray, ell: Ellipsoids, z0: float, z1: float) -> np.ndarray:
+# Thickness of a human red cell across its disc (Evans and Fung, Microvascular Research 1972), at
+# relative radius rho: sqrt(1 - rho^2) (C0 + C1 rho^2 + C2 rho^4) times its diameter, greatest
+# (EVANS_FUNG_PEAK) near rho = 0.7 and about a third of that at the centre: the central pallor.
+EVANS_FUNG = (0.207, 2.003, -1.123)
+EVANS_FUNG_PEAK = 0.6562
+
+
+def biconcave_factor(rho2: np.ndarray, biconcavity: float) -> np.ndarray:
+    """Thickness of a biconcave disc relative to the oblate ellipsoid of the same greatest
+    thickness, at squared relative radius ``rho2``: 1 everywhere at ``biconcavity`` 0, the
+    Evans-Fung shape at 1."""
+    c0, c1, c2 = EVANS_FUNG
+    return 1 - biconcavity + biconcavity * (c0 + c1 * rho2 + c2 * rho2 ** 2) / EVANS_FUNG_PEAK
+
+
+def ellipsoid_depth(xy: np.ndarray, ell: Ellipsoids, z0: float, z1: float, biconcavity: float = 0.0) -> np.ndarray:
     """Length of the vertical line through each point ``xy`` (P, 2) between depths ``z0 < z1``
     that lies inside any of the ellipsoids: the path a ray crossing the slab there takes through them.
 
     Per ellipsoid the line enters and leaves where ``|(p + t z - c) R / axes| = 1``; overlapping
     ellipsoids (red cells stacked in a capillary) count once, as the union of their intervals.
+    With ``biconcavity`` > 0 the ellipsoids are discs about their third (shortest) axis, thinned
+    in the middle (``biconcave_factor`` at the chord's middle): each chord shrinks or grows about
+    its middle, so the outline stays the ellipsoid's.
     """
     out = np.zeros(len(xy))
     if len(ell.centre) == 0 or len(xy) == 0:
@@ -418,10 +436,13 @@ def ellipsoid_depth(xy: np.ndarray, ell: Ellipsoids, z0: float, z1: float) -> np
         a, b, c = d @ d, start @ d, (start ** 2).sum(1) - 1
         disc = b ** 2 - a * c
         cut = disc > 0
-        root = np.sqrt(disc[cut])
+        middle, half = -b[cut] / a, np.sqrt(disc[cut]) / a
+        if biconcavity:
+            rho = start[cut, :2] + middle[:, None] * d[:2]
+            half = half * biconcave_factor((rho ** 2).sum(1), biconcavity)
         pixel.append(hits[cut])
-        enter.append(np.clip((-b[cut] - root) / a, z0, z1))
-        leave.append(np.clip((-b[cut] + root) / a, z0, z1))
+        enter.append(np.clip(middle - half, z0, z1))
+        leave.append(np.clip(middle + half, z0, z1))
     if not pixel:
         return out
     pixel, enter, leave = np.concatenate(pixel), np.concatenate(enter), np.concatenate(leave)
