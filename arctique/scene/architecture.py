@@ -397,7 +397,7 @@ def ellipsoid_labels(points: np.ndarray, ell: Ellipsoids, point_tree: cKDTree) -
 
 
 # Thickness of a human red cell across its disc (Evans and Fung, Microvascular Research 1972), at
-# relative radius rho: sqrt(1 - rho^2) (C0 + C1 rho^2 + C2 rho^4) times its diameter, greatest
+# relative radius rho: in proportion to sqrt(1 - rho^2) (C0 + C1 rho^2 + C2 rho^4), greatest
 # (EVANS_FUNG_PEAK) near rho = 0.7 and about a third of that at the centre: the central pallor.
 EVANS_FUNG = (0.207, 2.003, -1.123)
 EVANS_FUNG_PEAK = 0.6562
@@ -417,7 +417,7 @@ def ellipsoid_depth(xy: np.ndarray, ell: Ellipsoids, z0: float, z1: float, bicon
 
     Per ellipsoid the line enters and leaves where ``|(p + t z - c) R / axes| = 1``; overlapping
     ellipsoids (red cells stacked in a capillary) count once, as the union of their intervals.
-    With ``biconcavity`` > 0 the ellipsoids are discs about their third (shortest) axis, thinned
+    With ``biconcavity`` > 0 the ellipsoids are discs about their third axis (a red cell's short one), thinned
     in the middle (``biconcave_factor`` at the chord's middle): each chord shrinks or grows about
     its middle, so the outline stays the ellipsoid's.
     """
