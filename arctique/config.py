@@ -300,7 +300,7 @@ class NucleiConf:
     chromatin_scale_um: float = _num(2.5, 0.1, 10)  # grain size of the chromatin texture
     # least hematoxylin of the nucleoplasm between clumps, relative to the uptake: the palest gaps
     # stay nuclear, so that a threshold still finds a nucleus whole
-    nucleoplasm_floor: float = _num(0.3, 0, 1)
+    nucleoplasm_floor: float = _num(0.45, 0, 1)
     lym_to_pla: float = _num(0.0, 0, 1)  # slider: lymphocytes take on plasma-cell appearance
     # cell-to-cell spread of stain uptake: SD of the log of each nucleus's hematoxylin factor (its
     # cytoplasm's stains spread by 0.8 of it)
