@@ -194,7 +194,7 @@ class SphereIndex:
         self.centres: List[Tuple[float, float, float]] = []
         self.radii: List[float] = []
         self.r_max = 0.0
-        self._tree: Optional[cKDTree] = None  # of the centres, for ``hits``
+        self._placed: Optional[Tuple[cKDTree, np.ndarray]] = None  # centres' tree and radii, for ``hits``
 
     def _key(self, p: np.ndarray) -> tuple:
         return tuple(np.floor(p / self.cell).astype(int))
@@ -222,11 +222,12 @@ class SphereIndex:
         hit = np.zeros(len(centres), bool)
         if not self.centres or not len(centres):
             return hit
-        if self._tree is None:  # built once for all the candidates of a batch
-            self._tree = cKDTree(np.array(self.centres))
-        placed, placed_r = self._tree.data, np.array(self.radii)
+        if self._placed is None:  # built once for all the candidates of a batch
+            self._placed = cKDTree(np.array(self.centres)), np.array(self.radii)
+        tree, placed_r = self._placed
+        placed = tree.data
         reach_max = radii.max() + placed_r.max() + gap + 1e-6
-        pairs = cKDTree(centres).sparse_distance_matrix(self._tree, reach_max, output_type="ndarray")
+        pairs = cKDTree(centres).sparse_distance_matrix(tree, reach_max, output_type="ndarray")
         i, j = pairs["i"].astype(int), pairs["j"].astype(int)
         d = placed[j] - centres[i]
         reach = placed_r[j] + radii[i] + gap
@@ -236,7 +237,7 @@ class SphereIndex:
 
     def add(self, centres: np.ndarray, radii: np.ndarray, periodic: bool = True) -> None:
         """Add spheres; ``periodic=False`` adds them once, without their copies at z +- period."""
-        self._tree = None
+        self._placed = None
         self.r_max = max(self.r_max, float(np.max(radii, initial=0.0)))
         for p, r in zip(centres, radii):
             for shift in (self.shifts if periodic else self.shifts[:1]):

@@ -128,8 +128,7 @@ def _place(conf: CellsConf, targets: Dict[str, int], z_pad: float, section: Sect
             index.add(spheres, radii)
             counts[n] += 1
             take[c].append(i)
-        for cand, rows in zip(cands, take):
-            n = str(cand["cls_name"][0])
+        for n, cand, rows in zip(sizes, cands, take):  # sizes: the batch's types, in the order of cands
             rate[n] = max(len(rows), 1) / sizes[n]
             if len(rows) <= _FULL_PLACED and sizes[n] == _MAX_CANDIDATES:
                 full.add(n)
