@@ -81,7 +81,7 @@ class CryptConf:
     # least stroma between the basal walls of neighbouring crypts (drawn radii, round, straight):
     # a crypt drawn too wide for its place is narrowed to keep it
     gap_um: float = _num(8.0, 0, 500)
-    lumen_radius_um: float = _num(3.0, 0.5, 150)  # mean radius of the lumen
+    lumen_radius_um: float = _num(6.0, 0.5, 150)  # mean radius of the lumen (GlaS healthy: 5-15 um across)
     lumen_lobes: List[int] = _span([2, 2], 2, 12)  # folds of the lumen (2: a slit)
     lumen_fold: List[float] = _span([0.3, 0.7], 0, 0.9)  # relative depth of the folds
     depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
@@ -106,17 +106,21 @@ class SectionConf:
 
 @dataclass
 class EpitheliumConf:
-    spacing_um: float = _num(6.5, 1, 30)  # centre distance of neighbouring epithelial nuclei around the wall
+    # centre distance of neighbouring epithelial nuclei around the wall (5.5: a crowded basal palisade)
+    spacing_um: float = _num(5.5, 1, 30)
     row_spacing_um: float = _num(6.5, 1, 30)  # ... and along the crypt axis
     # columns around the wall alternate along the crypt axis by this share of a row (0.5: a brick
     # pattern): ring neighbours then lie at different heights, and their nuclei may be wider than
     # the room between them around the wall (crowded, pseudo-stratified)
     column_offset: float = _num(0.5, 0, 0.5)
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
-    stratification_um: float = _num(2.5, 0, 10)  # nuclei sit up to this far from the base (pseudo-stratified)
-    goblet_fraction: float = _num(0.3, 0, 1)  # fraction of epithelial cells that are goblet cells
-    goblet_length_um: List[float] = _span([9.0, 16.0], 1, 40)  # radial extent of a theca towards the lumen
-    goblet_width_um: List[float] = _span([8.0, 14.0], 1, 40)  # greatest width of a theca around the crypt
+    # nuclei sit up to this far from the base (pseudo-stratified; 1: one basal band under the thecae)
+    stratification_um: float = _num(1.0, 0, 10)
+    # fraction of epithelial cells that are goblet cells (0.5: a crypt cut across shows a ring of a
+    # dozen or more thecae, as in GlaS healthy colon)
+    goblet_fraction: float = _num(0.5, 0, 1)
+    goblet_length_um: List[float] = _span([10.0, 14.0], 1, 40)  # radial extent of a theca towards the lumen
+    goblet_width_um: List[float] = _span([10.0, 14.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(0.95, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.2, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
     goblet_stagger: float = _num(0.0, 0, 0.5)  # goblets of a ring turned by this share of their angle from the last
@@ -124,10 +128,11 @@ class EpitheliumConf:
     # angles, a flower in cross-section; real thecae sit unevenly)
     goblet_jitter: float = _num(0.6, 0, 1)
     goblet_height_um: float = _num(9.0, 1, 40)  # theca extent along the crypt (elliptic; > row_spacing_um: beads)
-    goblet_exponent: float = _num(2.5, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
+    goblet_exponent: float = _num(2.0, 2, 12)  # outline of a theca across the crypt: 2 elliptic, larger boxier
     # share of the wedge kept: 1 widens a theca towards the base like the angle between goblets (even
-    # strands, petals), 0 keeps its width (rounded thecae); 0.5: ovals widening outwards, as in GlaS
-    goblet_taper: float = _num(0.5, 0, 1)
+    # strands, petals), 0 keeps its width (the rounded ovals of GlaS; with more taper a crypt cut
+    # across reads as a flower of petals)
+    goblet_taper: float = _num(0.0, 0, 1)
     # how far a theca reaches down between the nuclei of its neighbours, in shares of their half
     # length: 0 keeps it apical of the nuclear palisade, without a mucin stem, 1 to their middle;
     # 0.8: a crypt cut across shows a rosette of thecae reaching into the palisade, as in GlaS
@@ -322,8 +327,9 @@ class StainConf:
     stroma_eosin: float = _num(0.09, 0, 5)  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
     stroma_hematoxylin: float = _num(0.002, 0, 5)  # OD per um of stroma background
-    epithelium_eosin: float = _num(0.14, 0, 5)  # OD per um of epithelial cytoplasm
-    epithelium_hematoxylin: float = _num(0.06, 0, 5)  # OD per um of epithelial cytoplasm
+    # OD per um of epithelial cytoplasm: lilac, not magenta (GlaS healthy crypt epithelium)
+    epithelium_eosin: float = _num(0.10, 0, 5)
+    epithelium_hematoxylin: float = _num(0.06, 0, 5)
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.3, 0, 5)  # OD per um of path through red blood cells
@@ -337,9 +343,11 @@ class StainConf:
     mucin_floor: float = _num(0.5, 0, 1)
     # mucin stains like goblet_clarity = 0 at a theca's edge, fading to the clear centre over about
     # mucin_edge_um: the soft, greyish rim of a real goblet, not a cut-out (0: even throughout)
-    mucin_edge: float = _num(0.5, 0, 1)
+    mucin_edge: float = _num(0.25, 0, 1)
     mucin_edge_um: float = _num(0.8, 0.1, 20)
-    lumen_mucus: float = _num(0.3, 0, 5)  # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands)
+    # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands): faint, so that
+    # a lumen reads as a pale slit, not a grey blot
+    lumen_mucus: float = _num(0.1, 0, 5)
     grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     mottle: float = _num(0.1, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
     mottle_um: float = _num(3.0, 0.5, 100)  # ... over patches about this wide
