@@ -81,9 +81,12 @@ class CryptConf:
     # least stroma between the basal walls of neighbouring crypts (drawn radii, round, straight):
     # a crypt drawn too wide for its place is narrowed to keep it
     gap_um: float = _num(8.0, 0, 500)
-    lumen_radius_um: float = _num(6.0, 0.5, 150)  # mean radius of the lumen (GlaS healthy: 5-15 um across)
+    lumen_radius_um: float = _num(5.0, 0.5, 150)  # mean radius of the lumen (GlaS healthy: 5-15 um across)
     lumen_lobes: List[int] = _span([2, 2], 2, 12)  # folds of the lumen (2: a slit)
-    lumen_fold: List[float] = _span([0.3, 0.7], 0, 0.9)  # relative depth of the folds
+    lumen_fold: List[float] = _span([0.2, 0.5], 0, 0.9)  # relative depth of the folds
+    # relative amplitude of the uneven outline of a lumen (harmonics 1-4, the k-th up to 1/k of it;
+    # the first moves it off the axis): 0 the even slit or star of its folds
+    lumen_roughness: float = _num(0.8, 0, 1)
     depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
     warp_um: float = _num(5.0, 0, 250)  # amplitude of the meander of the crypt axis (also <= spacing_um / 4)
     warp_wavelength_um: float = _num(160.0, 10, 2000)  # wavelength of that meander

@@ -22,7 +22,7 @@ from arctique.labels.exact import tissue_mask
 from arctique.scene import build as scene_build
 from arctique.scene import build_scene, load, save, scene_key
 from arctique.scene.architecture import (CLEFT_FLOOR, CLEFT_TAPER, CLEFT_VARIATION, compartments, crypt_coordinates,
-                                         crypt_tree, torn)
+                                         crypt_tree, lumen_factor, torn)
 from arctique.scene.cells import draw_shapes, inside_nucleus, make_cells, nucleus_mesh
 from arctique.scene.epithelium import SURFACE_JITTER, _goblet_mucin, _wall_grid
 from arctique.scene.geometry import SphereIndex, bend, clip_to_slab, icosphere, unbend
@@ -772,6 +772,32 @@ def test_a_scene_saved_before_frayed_tears_loads_with_its_clefts_and_no_cracks(t
     xy = np.random.default_rng(0).uniform(-40, 40, (4000, 2))
     assert not torn(before, xy, np.full(len(xy), np.inf)).any()  # far from every crypt wall: no cleft, no crack
     assert torn(before, xy, np.zeros(len(xy))).any()  # on the walls, the clefts of damaged patches
+
+
+def test_lumen_roughness_makes_lumens_uneven_and_zero_keeps_their_even_folds(tmp_path):
+    """``lumen_roughness`` 0: every lumen is its folds alone, 1 + fold cos(lobes theta + phase); the
+    default makes each outline uneven without changing any other draw of the crypts. A scene saved
+    before lumens had waves loads with the even folds."""
+    even = built(tuple(SMALL + ["tissue.crypt.lumen_roughness=0"]), 3).crypts
+    rough = built(tuple(SMALL), 3).crypts
+    for name in ("centre", "radius", "lumen", "wall", "lumen_shape", "surface_waves"):
+        assert np.array_equal(getattr(even, name), getattr(rough, name)), name
+    theta = np.linspace(0, 2 * np.pi, 360, endpoint=False)
+    idx = np.repeat(np.arange(len(even.centre)), len(theta))
+    th = np.tile(theta, len(even.centre))
+    lobes, fold, phase = (even.lumen_shape[idx, i] for i in range(3))
+    folds = 1 + fold * np.cos(lobes * th + phase)
+    assert np.array_equal(lumen_factor(even, idx, th), folds)
+    deviation = (lumen_factor(rough, idx, th) - folds).reshape(len(even.centre), len(theta))
+    assert np.all(deviation.std(axis=1) > 0.02), deviation.std(axis=1).min()
+    scene = built(tuple(SMALL), 3)
+    save(scene, tmp_path / "now.npz")
+    with np.load(tmp_path / "now.npz") as data:
+        arrays = {k: data[k] for k in data.files if k != "crypts.lumen_waves"}
+    np.savez(tmp_path / "before.npz", **arrays)
+    before = load(tmp_path / "before.npz").crypts
+    assert before.lumen_waves.shape == (len(before.centre), 0, 2)
+    assert np.array_equal(lumen_factor(before, idx, th), lumen_factor(even, idx, th))
 
 
 @pytest.mark.parametrize("reach", [0.0, 1.0])

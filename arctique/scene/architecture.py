@@ -18,6 +18,7 @@ from .model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, NO_VESSEL, OUTSIDE, RIP, ST
                     VESSEL_WALL, Crypts, Ellipsoids, Rips, SceneModel, Section, Vacuoles, Vessels)
 
 WALL_HARMONICS = 3
+LUMEN_HARMONICS = 4
 
 
 def _rotation(tilt: float, azimuth: float) -> np.ndarray:
@@ -83,6 +84,10 @@ def sample_crypts(conf: CryptConf, surface: SurfaceConf, section: Section, z_pad
         wavelength=float(conf.warp_wavelength_um), wall=np.stack([amp, phase], -1),
         lumen_shape=lumen_shape, surface=float(surface.thickness_um),
         surface_waves=random_waves(rng, 8, surface.wavelength_um, surface.undulation_um / 2),
+        # Drawn last, so that the draws before do not depend on it.
+        lumen_waves=np.stack([rng.uniform(0, 1, size=(n, LUMEN_HARMONICS)) * conf.lumen_roughness
+                              / np.arange(1, LUMEN_HARMONICS + 1),
+                              rng.uniform(0, 2 * np.pi, size=(n, LUMEN_HARMONICS))], -1),
     )
 
 
@@ -142,9 +147,12 @@ def wall_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarra
 
 
 def lumen_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Folds of the lumen: relative lumen radius (a star, or a slit for two lobes)."""
+    """Folds of the lumen: relative lumen radius (a star, or a slit for two lobes), made uneven by
+    the crypt's lumen waves (the first harmonic moves the lumen off the axis)."""
     lobes, fold, phase = (crypts.lumen_shape[idx, i] for i in range(3))
-    return 1 + fold * np.cos(lobes * theta + phase)
+    waves = crypts.lumen_waves[idx]
+    k = np.arange(1, waves.shape[-2] + 1)
+    return 1 + fold * np.cos(lobes * theta + phase) + (waves[..., 0] * np.cos(k * theta[..., None] + waves[..., 1])).sum(-1)
 
 
 def crypt_coordinates(crypts: Crypts, q: np.ndarray, tree: cKDTree) -> Tuple[np.ndarray, ...]:

@@ -12,7 +12,7 @@ import io
 import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Dict, Sequence, Type, TypeVar
+from typing import Any, Callable, Dict, Sequence, Type, TypeVar
 
 import numpy as np
 
@@ -60,6 +60,8 @@ class Crypts:
     lumen_shape: np.ndarray  # (C, 3) lumen folds: number of lobes, relative depth, phase
     surface: float  # thickness of the surface epithelium below w = 0
     surface_waves: np.ndarray  # (K, 4) rows (ku, kv, phase, amplitude um): undulation of the surface
+    # (C, K, 2) amplitude (relative) and phase of the lumen's uneven outline, harmonics k = 1 .. K
+    lumen_waves: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -201,9 +203,14 @@ def save(scene: SceneModel, path: Path) -> None:
     Path(path).write_bytes(buf.getvalue())
 
 
-# Fields of ``Rips`` added later, and their values for scenes saved before: clefts without a width
-# (``cleft_excess``), tears with smooth edges, no cracks (theirs were hairlines by another rule).
-RIPS_BEFORE = {"cleft_excess": 0.0, "fray_waves": np.zeros((0, 4)), "crack_um": 0.0, "crack_excess": np.inf}
+# Fields added later, and their values for scenes saved before, from the scene's arrays. Rips:
+# clefts without a width (``cleft_excess``), tears with smooth edges, no cracks (theirs were
+# hairlines by another rule). Crypts: lumens of even folds.
+FIELDS_BEFORE: Dict[str, Callable[[Dict[str, np.ndarray]], Any]] = {
+    "rips.cleft_excess": lambda a: 0.0, "rips.fray_waves": lambda a: np.zeros((0, 4)),
+    "rips.crack_um": lambda a: 0.0, "rips.crack_excess": lambda a: np.inf,
+    "crypts.lumen_waves": lambda a: np.zeros((len(a["crypts.centre"]), 0, 2)),
+}
 
 
 def load(path: Path) -> SceneModel:
@@ -216,10 +223,11 @@ def load(path: Path) -> SceneModel:
             return Vessels.empty()  # type: ignore[return-value]
         kwargs = {}
         for f in fields(cls):
-            if part == "rips" and f"rips.{f.name}" not in arrays and f.name in RIPS_BEFORE:
-                kwargs[f.name] = RIPS_BEFORE[f.name]  # a scene saved before the field was added
+            key = f"{part}.{f.name}"
+            if key not in arrays and key in FIELDS_BEFORE:  # a scene saved before the field was added
+                kwargs[f.name] = FIELDS_BEFORE[key](arrays)
                 continue
-            a = arrays[f"{part}.{f.name}"]
+            a = arrays[key]
             kwargs[f.name] = a.item() if a.ndim == 0 else a
         return cls(**kwargs)
 
