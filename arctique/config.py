@@ -119,10 +119,10 @@ class EpitheliumConf:
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     # nuclei sit up to this far from the base (pseudo-stratified; 1: one basal band under the thecae)
     stratification_um: float = _num(1.0, 0, 10)
-    # fraction of epithelial cells that are goblet cells (0.5: a crypt cut across shows a ring of a
-    # dozen or more thecae, as in GlaS healthy colon)
-    goblet_fraction: float = _num(0.5, 0, 1)
-    goblet_length_um: List[float] = _span([10.0, 14.0], 1, 40)  # radial extent of a theca towards the lumen
+    # fraction of epithelial cells that are goblet cells (0.35: a crypt cut across shows a ring of
+    # about a dozen rounded thecae, as in GlaS healthy colon; more crowd them into radial petals)
+    goblet_fraction: float = _num(0.35, 0, 1)
+    goblet_length_um: List[float] = _span([8.0, 12.0], 1, 40)  # radial extent of a theca towards the lumen
     goblet_width_um: List[float] = _span([10.0, 14.0], 1, 40)  # greatest width of a theca around the crypt
     goblet_fill: float = _num(0.95, 0.3, 1)  # a theca spans this share of the angle between goblets ...
     goblet_strand_um: float = _num(1.2, 0, 10)  # ... less this strand of cytoplasm between neighbouring thecae
