@@ -139,20 +139,23 @@ def axis_point(crypts: Crypts, idx: np.ndarray, w: np.ndarray) -> np.ndarray:
     return crypts.centre[idx] + crypts.warp_amp[idx] * np.sin(arg)
 
 
+def _harmonics(waves: np.ndarray, first: int, theta: np.ndarray) -> np.ndarray:
+    """Sum over the (..., K, 2) rows (amplitude, phase) of ``waves`` of amplitude cos(k theta +
+    phase), k = first .. first + K - 1."""
+    k = np.arange(first, first + waves.shape[-2])
+    return (waves[..., 0] * np.cos(k * theta[..., None] + waves[..., 1])).sum(-1)
+
+
 def wall_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Angular modulation of crypt radii (1 = round)."""
-    k = np.arange(2, 2 + WALL_HARMONICS)
-    wall = crypts.wall[idx]
-    return 1 + (wall[..., 0] * np.cos(k * theta[..., None] + wall[..., 1])).sum(-1)
+    return 1 + _harmonics(crypts.wall[idx], 2, theta)
 
 
 def lumen_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Folds of the lumen: relative lumen radius (a star, or a slit for two lobes), made uneven by
     the crypt's lumen waves (the first harmonic moves the lumen off the axis)."""
     lobes, fold, phase = (crypts.lumen_shape[idx, i] for i in range(3))
-    waves = crypts.lumen_waves[idx]
-    k = np.arange(1, waves.shape[-2] + 1)
-    return 1 + fold * np.cos(lobes * theta + phase) + (waves[..., 0] * np.cos(k * theta[..., None] + waves[..., 1])).sum(-1)
+    return 1 + fold * np.cos(lobes * theta + phase) + _harmonics(crypts.lumen_waves[idx], 1, theta)
 
 
 def crypt_coordinates(crypts: Crypts, q: np.ndarray, tree: cKDTree) -> Tuple[np.ndarray, ...]:
