@@ -116,6 +116,11 @@ class EpitheliumConf:
     # pattern): ring neighbours then lie at different heights, and their nuclei may be wider than
     # the room between them around the wall (crowded, pseudo-stratified)
     column_offset: float = _num(0.5, 0, 0.5)
+    # every cell moved by up to these shares of its pitch around the wall and of a row along it (the
+    # rounded end: around only), so that a wall cut tangentially shows a mosaic, not a lattice; the
+    # room of each nucleus is measured to its moved neighbours
+    ring_jitter: float = _num(0.15, 0, 0.3)
+    row_jitter: float = _num(0.15, 0, 0.3)
     basal_gap_um: float = _num(0.8, 0, 10)  # gap between the basement boundary and the nucleus
     # nuclei sit up to this far from the base (pseudo-stratified; 1: one basal band under the thecae)
     stratification_um: float = _num(1.0, 0, 10)
@@ -262,31 +267,31 @@ class CellTypesConf:
         length_um=[8.0, 11.5], elongation=[1.1, 1.5], shape_noise=0.14, shape_frequency=[3.5, 7.0],
         hematoxylin=1.0, chromatin=1.0, rim=1.5, nucleoli=0.8)
     PLA: CellTypeConf = _type(
-        length_um=[5.2, 6.6], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[6.0, 7.6], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=0.8,
         cytoplasm_eosin=0.2, cytoplasm_hematoxylin=0.1, hof=0.35)
     LYM: CellTypeConf = _type(
-        length_um=[4.8, 6.0], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
+        length_um=[5.8, 7.2], elongation=[1.0, 1.15], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.12,
         hematoxylin=1.0, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.4, cytoplasm_hematoxylin=0.06)
     EOS: CellTypeConf = _type(
-        length_um=[7.0, 9.0], elongation=[1.5, 1.9], lobes=[2, 2], shape_noise=0.08,
+        length_um=[7.7, 9.9], elongation=[1.5, 1.9], lobes=[2, 2], shape_noise=0.08,
         cytoplasm_scale=1.55, hematoxylin=0.95, chromatin=0.7, rim=0.4, cytoplasm_eosin=0.6,
         cytoplasm_hematoxylin=0.0, granules=0.7)
     FIB: CellTypeConf = _type(
         length_um=[11.0, 18.0], elongation=[4.0, 6.5], bend_deg=50.0, shape_noise=0.1,
         hematoxylin=1.4, chromatin=0.5, rim=0.3)
     NEU: CellTypeConf = _type(
-        length_um=[8.0, 10.0], elongation=[1.3, 1.7], lobes=[3, 4], shape_noise=0.08,
+        length_um=[8.8, 11.0], elongation=[1.3, 1.7], lobes=[3, 4], shape_noise=0.08,
         cytoplasm_scale=1.4, hematoxylin=0.95, chromatin=0.6, rim=0.3, cytoplasm_eosin=0.22,
         cytoplasm_hematoxylin=0.03)
 
 
 @dataclass
 class CellsConf:
-    stroma_density: float = _num(1.75, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = _num(1.0, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
     # relative abundance of the stroma types; normalised, not all zero
-    ratios: Dict[str, float] = _each({"PLA": 0.45, "LYM": 0.9, "EOS": 0.03, "FIB": 0.35, "NEU": 0.02},
+    ratios: Dict[str, float] = _each({"PLA": 0.45, "LYM": 1.2, "EOS": 0.03, "FIB": 0.5, "NEU": 0.02},
                                      0, 1000, keys=STROMA_NAMES)
     # slider: multiplies every size of that type's nuclei
     nucleus_scale: Dict[str, float] = _each({name: 1.0 for name in NAMES}, 0.5, 1.5, keys=NAMES)

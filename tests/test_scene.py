@@ -868,19 +868,47 @@ def test_staggered_columns_set_ring_neighbours_apart_along_the_crypt_and_widen_t
     """``column_offset`` moves alternate columns along the crypt: on the tube, ring neighbours lie
     that share of a row apart (0: side by side), and nuclei get wider than the arc between them."""
     crypts = built(tuple(SMALL), 3).crypts
+    unmoved = ["tissue.epithelium.row_jitter=0"]
     for offset in (0.0, 0.5):
-        epi = load_config(SMALL + [f"tissue.epithelium.column_offset={offset}"]).tissue.epithelium
+        epi = load_config(SMALL + unmoved + [f"tissue.epithelium.column_offset={offset}"]).tissue.epithelium
         wall = _wall_grid(crypts, epi, 5.0, np.random.default_rng(0))
         tube = wall.anchor[:, 2] + 2 * epi.row_spacing_um < crypts.depth
         along = np.abs(wall.anchor[wall.neighbours[:, 1], 2] - wall.anchor[:, 2])[tube]
         assert np.mean(np.isclose(along, offset * epi.row_spacing_um)) > 0.9, offset
-        assert np.mean(np.isclose(wall.stagger[tube], offset * epi.row_spacing_um)) > 0.9, offset
     widths = []
     for offset in (0.0, 0.5):
-        cells = built(tuple(SMALL + [f"tissue.epithelium.column_offset={offset}"]), 3).cells
+        cells = built(tuple(SMALL + unmoved + [f"tissue.epithelium.column_offset={offset}"]), 3).cells
         plain = (cells.cls == CLASS_IDS["EPI"]) & ~cells.goblet
         widths.append(np.median(2 * cells.lobe_axes[plain, 0, 1]))
     assert widths[1] > 1.05 * widths[0], widths
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.3])
+def test_wall_cells_move_off_their_grid_and_each_knows_its_nearest_neighbour(jitter):
+    """``row_jitter`` and ``ring_jitter`` move the cells of the tube off the brick grid (0: every
+    ring neighbour but where an odd ring closes exactly ``column_offset`` of a row away along the
+    crypt, a lattice when the wall is cut tangentially), and the neighbour offsets a nucleus is fitted to hold its nearest
+    neighbour on the wall, found here among all cells of its crypt."""
+    crypts = built(tuple(SMALL), 3).crypts
+    epi = load_config(SMALL + [f"tissue.epithelium.row_jitter={jitter}",
+                               f"tissue.epithelium.ring_jitter={jitter}"]).tissue.epithelium
+    wall = _wall_grid(crypts, epi, 5.0, np.random.default_rng(0))
+    tube = wall.anchor[:, 2] + 2 * epi.row_spacing_um < crypts.depth
+    along = np.abs(wall.anchor[wall.neighbours[:, 1], 2] - wall.anchor[:, 2])[tube]
+    off_grid = ~np.isclose(along, epi.column_offset * epi.row_spacing_um)
+    assert off_grid.mean() > 0.9 if jitter else off_grid.mean() < 0.1  # (odd rings: two even columns meet)
+    nearest = np.hypot(wall.near_arc, wall.near_along).min(axis=1)
+    for c in range(len(crypts.centre)):
+        rows = np.flatnonzero((wall.crypt == c) & (wall.alpha == 0))  # the tube's cells
+        circumference = 2 * np.pi * (crypts.radius[c] - 5.0)
+        # Unrolled wall, copied a turn either way so that arcs wrap.
+        u = (wall.theta[rows] % (2 * np.pi)) / (2 * np.pi) * circumference
+        points = np.column_stack([np.concatenate([u - circumference, u, u + circumference]),
+                                  np.tile(wall.anchor[rows, 2], 3)])
+        found = cKDTree(points).query(points[len(rows):2 * len(rows)], k=2)[0][:, 1]
+        # Away from the crypt's mouth and its rounded end, the rings before and after on the tube too.
+        inner = tube[rows] & (wall.anchor[rows, 2] > epi.row_spacing_um)
+        assert inner.sum() > 500 and np.allclose(nearest[rows][inner], found[inner]), c
 
 
 def _sheath(cfg, scene: SceneModel):

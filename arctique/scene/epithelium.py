@@ -1,9 +1,10 @@
 """Epithelium: crypts lined with columnar nuclei and goblet mucin, and the surface epithelium.
 
 Crypt cells sit on a grid over each crypt wall (rows along the crypt profile, columns around the
-axis, alternate columns moved along it: a brick pattern), surface cells on a jittered grid under
-the luminal surface; neighbours stand side by side with parallel long axes and are never wider
-than the room between them, so nuclei cannot overlap by construction. Nuclei sit at the base, some
+axis, alternate columns moved along it: a brick pattern; every cell moved a little off it: a
+mosaic), surface cells on a jittered grid under the luminal surface; neighbours stand side by
+side with parallel long axes and are never wider than the room to the nearest of them, so nuclei
+cannot overlap by construction. Nuclei sit at the base, some
 raised (pseudo-stratification); goblet cells keep a flattened basal nucleus under a mucin vacuole
 that reaches the lumen. Only cells that can reach the slab are kept.
 """
@@ -46,7 +47,9 @@ class _Wall:
     normal: np.ndarray  # (P, 3) outward unit normal
     alpha: np.ndarray  # (P,) angle of the normal on the rounded end (0 on the tube)
     arc: np.ndarray  # (P,) distance to the nearer ring neighbour at the nominal inset radius
-    stagger: np.ndarray  # (P,) least distance along the crypt to a ring neighbour (column_offset)
+    # (P, K) offsets to each cell's neighbours (``_neighbour_offsets``; inf: no such neighbour):
+    near_arc: np.ndarray  # around the wall, at the nominal inset radius
+    near_along: np.ndarray  # along the crypt
     goblet: np.ndarray  # (P,) bool: a goblet cell
     cup_theta: np.ndarray  # (P,) angle of a goblet's theca (NaN for other cells)
     pitch: np.ndarray  # (P,) a goblet's angle to the nearer of its ring neighbours (others: the mean)
@@ -89,14 +92,13 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         alpha = np.clip((s - crypts.depth) / rho, 0, None)  # angle on the rounded end
         ring = np.maximum(1, np.floor(2 * np.pi * rho * np.cos(alpha) / spacing)).astype(int)
         row, first, col = _ring_items(ring)
-        jitter = rng.uniform(-0.15, 0.15, len(row))
+        jitter = epi.ring_jitter * rng.uniform(-1, 1, len(row))
         phase = rng.uniform(0, 2 * np.pi, len(s))
         # With staggered columns the rings of the tube (all of one cell count) share the first one's
-        # phase and jitter, so that a moved cell lies between the cells of its neighbouring columns.
+        # phase, so that a moved column lies between its neighbouring columns.
         tube = s <= crypts.depth
         if epi.column_offset > 0:
             phase[tube] = phase[0]
-            jitter = np.where(tube[row], jitter[col % ring[0]], jitter)
         goblet_phase = rng.uniform(0, 2 * np.pi)
         n_goblet = np.where(epi.goblet_fraction > 0, np.maximum(1, np.round(epi.goblet_fraction * ring)), 0)
         n_goblet = n_goblet.astype(int)
@@ -119,9 +121,12 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         theta = 2 * np.pi * (col + jitter) / ring[row] + phase[row]
         # Odd columns move along the crypt by column_offset of a row, where the next ring is on the
         # tube too (the rounded end's rings hold fewer cells, at their own phases: no columns there).
+        # Every cell there moves along it by up to row_jitter of a row, either way.
         movable = (s + epi.row_spacing_um <= crypts.depth)[row]
         moved = np.where(movable & (col % 2 == 1), epi.column_offset * epi.row_spacing_um, 0.0)
-        w_anchor = np.minimum(s[row] + moved, crypts.depth)
+        moved += np.where(movable, epi.row_jitter * epi.row_spacing_um * rng.uniform(-1, 1, len(row)), 0.0)
+        along = np.maximum(s[row] + moved, 0.0)  # distance along the crypt's profile
+        w_anchor = np.minimum(along, crypts.depth)
         a = alpha[row]
         idx = np.full(len(row), c)
         anchor = np.column_stack([axis_point(crypts, idx, w_anchor), w_anchor])
@@ -130,16 +135,36 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         # The jitter brings ring neighbours closer than the nominal arc: each cell gets its nearer gap.
         before_i, after_i, nearer = _nearer_gap(jitter, first, col, ring[row])
         arc = nominal * nearer
-        # (Neighbouring columns' cells in the rings before and after lie a row less this apart: never
-        # nearer, as column_offset is at most half a row.)
-        stagger = np.abs(moved[:, None] - moved[np.column_stack([before_i, after_i])]).min(axis=1)
+        near_arc, near_along = _neighbour_offsets(theta, along, ring, row, col,
+                                                  2 * np.pi * rho * np.cos(alpha))
         lo = np.cumsum(ring) - ring  # first cell of each ring
         rows = np.column_stack([lo[np.maximum(row - 1, 0)], (lo + ring)[np.minimum(row + 1, len(s) - 1)] - 1])
-        parts.append((idx, theta, anchor, normal, a, arc, stagger, goblet, cup_theta, pitch,
+        parts.append((idx, theta, anchor, normal, a, arc, near_arc, near_along, goblet, cup_theta, pitch,
                       np.column_stack([before_i, after_i]) + start, row + n_rows, rows + start))
         start += len(row)
         n_rows += len(s)
     return _Wall(*(np.concatenate(p) for p in zip(*parts)))
+
+
+def _neighbour_offsets(theta: np.ndarray, along: np.ndarray, ring: np.ndarray, row: np.ndarray,
+                       col: np.ndarray, circumference: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Offsets (P, K) from each cell of one crypt's rings (``_ring_items``) to its neighbours, around
+    the wall (arc at the ring's ``circumference``) and along the crypt's profile (``along``): the
+    cells up to two columns either side in its own ring and, where the ring before or after holds as
+    many cells (the tube's columns), in that ring; inf where there is none. Other rings lie at least
+    a row apart along the profile."""
+    arcs, alongs = [], []
+    lo, own = np.cumsum(ring) - ring, np.arange(len(row))  # first cell of each ring; each cell's index
+    for d_row in (-1, 0, 1):
+        other = np.clip(row + d_row, 0, len(ring) - 1)
+        columns = (other == row + d_row) & (ring[other] == ring[row])
+        for d_col in range(-2, 3):
+            j = np.where(columns, lo[other] + (col + d_col) % ring[row], own)
+            ok = j != own
+            turn = np.abs((theta[j] - theta + np.pi) % (2 * np.pi) - np.pi)
+            arcs.append(np.where(ok, turn / (2 * np.pi) * circumference[row], np.inf))
+            alongs.append(np.where(ok, np.abs(along[j] - along), np.inf))
+    return np.column_stack(arcs), np.column_stack(alongs)
 
 
 def _surface_cells(crypts: Crypts, section: Section, spacing: float, reach: float,
@@ -241,11 +266,11 @@ def build_epithelium(crypts: Crypts, section: Section, tree: cKDTree, epi: Epith
     basal = crypts.radius[idx] * wall_factor(crypts, idx, theta)
     centre_radius = basal - epi.basal_gap_um - half_len - raised
     innermost = np.maximum(basal - epi.basal_gap_um - half_len - epi.stratification_um, 1.0)
-    # Nuclear axes, at the innermost radius: neighbouring columns lie an arc apart around the wall
-    # and, staggered, a stagger apart along it (in the ring and in the rings before and after); a
-    # column's rows a row apart.
-    arc = wall.arc[rows] * innermost / (crypts.radius[idx] - inset)
-    room = np.minimum(np.hypot(arc, wall.stagger[rows]), epi.row_spacing_um)
+    # Nuclear axes, at the innermost radius: the nearest neighbour on the wall, its arc scaled there
+    # (rings of other counts lie at least a row away).
+    shrink = (innermost / (crypts.radius[idx] - inset))[:, None]
+    room = np.minimum(np.hypot(wall.near_arc[rows] * shrink, wall.near_along[rows]).min(axis=1),
+                      epi.row_spacing_um)
     _fit_width(shapes, room, nucleus.shape_noise)
     centre_t = wall.anchor[rows] + wall.normal[rows] * centre_radius[:, None]
     noise = 1 + nucleus.shape_noise
