@@ -777,9 +777,10 @@ def test_a_scene_saved_before_frayed_tears_loads_with_its_clefts_and_no_cracks(t
 def test_lumen_roughness_makes_lumens_uneven_and_zero_keeps_their_even_folds(tmp_path):
     """``lumen_roughness`` 0: every lumen is its folds alone, 1 + fold cos(lobes theta + phase); the
     default makes each outline uneven without changing any other draw of the crypts. A scene saved
-    before lumens had waves loads with the even folds."""
-    even = built(tuple(SMALL + ["tissue.crypt.lumen_roughness=0"]), 3).crypts
-    rough = built(tuple(SMALL), 3).crypts
+    before lumens had waves loads with the even folds (at every depth)."""
+    still = ["tissue.crypt.lumen_meander=0"]
+    even = built(tuple(SMALL + still + ["tissue.crypt.lumen_roughness=0"]), 3).crypts
+    rough = built(tuple(SMALL + still), 3).crypts
     for name in ("centre", "radius", "lumen", "wall", "lumen_shape", "surface_waves"):
         assert np.array_equal(getattr(even, name), getattr(rough, name)), name
     theta = np.linspace(0, 2 * np.pi, 360, endpoint=False)
@@ -787,17 +788,44 @@ def test_lumen_roughness_makes_lumens_uneven_and_zero_keeps_their_even_folds(tmp
     th = np.tile(theta, len(even.centre))
     lobes, fold, phase = (even.lumen_shape[idx, i] for i in range(3))
     folds = 1 + fold * np.cos(lobes * th + phase)
-    assert np.array_equal(lumen_factor(even, idx, th), folds)
-    deviation = (lumen_factor(rough, idx, th) - folds).reshape(len(even.centre), len(theta))
+    w = np.random.default_rng(0).uniform(0, even.depth, len(th))
+    assert np.array_equal(lumen_factor(even, idx, th, w), folds)
+    deviation = (lumen_factor(rough, idx, th, w) - folds).reshape(len(even.centre), len(theta))
     assert np.all(deviation.std(axis=1) > 0.02), deviation.std(axis=1).min()
     scene = built(tuple(SMALL), 3)
     save(scene, tmp_path / "now.npz")
     with np.load(tmp_path / "now.npz") as data:
-        arrays = {k: data[k] for k in data.files if k != "crypts.lumen_waves"}
+        arrays = {k: data[k] for k in data.files if k not in ("crypts.lumen_waves", "crypts.lumen_meander")}
     np.savez(tmp_path / "before.npz", **arrays)
     before = load(tmp_path / "before.npz").crypts
     assert before.lumen_waves.shape == (len(before.centre), 0, 2)
-    assert np.array_equal(lumen_factor(before, idx, th), lumen_factor(even, idx, th))
+    assert before.lumen_meander.shape == (len(before.centre), 0, 4)
+    assert np.array_equal(lumen_factor(before, idx, th, w), lumen_factor(even, idx, th, w))
+
+
+def test_lumen_meander_widens_and_turns_each_lumen_along_its_crypt_and_zero_keeps_it_straight():
+    """``lumen_meander`` 0: a lumen's outline is the same at every depth (cut lengthwise, a straight
+    blade); the default widens and narrows every lumen along its crypt and turns its folds, without
+    changing any other draw of the crypts."""
+    straight = built(tuple(SMALL + ["tissue.crypt.lumen_meander=0"]), 3).crypts
+    meander = built(tuple(SMALL), 3).crypts
+    for name in ("centre", "radius", "lumen", "wall", "lumen_shape", "lumen_waves", "surface_waves"):
+        assert np.array_equal(getattr(straight, name), getattr(meander, name)), name
+    theta = np.linspace(0, 2 * np.pi, 90, endpoint=False)
+    depths = np.linspace(0, straight.depth, 200)
+    n = len(straight.centre)
+    idx = np.repeat(np.arange(n), len(depths) * len(theta))
+    th = np.tile(theta, n * len(depths))
+    w = np.tile(np.repeat(depths, len(theta)), n)
+    for crypts, moving in ((straight, False), (meander, True)):
+        outline = lumen_factor(crypts, idx, th, w).reshape(n, len(depths), len(theta))
+        width = outline.mean(axis=2)  # mean relative radius at each depth
+        widest = theta[np.argmax(outline, axis=2)]  # direction of the widest point at each depth
+        turned = np.abs(np.angle(np.exp(1j * (widest - widest[:, :1])))).max(axis=1)
+        if moving:
+            assert np.all(np.ptp(width, axis=1) > 0.05) and np.median(turned) > 0.3, (np.ptp(width, axis=1), turned)
+        else:
+            assert np.ptp(width, axis=1).max() < 1e-12 and turned.max() == 0
 
 
 @pytest.mark.parametrize("reach", [0.0, 1.0])

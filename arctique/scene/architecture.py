@@ -19,6 +19,7 @@ from .model import (BLOOD, EPITHELIUM, LUMEN, MUCIN, NO_VESSEL, OUTSIDE, RIP, ST
 
 WALL_HARMONICS = 3
 LUMEN_HARMONICS = 4
+LUMEN_MEANDERS = 2  # waves along the crypt of a lumen's width and turn
 
 
 def _rotation(tilt: float, azimuth: float) -> np.ndarray:
@@ -88,7 +89,19 @@ def sample_crypts(conf: CryptConf, surface: SurfaceConf, section: Section, z_pad
         lumen_waves=np.stack([rng.uniform(0, 1, size=(n, LUMEN_HARMONICS)) * conf.lumen_roughness
                               / np.arange(1, LUMEN_HARMONICS + 1),
                               rng.uniform(0, 2 * np.pi, size=(n, LUMEN_HARMONICS))], -1),
+        lumen_meander=_lumen_meander(rng, n, conf),
     )
+
+
+def _lumen_meander(rng: np.random.Generator, n: int, conf: CryptConf) -> np.ndarray:
+    """Per crypt ``LUMEN_MEANDERS`` waves along it (``Crypts.lumen_meander``), wavelengths within a
+    factor 1.5 of ``lumen_meander_um``; widening and turning each sum to at most ``lumen_meander``
+    (of the radius, of a half turn)."""
+    size = (n, LUMEN_MEANDERS)
+    share = conf.lumen_meander / LUMEN_MEANDERS
+    return np.stack([rng.uniform(0, 1, size) * share, rng.uniform(-1, 1, size) * share * np.pi / 2,
+                     2 * np.pi / conf.lumen_meander_um * rng.uniform(0.67, 1.5, size),
+                     rng.uniform(0, 2 * np.pi, size)], -1)
 
 
 def _room(centre: np.ndarray, radius: np.ndarray, gap: float) -> np.ndarray:
@@ -151,11 +164,16 @@ def wall_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarra
     return 1 + _harmonics(crypts.wall[idx], 2, theta)
 
 
-def lumen_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Folds of the lumen: relative lumen radius (a star, or a slit for two lobes), made uneven by
-    the crypt's lumen waves (the first harmonic moves the lumen off the axis)."""
+def lumen_factor(crypts: Crypts, idx: np.ndarray, theta: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Folds of the lumen at depth ``w``: relative lumen radius (a star, or a slit for two lobes),
+    made uneven by the crypt's lumen waves (the first harmonic moves the lumen off the axis), and
+    widened and turned by its meander along the crypt."""
+    meander = crypts.lumen_meander[idx]
+    wave = meander[..., 2] * np.clip(w, 0, crypts.depth)[..., None] + meander[..., 3]
+    widen = 1 + (meander[..., 0] * np.sin(wave)).sum(-1)
+    turned = theta - (meander[..., 1] * np.cos(wave)).sum(-1)
     lobes, fold, phase = (crypts.lumen_shape[idx, i] for i in range(3))
-    return 1 + fold * np.cos(lobes * theta + phase) + _harmonics(crypts.lumen_waves[idx], 1, theta)
+    return widen * (1 + fold * np.cos(lobes * turned + phase) + _harmonics(crypts.lumen_waves[idx], 1, turned))
 
 
 def crypt_coordinates(crypts: Crypts, q: np.ndarray, tree: cKDTree) -> Tuple[np.ndarray, ...]:
@@ -179,7 +197,7 @@ def crypt_coordinates(crypts: Crypts, q: np.ndarray, tree: cKDTree) -> Tuple[np.
     pick = (np.arange(len(q)), best)
     idx = cand[pick]
     th = theta[pick]
-    lumen = crypts.lumen[idx] * f[pick] * lumen_factor(crypts, idx, th)
+    lumen = crypts.lumen[idx] * f[pick] * lumen_factor(crypts, idx, th, q[:, 2])
     return idx, rho[pick], th, crypts.radius[idx] * f[pick], lumen
 
 

@@ -4,9 +4,9 @@ Crypt cells sit on a grid over each crypt wall (rows along the crypt profile, co
 axis, alternate columns moved along it: a brick pattern; every cell moved a little off it: a
 mosaic), surface cells on a jittered grid under the luminal surface; neighbours stand side by
 side with parallel long axes and are never wider than the room to the nearest of them, so nuclei
-cannot overlap by construction. Nuclei sit at the base, some
-raised (pseudo-stratification); goblet cells keep a flattened basal nucleus under a mucin vacuole
-that reaches the lumen. Only cells that can reach the slab are kept.
+cannot overlap by construction. Nuclei sit at the base, some raised (pseudo-stratification);
+goblet cells keep a flattened basal nucleus under a mucin vacuole that reaches the lumen. Only
+cells that can reach the slab are kept.
 """
 
 from __future__ import annotations
@@ -388,7 +388,7 @@ def _goblet_mucin(crypts: Crypts, epi: EpitheliumConf, wall: _Wall, g: np.ndarra
     a = wall.alpha[g]
     normal = np.column_stack([np.cos(a) * np.cos(theta), np.cos(a) * np.sin(theta), np.sin(a)])
     f = wall_factor(crypts, idx, theta)
-    lumen = crypts.lumen[idx] * f * lumen_factor(crypts, idx, theta)
+    lumen = crypts.lumen[idx] * f * lumen_factor(crypts, idx, theta, wall.anchor[g, 2])
     half_angle = epi.goblet_fill * wall.pitch[g] / 2
     # The theca reaches down between the nuclei of its ring neighbours (those within its angle plus
     # half a cell), from their luminal ends by ``goblet_reach`` of the way to the middle of the

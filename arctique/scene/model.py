@@ -62,6 +62,9 @@ class Crypts:
     surface_waves: np.ndarray  # (K, 4) rows (ku, kv, phase, amplitude um): undulation of the surface
     # (C, K, 2) amplitude (relative) and phase of the lumen's uneven outline, harmonics k = 1 .. K
     lumen_waves: np.ndarray
+    # (C, K, 4) waves along the crypt (amplitude of widening, amplitude of turning in rad, wavenumber
+    # per um, phase): the lumen's changes with depth
+    lumen_meander: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,11 +208,12 @@ def save(scene: SceneModel, path: Path) -> None:
 
 # Fields added later, and their values for scenes saved before, from the scene's arrays. Rips:
 # clefts without a width (``cleft_excess``), tears with smooth edges, no cracks (theirs were
-# hairlines by another rule). Crypts: lumens of even folds.
+# hairlines by another rule). Crypts: lumens of even folds, the same at every depth.
 FIELDS_BEFORE: Dict[str, Callable[[Dict[str, np.ndarray]], Any]] = {
     "rips.cleft_excess": lambda a: 0.0, "rips.fray_waves": lambda a: np.zeros((0, 4)),
     "rips.crack_um": lambda a: 0.0, "rips.crack_excess": lambda a: np.inf,
     "crypts.lumen_waves": lambda a: np.zeros((len(a["crypts.centre"]), 0, 2)),
+    "crypts.lumen_meander": lambda a: np.zeros((len(a["crypts.centre"]), 0, 4)),
 }
 
 
