@@ -294,13 +294,13 @@ class CellTypesConf:
 
 @dataclass
 class CellsConf:
-    stroma_density: float = _num(1.0, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
+    stroma_density: float = _num(1.2, 0, 10)  # stroma cells per 1000 um^3 of lamina propria (all types)
     # relative abundance of the stroma types; normalised, not all zero
     ratios: Dict[str, float] = _each({"PLA": 0.45, "LYM": 1.2, "EOS": 0.03, "FIB": 0.5, "NEU": 0.02},
                                      0, 1000, keys=STROMA_NAMES)
     # slider: multiplies every size of that type's nuclei
     nucleus_scale: Dict[str, float] = _each({name: 1.0 for name in NAMES}, 0.5, 1.5, keys=NAMES)
-    min_gap_um: float = _num(0.3, 0, 5)  # minimal distance between the collision shells of two stroma cells
+    min_gap_um: float = _num(0.1, 0, 5)  # minimal distance between the collision shells of two stroma cells
     mesh_subdivisions: int = _num(3, 1, 5)  # icosphere level of nucleus meshes (3: 642 vertices)
     types: CellTypesConf = field(default_factory=CellTypesConf)
 
