@@ -91,7 +91,7 @@ class CryptConf:
     # turn by up to this share of a half turn (0: the same outline at every depth, a straight white
     # blade where a crypt is cut lengthwise) ...
     lumen_meander: float = _num(1.0, 0, 1)
-    lumen_meander_um: float = _num(20.0, 5, 1000)  # ... over about this length
+    lumen_meander_um: float = _num(40.0, 5, 1000)  # ... over about this length
     depth_um: float = _num(420.0, 20, 2000)  # length of the tube below the luminal surface (its end is rounded)
     warp_um: float = _num(5.0, 0, 250)  # amplitude of the meander of the crypt axis (also <= spacing_um / 4)
     warp_wavelength_um: float = _num(160.0, 10, 2000)  # wavelength of that meander
