@@ -90,7 +90,8 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         total = crypts.depth + np.pi / 2 * rho
         s = np.arange(rng.uniform(0, epi.row_spacing_um), total, epi.row_spacing_um)
         alpha = np.clip((s - crypts.depth) / rho, 0, None)  # angle on the rounded end
-        ring = np.maximum(1, np.floor(2 * np.pi * rho * np.cos(alpha) / spacing)).astype(int)
+        circumference = 2 * np.pi * rho * np.cos(alpha)  # of each ring, at the inset radius
+        ring = np.maximum(1, np.floor(circumference / spacing)).astype(int)
         row, first, col = _ring_items(ring)
         jitter = epi.ring_jitter * rng.uniform(-1, 1, len(row))
         phase = rng.uniform(0, 2 * np.pi, len(s))
@@ -131,12 +132,11 @@ def _wall_grid(crypts: Crypts, epi: EpitheliumConf, inset: float, rng: np.random
         idx = np.full(len(row), c)
         anchor = np.column_stack([axis_point(crypts, idx, w_anchor), w_anchor])
         normal = np.column_stack([np.cos(a) * np.cos(theta), np.cos(a) * np.sin(theta), np.sin(a)])
-        nominal = (2 * np.pi * rho * np.cos(alpha) / ring)[row]
+        nominal = (circumference / ring)[row]
         # The jitter brings ring neighbours closer than the nominal arc: each cell gets its nearer gap.
         before_i, after_i, nearer = _nearer_gap(jitter, first, col, ring[row])
         arc = nominal * nearer
-        near_arc, near_along = _neighbour_offsets(theta, along, ring, row, col,
-                                                  2 * np.pi * rho * np.cos(alpha))
+        near_arc, near_along = _neighbour_offsets(theta, along, ring, row, col, circumference)
         lo = np.cumsum(ring) - ring  # first cell of each ring
         rows = np.column_stack([lo[np.maximum(row - 1, 0)], (lo + ring)[np.minimum(row + 1, len(s) - 1)] - 1])
         parts.append((idx, theta, anchor, normal, a, arc, near_arc, near_along, goblet, cup_theta, pitch,
