@@ -398,7 +398,8 @@ def tissue_textures(cfg: ArctiqueConf, scene: SceneModel, patterns: Callable[[],
     apical = epi & (lumen_near <= st.apical_um)
     e[epi] = (st.epithelium_eosin * eosin * mottle)[epi]
     e[apical] += st.apical_eosin * eosin
-    h[epi] = st.epithelium_hematoxylin
+    basal = np.exp(-_distance_to(stroma, op.mpp) / st.basal_um)
+    h[epi] = (st.epithelium_hematoxylin + st.basal_hematoxylin * basal)[epi]
     mucin = codes == MUCIN
     mesh = st.mucin_floor + (1 - st.mucin_floor) * 2 * strands  # mucin: strands over a floor
     # Clear in the middle, stained at the theca's edge (where the mucin is densest) and faded between.

@@ -270,7 +270,7 @@ def _type(**kwargs: Any) -> Any:
 class CellTypesConf:
     EPI: CellTypeConf = _type(
         length_um=[8.0, 11.5], elongation=[1.1, 1.5], shape_noise=0.14, shape_frequency=[3.5, 7.0],
-        hematoxylin=1.0, chromatin=1.0, rim=1.5, nucleoli=0.8)
+        hematoxylin=1.25, chromatin=1.0, rim=0.8, nucleoli=0.8)
     PLA: CellTypeConf = _type(
         length_um=[6.0, 7.6], elongation=[1.05, 1.3], shape_noise=0.12, shape_frequency=[3.0, 6.0],
         cytoplasm_scale=1.5, eccentricity=0.8, hematoxylin=0.95, chromatin=1.5, rim=0.8,
@@ -339,10 +339,15 @@ class StainConf:
     eosin_intensity: float = _num(1.6, 0, 3)  # slider: multiplies every eosin concentration
     stroma_eosin: float = _num(0.09, 0, 5)  # OD per um of the stroma matrix between fibres
     fibre_eosin: float = _num(0.05, 0, 5)  # OD per um added on collagen fibres
-    stroma_hematoxylin: float = _num(0.002, 0, 5)  # OD per um of stroma background
+    stroma_hematoxylin: float = _num(0.02, 0, 5)  # OD per um of stroma background
     # OD per um of epithelial cytoplasm: lilac, not magenta (GlaS healthy crypt epithelium)
     epithelium_eosin: float = _num(0.10, 0, 5)
     epithelium_hematoxylin: float = _num(0.06, 0, 5)
+    # OD per um of hematoxylin added to epithelial cytoplasm at the basement, fading over about
+    # basal_um towards the lumen: the ribosome-rich basal cytoplasm of crypt cells, in which the
+    # crowded nuclear palisade reads as one dark band
+    basal_hematoxylin: float = _num(0.12, 0, 5)
+    basal_um: float = _num(5.5, 0.1, 50)
     apical_eosin: float = _num(0.06, 0, 5)  # OD per um of the brush border lining the lumen
     apical_um: float = _num(0.8, 0, 5)  # width of that border
     blood_density: float = _num(0.3, 0, 5)  # OD per um of path through red blood cells
@@ -361,7 +366,7 @@ class StainConf:
     # OD per um of hematoxylin-stained mucus in crypt lumens (times the mucin strands): faint, so that
     # a lumen reads as a pale slit, not a grey blot
     lumen_mucus: float = _num(0.1, 0, 5)
-    grain: float = _num(0.2, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
+    grain: float = _num(0.1, 0, 1)  # relative amplitude of the fine granular texture of cytoplasm, matrix and mucin
     mottle: float = _num(0.1, 0, 1)  # relative amplitude of uneven eosin uptake of cytoplasm and matrix ...
     mottle_um: float = _num(3.0, 0.5, 100)  # ... over patches about this wide
     # relative spread (log scale) of all stain uptake across the field, as uneven section thickness and
@@ -373,7 +378,7 @@ class StainConf:
     stroma_clearing: float = _num(0.15, 0, 0.9)
     clearing_um: float = _num(6.0, 0.5, 50)  # ... about this wide ...
     space_density: float = _num(0.35, 0, 1)  # ... where the matrix keeps this share (0: clear glass)
-    cell_halo: float = _num(0.5, 0, 1)  # how clear the rim is that the matrix leaves round each stroma cell ...
+    cell_halo: float = _num(0.2, 0, 1)  # how clear the rim is that the matrix leaves round each stroma cell ...
     halo_um: float = _num(1.0, 0.1, 10)  # ... and its width (shrinkage in fixation)
     overstaining: float = _num(0.0, 0, 1)  # slider: extra eosin filling the space between fibres
     fibre_contrast: float = _num(0.3, 0, 1)  # contrast of the stroma fibre texture
@@ -421,7 +426,8 @@ class OpticsConf:
 class ScannerConf:
     """What a slide scanner does between the glass and the pixels (arctique/scanner.py): appearance
     only. Defaults: a 20x/0.75 objective, a slightly warm white balance, a 700 e- sensor, and no
-    JPEG (at quality 80 with 4:2:0 chroma, colour deconvolution no longer separates nuclei well)."""
+    JPEG (the lossless image is the reference; at quality 80 with 4:2:0 chroma colour
+    deconvolution separates nuclei a little less well)."""
 
     enabled: bool = True  # false (scanner=none): the ideal image, sRGB of the render
     numerical_aperture: float = _num(0.75, 0.1, 1.4)  # slider: objective NA; PSF sigma = 0.21 lambda / NA

@@ -19,7 +19,7 @@ from arctique.io.dataset import Dataset, sample_files, slice_file
 from arctique.labels.exact import tissue_classes, tissue_mask
 from arctique.scene import load
 from arctique.scene.cells import body_mesh, nucleus_mesh
-from arctique.scene.model import LUMEN, MUCIN, OUTSIDE, RIP, STROMA
+from arctique.scene.model import EPITHELIUM, LUMEN, MUCIN, OUTSIDE, RIP, STROMA
 
 from .conftest import NO_GPU_ENV, SMALL, render_small, run_cli
 
@@ -206,13 +206,15 @@ def unshifted_field(tmp_path_factory):
     return _in_focus(tmp_path_factory, "scanner.lateral_ca_um=0")
 
 
-def test_hematoxylin_channel_segments_the_in_focus_nuclei(in_focus_field):
-    """Otsu on the hematoxylin channel finds the nuclei near the focal plane."""
+def test_hematoxylin_channel_segments_the_in_focus_nuclei_as_in_real_colon(in_focus_field):
+    """Otsu on the hematoxylin channel finds the nuclei near the focal plane about as well as it finds
+    the annotated nuclei of real colon (three MoNuSeg colon tiles, measured the same way: Dice
+    0.68-0.74): it marks the nuclei, and with them some basophilic cytoplasm, as in a real slide."""
     from arctique.labels.quality import in_focus_hematoxylin_dice
 
     image, instance, cells, _ = in_focus_field
     dice = in_focus_hematoxylin_dice(image, instance, cells)
-    assert dice >= 0.8, dice
+    assert 0.6 <= dice <= 0.85, dice
 
 
 def test_image_and_labels_are_aligned_to_the_pixel(unshifted_field):
@@ -662,14 +664,14 @@ def test_mottle_sets_the_spread_of_uneven_eosin_uptake():
     assert steps[1] < steps[0] / 2, steps
 
 
-def _matrix_eosin(cfg, scene) -> np.ndarray:
-    """The eosin of the tissue matrix (``appearance.tissue_textures``) of ``scene`` under ``cfg``, and
-    its compartment codes, on the texture grid."""
+def _matrix_stain(cfg, scene, channel: int = 1) -> np.ndarray:
+    """One stain of the tissue matrix (``appearance.tissue_textures``; 0 hematoxylin, 1 eosin) of
+    ``scene`` under ``cfg``, and its compartment codes, on the texture grid."""
     from arctique.appearance import matrix_patterns, section_compartments, tissue_textures
 
     maps = section_compartments(scene, cfg.optics.image_size, cfg.optics.mpp, cfg.optics.layers)
     patterns = matrix_patterns(cfg, scene.seed)
-    return tissue_textures(cfg, scene, lambda: patterns, lambda: maps)[..., 1], maps.codes
+    return tissue_textures(cfg, scene, lambda: patterns, lambda: maps)[..., channel], maps.codes
 
 
 def test_fibre_bundling_gathers_fibres_into_bundles_and_leaves_the_other_patterns():
@@ -715,7 +717,7 @@ def test_stroma_clearing_is_the_share_of_clear_matrix_in_spaces_of_clearing_um()
     cfg = load_config([*SMALL, "stain.stroma_clearing=0.5", "stain.space_density=0", "stain.fibre_contrast=0",
                        "stain.cell_halo=0"])
     patterns = matrix_patterns(cfg, SEED)
-    eosin, codes = _matrix_eosin(cfg, build_scene(cfg, SEED))
+    eosin, codes = _matrix_stain(cfg, build_scene(cfg, SEED))
     stroma = (codes == STROMA) & (eosin > 0)  # not displaced by a cell
     clear, dense = stroma & (patterns.clearing < 0.05), stroma & (patterns.clearing > 0.95)
     assert clear.sum() > 20 and dense.sum() > 20
@@ -739,7 +741,7 @@ def test_cell_halo_clears_the_matrix_next_to_stroma_cells_only():
     scene = build_scene(load_config(base), SEED)
     eosin = {}
     for halo in (0, 1):
-        eosin[halo], codes = _matrix_eosin(load_config(base + [f"stain.cell_halo={halo}", "stain.halo_um=1"]), scene)
+        eosin[halo], codes = _matrix_stain(load_config(base + [f"stain.cell_halo={halo}", "stain.halo_um=1"]), scene)
     occupied = cell_occupancy(scene, texture_grid(scene.section.field_um, scene.section.margin_um, 0.5), 1)
     distance = distance_transform_edt(occupied[0] < 0.5, sampling=0.5)[None]
     matrix = (codes == STROMA) & (occupied == 0) & (eosin[0] > 0)
@@ -760,7 +762,7 @@ def test_mucin_edge_stains_a_thecas_rim_and_leaves_its_middle_clear():
     scene = build_scene(load_config(base), SEED)
     eosin = {}
     for edge in (0.0, 1.0):
-        eosin[edge], codes = _matrix_eosin(load_config(base + [f"stain.mucin_edge={edge}"]), scene)
+        eosin[edge], codes = _matrix_stain(load_config(base + [f"stain.mucin_edge={edge}"]), scene)
     mucin = codes == MUCIN
     depth = np.stack([distance_transform_edt(layer, sampling=0.25) for layer in mucin])
     rim, middle = mucin & (depth <= 0.25), mucin & (depth >= 3)
@@ -770,6 +772,30 @@ def test_mucin_edge_stains_a_thecas_rim_and_leaves_its_middle_clear():
     # at the edge the residue rises from 1 - clarity towards 1; in the middle it stays
     assert gain[rim].mean() > 0.6 / (1 - clarity)
     assert np.allclose(gain[middle], 1, atol=0.05 / (1 - clarity))
+
+
+def test_basal_hematoxylin_darkens_epithelial_cytoplasm_at_the_basement_only():
+    """``stain.basal_hematoxylin`` adds hematoxylin to epithelial cytoplasm by the basement, fading
+    as exp(-distance / ``basal_um``); stroma and apical cytoplasm keep theirs."""
+    from scipy.ndimage import distance_transform_edt
+
+    from arctique.scene import build_scene
+
+    base = [*SMALL, "optics.mpp=0.5", "optics.image_size=160", "stain.basal_um=3", "stain.grain=0"]
+    scene = build_scene(load_config(base), SEED)
+    h = {}
+    for extra in (0.0, 0.3):
+        h[extra], codes = _matrix_stain(load_config(base + [f"stain.basal_hematoxylin={extra}"]), scene, 0)
+    epithelium = codes == EPITHELIUM
+    depth = np.stack([distance_transform_edt(layer != STROMA, sampling=0.5) for layer in codes])
+    basal, apical = epithelium & (depth <= 0.5) & (h[0.0] > 0), epithelium & (depth >= 15) & (h[0.0] > 0)
+    assert basal.sum() > 50 and apical.sum() > 50
+    # relative to the plain cytoplasm, so that the field's uptake and the cells' share cancel
+    plain = load_config(base).stain.epithelium_hematoxylin
+    added = (h[0.3] - h[0.0]) / np.where(epithelium & (h[0.0] > 0), h[0.0], 1) * plain
+    assert np.allclose(added[basal], 0.3 * np.exp(-depth[basal] / 3), rtol=0.02)
+    assert added[apical].max() <= 0.3 * np.exp(-5) * 1.02
+    assert np.array_equal(h[0.3][~epithelium], h[0.0][~epithelium])
 
 
 def test_stain_uptake_varies_smoothly_across_the_field():
